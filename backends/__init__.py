@@ -1,0 +1,2 @@
+"""Backends: the targets irc compiles to.  The core finds them through
+``irc.registry.TARGETS``; each module is imported only when its target is used."""

@@ -1,0 +1,319 @@
+"""The IR's data model: values, nodes and the graph that owns them.
+
+A :class:`Graph` owns its values, its nodes (kept in topological order) and its
+parameters (named constant arrays: weights, biases, thresholds).  Nodes refer to
+:class:`Value` objects; a parameter is a value whose data lives in
+``graph.params``.  Rewrites go through a few safe primitives
+(:meth:`Graph.add_node`, :meth:`Graph.replace_all_uses`,
+:meth:`Graph.remove_node`, :meth:`Graph.prune`) so that use lists, names and
+types stay consistent; every node's output types are inferred from the op
+registry when it is created.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import IRCError
+from .types import TensorType, type_of_array
+
+
+class Value:
+    """One SSA value: a graph input, a parameter or a node output."""
+
+    __slots__ = ("name", "type", "producer", "is_param")
+
+    def __init__(self, name: str, type: TensorType, producer: "Node | None" = None, is_param: bool = False):
+        self.name = name
+        self.type = type
+        self.producer = producer
+        self.is_param = is_param
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+class Node:
+    """One operation: ``outputs = op(inputs) {attrs}``."""
+
+    __slots__ = ("name", "op", "inputs", "outputs", "attrs")
+
+    def __init__(self, name: str, op: str, inputs: list[Value | None], outputs: list[Value], attrs: dict[str, Any]):
+        self.name = name
+        self.op = op
+        self.inputs = inputs
+        self.outputs = outputs
+        self.attrs = attrs
+
+    @property
+    def output(self) -> Value:
+        """The single output of a one-output node."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"node {self.name} has {len(self.outputs)} outputs")
+        return self.outputs[0]
+
+    def input_types(self) -> list[TensorType | None]:
+        return [v.type if v is not None else None for v in self.inputs]
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name}: {self.op}>"
+
+
+_NAME_SUFFIX = re.compile(r"^(.*?)(?:_(\d+))?$")
+
+
+class Graph:
+    """A dataflow graph: inputs, parameters, nodes in topological order, outputs."""
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.params: dict[str, np.ndarray] = {}
+        self.values: dict[str, Value] = {}
+        self.meta: dict[str, Any] = {}
+        """Facts that outlive passes: the source file, the readout rule, ..."""
+        self._node_names: set[str] = set()
+
+    # ------------------------------------------------------------------ names
+    def unique_name(self, base: str, taken: set[str] | dict | None = None) -> str:
+        """``base`` if it is free, else ``base_1``, ``base_2``, ..."""
+        taken = self.values if taken is None else taken
+        base = base or "v"
+        if base not in taken:
+            return base
+        stem = _NAME_SUFFIX.match(base).group(1) or base  # type: ignore[union-attr]
+        i = 1
+        while f"{stem}_{i}" in taken:
+            i += 1
+        return f"{stem}_{i}"
+
+    # --------------------------------------------------------------- builders
+    def add_input(self, name: str, type: TensorType) -> Value:
+        if name in self.values:
+            raise IRCError(f"duplicate input name {name!r}")
+        v = Value(name, type)
+        self.values[name] = v
+        self.inputs.append(v)
+        return v
+
+    def add_param(self, name: str, array: np.ndarray) -> Value:
+        """Add a constant array under a fresh name derived from ``name``."""
+        array = np.asarray(array)
+        name = self.unique_name(name)
+        v = Value(name, type_of_array(array), is_param=True)
+        self.values[name] = v
+        self.params[name] = array
+        return v
+
+    def param(self, value: Value) -> np.ndarray:
+        return self.params[value.name]
+
+    def set_param(self, value: Value, array: np.ndarray) -> None:
+        """Replace a parameter's data (its type follows the new array)."""
+        array = np.asarray(array)
+        self.params[value.name] = array
+        value.type = type_of_array(array)
+
+    def is_const(self, value: Value | None) -> bool:
+        return value is not None and value.is_param
+
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[Value | None],
+        attrs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        output_names: Sequence[str] | None = None,
+        after: Node | None = None,
+        before: Node | None = None,
+    ) -> Node:
+        """Create a node, infer its output types and insert it in order.
+
+        Without ``after``/``before`` the node is appended; passes that insert
+        in the middle of a graph name the anchor node so the order stays
+        topological.
+        """
+        from .ops import get_op  # local: ops import graph types
+
+        opdef = get_op(op)
+        node_name = self.unique_name(name or op.lower(), self._node_names)
+        try:
+            full_attrs = opdef.normalize_attrs(attrs or {})
+            opdef.check_arity(inputs)
+            out_types = opdef.infer([v.type if v is not None else None for v in inputs], full_attrs)
+        except IRCError as e:
+            if e.node is None:
+                e.node = node_name
+                e.args = (e.format(),)
+            raise
+        names = list(output_names) if output_names else [node_name] if len(out_types) == 1 else [
+            f"{node_name}.{i}" for i in range(len(out_types))
+        ]
+        node = Node(node_name, op, list(inputs), [], full_attrs)
+        for oname, otype in zip(names, out_types):
+            oname = self.unique_name(oname)
+            v = Value(oname, otype, producer=node)
+            self.values[oname] = v
+            node.outputs.append(v)
+        self._node_names.add(node_name)
+        if after is not None:
+            self.nodes.insert(self.nodes.index(after) + 1, node)
+        elif before is not None:
+            self.nodes.insert(self.nodes.index(before), node)
+        else:
+            self.nodes.append(node)
+        return node
+
+    def reinfer(self, node: Node) -> None:
+        """Re-run type inference on a node whose inputs or attributes changed."""
+        from .ops import get_op
+
+        types = get_op(node.op).infer(node.input_types(), node.attrs)
+        for v, t in zip(node.outputs, types):
+            v.type = t
+
+    # ------------------------------------------------------------------- uses
+    def users(self, value: Value) -> list[tuple[Node, int]]:
+        return [(n, i) for n in self.nodes for i, v in enumerate(n.inputs) if v is value]
+
+    def consumers(self, value: Value) -> list[Node]:
+        seen: list[Node] = []
+        for n in self.nodes:
+            if any(v is value for v in n.inputs) and n not in seen:
+                seen.append(n)
+        return seen
+
+    def num_uses(self, value: Value) -> int:
+        """Uses by nodes plus uses as a graph output."""
+        return len(self.users(value)) + sum(1 for o in self.outputs if o is value)
+
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        for n in self.nodes:
+            n.inputs = [new if v is old else v for v in n.inputs]
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def remove_node(self, node: Node, *, force: bool = False) -> None:
+        if not force:
+            for out in node.outputs:
+                if self.num_uses(out):
+                    raise ValueError(f"cannot remove {node.name}: {out.name} still has users")
+        self.nodes.remove(node)
+        self._node_names.discard(node.name)
+        for out in node.outputs:
+            self.values.pop(out.name, None)
+
+    def bypass(self, node: Node, replacement: Value) -> None:
+        """Route every use of ``node``'s output to ``replacement`` and drop the node."""
+        self.replace_all_uses(node.output, replacement)
+        self.remove_node(node)
+
+    def prune(self) -> None:
+        """Drop nodes and parameters that no output depends on."""
+        live: set[int] = {id(v) for v in self.outputs}
+        keep: list[Node] = []
+        for n in reversed(self.nodes):
+            if any(id(o) in live for o in n.outputs):
+                keep.append(n)
+                live.update(id(v) for v in n.inputs if v is not None)
+        dead = [n for n in self.nodes if n not in keep]
+        for n in dead:
+            self.remove_node(n, force=True)
+        for name in [p for p, v in ((p, self.values[p]) for p in self.params) if id(v) not in live]:
+            del self.params[name]
+            del self.values[name]
+
+    # ------------------------------------------------------------------ order
+    def sort(self) -> None:
+        """Restore topological order, keeping the current order where possible."""
+        from .errors import VerifyError
+
+        produced: set[int] = {id(v) for v in self.inputs} | {id(self.values[p]) for p in self.params}
+        remaining = list(self.nodes)
+        ordered: list[Node] = []
+        while remaining:
+            for i, n in enumerate(remaining):
+                if all(v is None or id(v) in produced for v in n.inputs):
+                    ordered.append(n)
+                    produced.update(id(o) for o in n.outputs)
+                    del remaining[i]
+                    break
+            else:
+                names = ", ".join(n.name for n in remaining[:5])
+                raise VerifyError(f"graph has a cycle or a dangling input among: {names}")
+        self.nodes = ordered
+
+    # ------------------------------------------------------------- inspection
+    def node_of(self, value: Value) -> Node | None:
+        return value.producer
+
+    def find(self, op: str) -> list[Node]:
+        return [n for n in self.nodes if n.op == op]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(list(self.nodes))
+
+    def copy(self) -> "Graph":
+        """A structural copy; parameter arrays are shared (treat them as immutable)."""
+        g = Graph(self.name)
+        g.meta = copy.deepcopy(self.meta)
+        vmap: dict[int, Value] = {}
+
+        def clone(v: Value | None) -> Value | None:
+            if v is None:
+                return None
+            if id(v) not in vmap:
+                nv = Value(v.name, v.type, is_param=v.is_param)
+                vmap[id(v)] = nv
+                g.values[v.name] = nv
+            return vmap[id(v)]
+
+        for v in self.inputs:
+            g.inputs.append(clone(v))  # type: ignore[arg-type]
+        for p, arr in self.params.items():
+            clone(self.values[p])
+            g.params[p] = arr
+        for n in self.nodes:
+            nn = Node(n.name, n.op, [clone(v) for v in n.inputs], [], copy.deepcopy(n.attrs))
+            for o in n.outputs:
+                no = clone(o)
+                no.producer = nn  # type: ignore[union-attr]
+                nn.outputs.append(no)  # type: ignore[arg-type]
+            g.nodes.append(nn)
+            g._node_names.add(nn.name)
+        g.outputs = [clone(v) for v in self.outputs]  # type: ignore[misc]
+        return g
+
+    def to_networkx(self):
+        """A networkx DiGraph of nodes (for analyses and drawing)."""
+        import networkx as nx
+
+        dg = nx.DiGraph()
+        for n in self.nodes:
+            dg.add_node(n.name, op=n.op)
+        for n in self.nodes:
+            for v in n.inputs:
+                if v is not None and v.producer is not None:
+                    dg.add_edge(v.producer.name, n.name, value=v.name)
+        return dg
+
+    def num_params(self) -> int:
+        return int(sum(a.size for a in self.params.values()))
+
+    def __str__(self) -> str:
+        from .text import print_graph
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self.nodes)} nodes, {len(self.params)} params>"
+
+
+def iter_values(nodes: Iterable[Node]) -> Iterator[Value]:
+    for n in nodes:
+        yield from n.outputs

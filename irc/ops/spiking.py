@@ -1,0 +1,1 @@
+"""Spiking ops (filled in by the spiking step)."""

@@ -1,0 +1,192 @@
+"""Programs (what a backend builds) and their on-disk artifact.
+
+A :class:`Program` runs the lowered IR on inputs given in the source model's
+layout.  ``prog.save(path)`` writes a versioned zip bundle:
+
+* ``manifest.json``: format name and version, irc version, target, options,
+  the inputs and outputs, and a sha256 of every other member;
+* ``graph.ir``: the lowered IR as text;
+* ``weights.npz``: the parameters (read back with ``allow_pickle=False``);
+* the generated source, if the target has one (for people to read).
+
+``load_program`` checks the format, version and hashes, parses the IR and
+rebuilds the program from it with the same backend.  The stored source is
+compared with the regenerated one but never executed: an artifact is data,
+so a crafted one cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import __version__
+from .errors import IRCError
+from .feeds import batch_size, bind_inputs
+from .graph import Graph
+
+FORMAT = "irc-program"
+FORMAT_VERSION = 1
+
+
+class Program:
+    """A compiled network: ``run`` it, read ``stats``, ``save`` it."""
+
+    target: str = ""
+    source_suffix: str = ""
+
+    def __init__(self, graph: Graph, options: Mapping[str, Any], source: str | None = None):
+        self.graph = graph
+        self.options = dict(options)
+        self.source = source
+        self.stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ run
+    def run(self, *inputs: Any, batch_size: int | None = None, progress=None, **named: Any):
+        """Run on a batch; returns one array per graph output (a single array if there is one).
+
+        Large batches are processed in chunks of ``batch_size`` (the
+        ``batch_size`` compile option by default) so memory stays bounded.
+        """
+        feeds = bind_inputs(self.graph, inputs, named)
+        n = _batch(self.graph, feeds)
+        chunk = batch_size or self.options.get("batch_size") or n or 1
+        parts: list[list[np.ndarray]] = []
+        self._begin_run(n)
+        for start in range(0, max(n, 1), chunk):
+            sub = {k: (v[start:start + chunk] if self._batched(k) else v) for k, v in feeds.items()}
+            parts.append(self._run_chunk(sub, start))
+            if progress is not None:
+                progress(min(start + chunk, n), n)
+        outs = [np.concatenate([p[i] for p in parts], axis=0) if len(parts) > 1 else parts[0][i]
+                for i in range(len(parts[0]))]
+        self._end_run(n)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _batched(self, name: str) -> bool:
+        return next(v for v in self.graph.inputs if v.name == name).type.has_batch
+
+    def _begin_run(self, n: int) -> None:
+        """Reset per-run state (statistics) before the first chunk."""
+
+    def _end_run(self, n: int) -> None:
+        """Finish per-run state after the last chunk."""
+
+    def _run_chunk(self, feeds: dict[str, np.ndarray], offset: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- describe
+    @property
+    def inputs(self):
+        return self.graph.inputs
+
+    @property
+    def outputs(self):
+        return self.graph.outputs
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} target={self.target} graph={self.graph.name}>"
+
+    # ----------------------------------------------------------------- save
+    def save(self, path: str) -> None:
+        from .text import print_graph
+
+        ir_text = print_graph(self.graph).encode()
+        weights = io.BytesIO()
+        np.savez(weights, **{f"p{i}": arr for i, arr in enumerate(self.graph.params.values())})
+        members: dict[str, bytes] = {"graph.ir": ir_text, "weights.npz": weights.getvalue()}
+        if self.source is not None:
+            members["program" + self.source_suffix] = self.source.encode()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "irc_version": __version__,
+            "target": self.target,
+            "options": _jsonable(self.options),
+            "inputs": [{"name": v.name, "type": str(v.type)} for v in self.graph.inputs],
+            "outputs": [{"name": v.name, "type": str(v.type)} for v in self.graph.outputs],
+            "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
+        }
+        tmp = path + ".tmp"
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("manifest.json", json.dumps(manifest, indent=2))
+            for k, v in members.items():
+                z.writestr(k, v)
+        os.replace(tmp, path)
+
+
+def _batch(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
+    return batch_size(graph, feeds) if any(v.type.has_batch for v in graph.inputs) else 1
+
+
+def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, np.ndarray):
+            continue  # calibration data is folded into the IR, not stored
+        if isinstance(v, (np.integer, np.floating)):
+            v = v.item()
+        out[k] = v
+    json.dumps(out)
+    return out
+
+
+def load_program(path: str) -> Program:
+    """Load a program saved with :meth:`Program.save`."""
+    from .registry import backend_for
+    from .text import parse_graph
+
+    if not os.path.exists(path):
+        raise IRCError("file not found", file=path)
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise IRCError(f"not an irc program artifact ({e})", file=path,
+                       hint="the file may be truncated; compile it again with `irc compile`") from None
+    with z:
+        try:
+            manifest = json.loads(z.read("manifest.json"))
+        except KeyError:
+            raise IRCError("the artifact has no manifest.json", file=path) from None
+        except Exception as e:
+            raise IRCError(f"the artifact is damaged ({e})", file=path) from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise IRCError("not an irc program artifact (wrong format name)", file=path)
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise IRCError(f"the artifact has format version {version}; this irc reads up to {FORMAT_VERSION}",
+                           file=path, hint="upgrade irc, or compile the model again with this version")
+        members: dict[str, bytes] = {}
+        for name, digest in dict(manifest.get("sha256", {})).items():
+            try:
+                data = z.read(name)
+            except Exception as e:
+                raise IRCError(f"member {name!r} is missing or damaged ({e})", file=path) from None
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise IRCError(f"member {name!r} does not match its hash: the artifact was modified or corrupted",
+                               file=path)
+            members[name] = data
+    for required in ("graph.ir", "weights.npz"):
+        if required not in members:
+            raise IRCError(f"the artifact lacks {required}", file=path)
+    try:
+        with np.load(io.BytesIO(members["weights.npz"]), allow_pickle=False) as npz:
+            arrays = [npz[f"p{i}"] for i in range(len(npz.files))]
+    except Exception as e:
+        raise IRCError(f"cannot read the weights ({e})", file=path) from None
+    try:
+        graph = parse_graph(members["graph.ir"].decode(), arrays)
+    except IRCError as e:
+        raise e.with_file(path)
+    backend = backend_for(str(manifest.get("target")))()
+    prog = backend.build(graph, manifest.get("options", {}))
+    stored = next((members[k] for k in members if k.startswith("program")), None)
+    if stored is not None and prog.source is not None and stored.decode() != prog.source:
+        if manifest.get("irc_version") == __version__:
+            raise IRCError("the stored source does not match its IR: the artifact was modified", file=path)
+    return prog

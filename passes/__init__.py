@@ -1,0 +1,14 @@
+"""Passes: graph -> graph rewrites, each registered under a name, and the
+pipelines that targets run.  See :mod:`irc.passes.manager`."""
+from . import affine, fuse, simplify  # noqa: F401  (registration)
+from .manager import PASSES, Pass, PassContext, get_pass, register_pass, run_pass, run_pipeline
+
+FOUNDATION = ["simplify", "fold_constants", "fold_batchnorm"]
+"""Inference simplification every target starts with."""
+
+PIPELINES: dict[str, list[str]] = {
+    "analog": FOUNDATION + ["fuse_activations"],
+}
+
+__all__ = ["PASSES", "PIPELINES", "FOUNDATION", "Pass", "PassContext", "get_pass", "register_pass",
+           "run_pass", "run_pipeline"]
