@@ -71,6 +71,9 @@ def generate(graph: Graph) -> tuple[str, dict[str, str]]:
     for i, n in enumerate(graph.nodes):
         opdef = get_op(n.op)
         kwargs = opdef.kernel_args(n.input_types(), [o.type for o in n.outputs], n.attrs)
+        if kwargs.get("activation") == "":
+            kwargs.pop("activation")
+            kwargs.pop("activation_params", None)
         args = [ref(v) for v in n.inputs]
         while args and args[-1] == "None":
             args.pop()

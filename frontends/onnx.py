@@ -347,7 +347,9 @@ def Gemm(L, n):
     if trans_a:
         A = L.emit("Transpose", [A], {"perm": [1, 0]})
     if isinstance(B, np.ndarray) and not isinstance(A, np.ndarray):
-        w = (B if trans_b else B.T) * np.asarray(alpha, B.dtype)
+        w = B if trans_b else B.T
+        if alpha != 1.0:
+            w = w * np.asarray(alpha, B.dtype)
         out_features = w.shape[0]
         bias = None
         if C is not None and isinstance(C, np.ndarray):
@@ -628,3 +630,28 @@ def ConstantOfShape(L, n):
         raise UnsupportedError("ConstantOfShape of the batch size is not supported")
     value = attrs_of(n).get("value", np.zeros(1, np.float32))
     return [np.full(tuple(int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
+
+
+def _global_reduce(op: str):
+    """ReduceMean/ReduceMax over every spatial axis is a global pool (x.mean(dim=(2, 3)))."""
+    def fn(L, n):
+        a = attrs_of(n)
+        x = L.arg(n, 0)
+        t = L.type_of(n.input[0])
+        if L.opset >= 18 and n.op_type in ("ReduceMean", "ReduceMax"):
+            axes = [int(v) for v in L.const(n, 1, "axes")] if L.has(n, 1) else None
+        else:
+            axes = list(a["axes"]) if "axes" in a else None
+        axes = sorted(ax % t.rank for ax in (axes if axes is not None else range(t.rank)))
+        if t.rank < 3 or axes != list(range(2, t.rank)):
+            raise UnsupportedError(f"{n.op_type} over axes {axes} is supported only over all spatial axes "
+                                   f"(a global pool)")
+        y = L.emit(op, [x])
+        if not a.get("keepdims", 1):
+            y = L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})
+        return [y]
+    return fn
+
+
+HANDLERS["ReduceMean"] = _global_reduce("GlobalAvgPool")
+HANDLERS["ReduceMax"] = _global_reduce("GlobalMaxPool")

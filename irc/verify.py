@@ -3,7 +3,8 @@
 Checked: each node's op exists, its attributes are valid and its output types
 are what inference gives; every input is defined before use (no dangling values,
 no cycles); names are unique; parameters match their declared types; op inputs
-declared as parameters are constants; graph outputs are defined.
+declared as parameters are constants (parameters, or computed from them
+only); graph outputs are defined.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def verify(graph: Graph) -> None:
         names.add(pname)
         defined.add(id(v))
     node_names: set[str] = set()
+    constant: set[int] = {id(graph.values[p]) for p in graph.params}
     for node in graph.nodes:
         if node.name in node_names:
             raise VerifyError(f"duplicate node name {node.name!r}")
@@ -48,8 +50,8 @@ def verify(graph: Graph) -> None:
                 what = "a cycle or a dangling value" if v.producer is not None else "a dangling value"
                 raise VerifyError(f"input %{v.name} is used before it is defined ({what})", node=node.name)
             slot = opdef.inputs[i].rstrip("?*") if i < len(opdef.inputs) else opdef.inputs[-1].rstrip("*")
-            if slot in opdef.params and not v.is_param:
-                raise VerifyError(f"input {slot!r} of {node.op} must be a parameter, got %{v.name}", node=node.name)
+            if slot in opdef.params and id(v) not in constant:
+                raise VerifyError(f"input {slot!r} of {node.op} must be a constant, got %{v.name}", node=node.name)
         try:
             opdef.check_arity(node.inputs)
             attrs = opdef.normalize_attrs(node.attrs)
@@ -71,6 +73,8 @@ def verify(graph: Graph) -> None:
                 raise VerifyError(f"duplicate value name {out.name!r}", node=node.name)
             names.add(out.name)
             defined.add(id(out))
+        if not opdef.spiking and all(v is None or id(v) in constant for v in node.inputs) and node.inputs:
+            constant.update(id(o) for o in node.outputs)
     for v in graph.outputs:
         if id(v) not in defined:
             raise VerifyError(f"graph output %{v.name} is not defined")

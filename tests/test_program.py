@@ -1,0 +1,104 @@
+"""Program artifacts: save, load, and the ways a damaged one is refused."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import irc
+from conftest import onnx_fixture, random_feeds
+
+
+@pytest.fixture
+def saved(tmp_path):
+    graph = irc.load(onnx_fixture("resnet_tiny"))
+    prog = irc.compile(graph, target="numpy")
+    path = str(tmp_path / "net.ircp")
+    prog.save(path)
+    return prog, path, graph
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    prog, path, graph = saved
+    feeds = random_feeds(graph, 4)
+    back = irc.load_program(path)
+    np.testing.assert_array_equal(prog.run(feeds), back.run(feeds))
+    assert back.source == prog.source
+
+
+def test_manifest_has_version_and_hashes(saved):
+    _, path, _ = saved
+    with zipfile.ZipFile(path) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        assert set(z.namelist()) == {"manifest.json", "graph.ir", "weights.npz", "program.py"}
+    assert manifest["format"] == "irc-program" and manifest["format_version"] == 1
+    assert set(manifest["sha256"]) == {"graph.ir", "weights.npz", "program.py"}
+
+
+def _rewrite(path, name, transform):
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members[name] = transform(members[name])
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+
+
+def test_truncated_artifact(saved):
+    _, path, _ = saved
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(irc.IRCError, match="not an irc program artifact|damaged|missing"):
+        irc.load_program(path)
+
+
+def test_tampered_weights(saved):
+    _, path, _ = saved
+    _rewrite(path, "weights.npz", lambda b: b[:-20] + bytes(20))
+    with pytest.raises(irc.IRCError, match="'weights.npz' does not match its hash"):
+        irc.load_program(path)
+
+
+def test_tampered_source_with_matching_hash_is_never_executed(saved):
+    _, path, _ = saved
+    evil = b"raise SystemExit('executed!')\n"
+
+    def patch_manifest(b):
+        m = json.loads(b)
+        import hashlib
+        m["sha256"]["program.py"] = hashlib.sha256(evil).hexdigest()
+        return json.dumps(m).encode()
+
+    _rewrite(path, "program.py", lambda b: evil)
+    _rewrite(path, "manifest.json", patch_manifest)
+    with pytest.raises(irc.IRCError, match="stored source does not match its IR"):
+        irc.load_program(path)
+
+
+def test_newer_format_version(saved):
+    _, path, _ = saved
+    _rewrite(path, "manifest.json", lambda b: json.dumps({**json.loads(b), "format_version": 99}).encode())
+    with pytest.raises(irc.IRCError, match="format version 99"):
+        irc.load_program(path)
+
+
+def test_not_an_artifact(tmp_path):
+    p = tmp_path / "x.ircp"
+    p.write_text("hello")
+    with pytest.raises(irc.IRCError, match="not an irc program artifact"):
+        irc.load_program(str(p))
+
+
+def test_chunked_run_equals_whole_batch(saved):
+    prog, _, graph = saved
+    feeds = random_feeds(graph, 10)
+    np.testing.assert_allclose(prog.run(feeds, batch_size=3), prog.run(feeds), rtol=1e-6, atol=1e-6)
+
+
+def test_inputs_by_name_and_position():
+    graph = irc.load(onnx_fixture("multibranch_concat"))
+    prog = irc.compile(graph)
+    feeds = random_feeds(graph, 2)
+    np.testing.assert_array_equal(prog.run(feeds["x"], feeds["extra"]), prog.run(extra=feeds["extra"], x=feeds["x"]))
+    with pytest.raises(irc.IRCError, match="takes 2 input"):
+        prog.run(feeds["x"])
