@@ -59,32 +59,32 @@ def _channel(v, ndim):
 # --------------------------------------------------------------- synaptic ops
 def conv(x, w, b=None, mask=None, *, strides, pads, dilations, group, out_dims,
          activation="", activation_params=()):
-    """N-d convolution (cross-correlation) with groups, as im2col + one GEMM per group."""
+    """N-d convolution (cross-correlation) with groups: im2col, then one GEMM per group.
+
+    The columns are laid out (C*K, N*O) so that the copy reads rows of the
+    input and the GEMM's long axis is the batch; the result is transposed
+    back to NCHW in the same pass that adds the bias.
+    """
     if mask is not None:
         w = w * mask.reshape(mask.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
     nd = w.ndim - 2
     n, c = x.shape[0], x.shape[1]
     m = w.shape[0]
     kernel = w.shape[2:]
-    win = _windows(x, kernel, strides, pads, dilations, out_dims)  # (N, C, *O, *K)
     osize = int(np.prod(out_dims))
     ksize = int(np.prod(kernel))
-    if group == 1:
-        # patches (N*O, C*K) @ (C*K, M)
-        cols = np.moveaxis(win, 1, 1 + nd).reshape(n * osize, c * ksize)
-        y = cols @ w.reshape(m, c * ksize).T
-        y = y.reshape((n,) + tuple(out_dims) + (m,))
-        y = np.ascontiguousarray(np.moveaxis(y, -1, 1))
-    else:
-        cg, mg = c // group, m // group
-        cols = win.reshape((n, group, cg) + tuple(out_dims) + (ksize,))
-        cols = np.moveaxis(cols, 2, -2).reshape(n, group, osize, cg * ksize)
-        wg = w.reshape(group, mg, cg * ksize)
-        y = np.matmul(cols, np.swapaxes(wg, 1, 2)[None])  # (N, g, O, mg)
-        y = np.ascontiguousarray(np.swapaxes(y, 2, 3)).reshape((n, m) + tuple(out_dims))
+    cg, mg = c // group, m // group
+    win = _windows(x, kernel, strides, pads, dilations, out_dims)  # (N, C, *O, *K)
+    perm = (1,) + tuple(range(2 + nd, 2 + 2 * nd)) + (0,) + tuple(range(2, 2 + nd))
+    cols = np.ascontiguousarray(win.transpose(perm)).reshape(group, cg * ksize, n * osize)
+    y = np.matmul(w.reshape(group, mg, cg * ksize), cols)  # (g, mg, N*O)
+    y = y.reshape((m, n) + tuple(out_dims)).swapaxes(0, 1)
+    out = np.empty(y.shape, dtype=np.result_type(x, w))
     if b is not None:
-        y += _channel(b, y.ndim)
-    return _activate(y, activation, activation_params)
+        np.add(y, _channel(b, y.ndim), out=out)
+    else:
+        np.copyto(out, y)
+    return _activate(out, activation, activation_params)
 
 
 def dense(x, w, b=None, *, activation="", activation_params=()):
@@ -113,27 +113,48 @@ def scale_shift(x, scale, shift=None, *, activation="", activation_params=()):
 
 
 # -------------------------------------------------------------------- pooling
+def _pool_slices(x, kernel, strides, pads, dilations, out_dims, pad_value):
+    """Padded input and, per kernel offset, the strided slice it contributes to each output."""
+    nd = len(kernel)
+    lead = x.ndim - nd
+    pad_width = [(0, 0)] * lead
+    for i in range(nd):
+        need = (out_dims[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
+        pad_width.append((pads[i], max(pads[nd + i], need - x.shape[lead + i] - pads[i])))
+    if any(p != (0, 0) for p in pad_width):
+        x = np.pad(x, pad_width, constant_values=pad_value)
+    for offset in np.ndindex(*kernel):
+        index = [slice(None)] * lead
+        for i in range(nd):
+            start = offset[i] * dilations[i]
+            index.append(slice(start, start + (out_dims[i] - 1) * strides[i] + 1, strides[i]))
+        yield x[tuple(index)]
+
+
 def max_pool(x, *, kernel, strides, pads, dilations, out_dims):
     lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
-    win = _windows(x, kernel, strides, pads, dilations, out_dims, pad_value=lowest)
-    nd = len(kernel)
-    return np.ascontiguousarray(win.max(axis=tuple(range(-nd, 0))))
+    out = None
+    for part in _pool_slices(x, kernel, strides, pads, dilations, out_dims, lowest):
+        out = part.copy() if out is None else np.maximum(out, part, out=out)
+    return out
 
 
 def avg_pool(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
-    nd = len(kernel)
-    win = _windows(x, kernel, strides, pads, dilations, out_dims)
-    total = win.sum(axis=tuple(range(-nd, 0)), dtype=np.float32 if x.dtype == np.float32 else None)
+    total = None
+    for part in _pool_slices(x, kernel, strides, pads, dilations, out_dims, 0):
+        total = part.astype(x.dtype if x.dtype == np.float64 else np.float32) if total is None \
+            else np.add(total, part, out=total)
     # divisor per output position: real inputs, plus explicit padding if counted;
     # positions beyond the explicit padding (ceil_mode) never count.
-    spatial = x.shape[-nd:]
-    ones = np.ones(spatial, dtype=np.float32)
+    nd = len(kernel)
+    ones = np.ones(x.shape[-nd:], dtype=np.float32)
     if count_include_pad:
         ones = np.pad(ones, [(pads[i], pads[nd + i]) for i in range(nd)], constant_values=1.0)
-        count = _windows(ones, kernel, strides, [0] * (2 * nd), dilations, out_dims)
-    else:
-        count = _windows(ones, kernel, strides, pads, dilations, out_dims)
-    divisor = count.sum(axis=tuple(range(-nd, 0)))
+        pads = [0] * (2 * nd)
+    divisor = sum(_pool_slices(ones, kernel, strides, pads, dilations, out_dims, 0.0))
+    if np.all(divisor == divisor.flat[0]):
+        total *= np.asarray(1.0 / divisor.flat[0], total.dtype)
+        return total.astype(x.dtype, copy=False)
     return (total / np.maximum(divisor, 1)).astype(x.dtype)
 
 
