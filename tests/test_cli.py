@@ -12,7 +12,12 @@ IRC = [sys.executable, "-m", "irc.cli"]
 
 
 def irc_cli(*args, cwd=None):
-    return subprocess.run(IRC + [str(a) for a in args], capture_output=True, text=True, cwd=cwd)
+    """Run the CLI of the installed package (from outside the source tree, so that
+    the checkout's top-level folders cannot shadow it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return subprocess.run(IRC + [str(a) for a in args], capture_output=True, text=True, cwd=cwd or scratch)
 
 
 @pytest.fixture
