@@ -1,1 +1,266 @@
-"""Spiking ops (filled in by the spiking step)."""
+"""Spiking ops: input encoders, integrate-and-fire neurons, gated max-pool, readout.
+
+These are the IR's definition of spiking semantics; spike-numpy runs exactly
+these functions and every other spiking backend must match them bit for bit
+on exactly representable networks.
+
+Time is discrete, t = 0..T-1.  A spiking graph is evaluated once per step, in
+topological order, with no synaptic delay: events a layer emits at step t reach
+the next layer at step t.  Stateless ops (Conv, Dense, pools, Add, layout) act
+on each step independently.  The ops below carry state across steps; their
+``simulate`` functions take the whole time sequence at once, arrays shaped
+(T, N, ...), and are written as the per-step recurrences they define.
+
+Random encodings draw from :func:`spike_hash`, one integer function of
+(seed, sample, step, index), written identically in numpy, LLVM IR and CUDA.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IRCError
+from ..types import Domain, TensorType
+from . import Attr, OpDef, register
+from .pool import POOL_ATTRS, pool_out_shape
+
+# ------------------------------------------------------------------ the hash
+GOLDEN = 0x9E3779B9
+STEP_MUL = 0x85EBCA77
+INDEX_MUL = 0xC2B2AE3D
+PHASE_SALT = 0xA5A5A5A5
+ONE_24 = 1 << 24
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (uint32 arithmetic, wrapping)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def spike_hash(seed: int, sample, step, index) -> np.ndarray:
+    """uint32 hash of (seed, sample, step, index); arguments broadcast.
+
+    h = fmix32(seed + GOLDEN); h = fmix32(h ^ sample);
+    h = fmix32(h ^ step * STEP_MUL); h = fmix32(h ^ index * INDEX_MUL)
+    """
+    with np.errstate(over="ignore"):
+        u32 = np.uint32
+        h = fmix32(np.asarray((seed + GOLDEN) & 0xFFFFFFFF, dtype=u32))
+        h = fmix32(h ^ np.asarray(sample, dtype=u32))
+        h = fmix32(h ^ (np.asarray(step, dtype=u32) * u32(STEP_MUL)))
+        return fmix32(h ^ (np.asarray(index, dtype=u32) * u32(INDEX_MUL)))
+
+
+def rate_q24(x: np.ndarray, gain: float) -> np.ndarray:
+    """Firing probability per step as a 24-bit fixed-point integer: trunc(min(|x|*gain, 1) * 2^24)."""
+    p = np.minimum(np.abs(x).astype(np.float32) * np.float32(gain), np.float32(1.0))
+    return (p * np.float32(ONE_24)).astype(np.uint32)
+
+
+# ------------------------------------------------------------------- encoders
+ENCODINGS = ("current", "poisson", "periodic")
+
+
+@register
+class Encode(OpDef):
+    name = "Encode"
+    spiking = True
+    attrs = {
+        "mode": Attr("str", "current", "current | poisson | periodic"),
+        "gain": Attr("float", 1.0, "input scale: current = x*gain; rate = |x|*gain (clipped to 1)"),
+        "seed": Attr("int", 0),
+    }
+    doc = ("Turns an analog input into a per-step signal.  current: x*gain every step.  poisson: a "
+           "spike (sign of x) when hash(seed, n, t, i) >> 8 < q, q = rate_q24(x, gain).  periodic: N2D2's "
+           "jittered periodic code, a spike whenever floor((phase + q*(t+1)) / 2^24) increases, with "
+           "phase = hash(seed ^ PHASE_SALT, n, 0, i) >> 8.")
+
+    def infer(self, ins, a):
+        x = ins[0]
+        if a["mode"] not in ENCODINGS:
+            raise IRCError(f"unknown encoding {a['mode']!r}", hint="encodings: " + ", ".join(ENCODINGS))
+        if x.domain != Domain.ANALOG:
+            raise IRCError("Encode takes an analog input")
+        if not x.has_batch:
+            raise IRCError("spiking graphs need a symbolic batch axis")
+        return [x.with_(domain=Domain.CURRENT if a["mode"] == "current" else Domain.SPIKE)]
+
+    @staticmethod
+    def simulate(x: np.ndarray, a: dict, timesteps: int, sample_offset: int = 0) -> np.ndarray:
+        """x (N, ...) -> (T, N, ...) float32."""
+        n = x.shape[0]
+        if a["mode"] == "current":
+            y = x.astype(np.float32) * np.float32(a["gain"])
+            return np.broadcast_to(y, (timesteps,) + y.shape)
+        flat = x.reshape(n, -1)
+        q = rate_q24(flat, a["gain"])
+        sign = np.sign(flat).astype(np.float32)
+        sample = (np.arange(n, dtype=np.uint64) + sample_offset).astype(np.uint32)[:, None]
+        index = np.arange(flat.shape[1], dtype=np.uint32)[None, :]
+        out = np.zeros((timesteps,) + flat.shape, np.float32)
+        if a["mode"] == "poisson":
+            for t in range(timesteps):
+                u = spike_hash(a["seed"], sample, t, index) >> np.uint32(8)
+                out[t] = np.where(u < q, sign, np.float32(0))
+        else:
+            phase = (spike_hash(a["seed"] ^ PHASE_SALT, sample, 0, index) >> np.uint32(8)).astype(np.uint64)
+            q64 = q.astype(np.uint64)
+            for t in range(timesteps):
+                fired = ((phase + q64 * np.uint64(t + 1)) >> np.uint64(24)) > ((phase + q64 * np.uint64(t)) >> np.uint64(24))
+                out[t] = np.where(fired, sign, np.float32(0))
+        return out.reshape((timesteps,) + x.shape)
+
+
+# -------------------------------------------------------------------- neurons
+RESETS = ("subtract", "zero")
+
+
+@register
+class IF(OpDef):
+    name = "IF"
+    spiking = True
+    inputs = ("current", "threshold")
+    params = ("threshold",)
+    attrs = {
+        "reset": Attr("str", "subtract", "subtract | zero"),
+        "bipolar": Attr("bool", False, "also fire -1 when v <= -threshold"),
+        "init": Attr("float", 0.5, "initial membrane as a fraction of the threshold"),
+        "decay": Attr("float", 1.0, "membrane kept per step (1: IF; < 1: LIF, leak applied first)"),
+    }
+    doc = ("Integrate-and-fire neurons, threshold per channel (axis 1).  Per step: v = v*decay; v += I; "
+           "if v >= th: emit +1, v -= th (or v = 0); elif bipolar and v <= -th: emit -1, v += th (or 0).")
+
+    def infer(self, ins, a):
+        x, th = ins
+        if a["reset"] not in RESETS:
+            raise IRCError(f"unknown reset {a['reset']!r}", hint="resets: " + ", ".join(RESETS))
+        if x.rank < 2 or tuple(th.shape) != (x.shape[1],):
+            raise IRCError(f"IF threshold has shape {list(th.shape)}, expected [{x.shape[1] if x.rank > 1 else '?'}]")
+        if not 0.0 < a["decay"] <= 1.0:
+            raise IRCError(f"IF decay must be in (0, 1], got {a['decay']}")
+        if x.domain == Domain.ANALOG:
+            raise IRCError("IF takes a current or spike input, not an analog one")
+        return [x.with_(domain=Domain.SPIKE)]
+
+    @staticmethod
+    def simulate(current: np.ndarray, threshold: np.ndarray, a: dict, return_state: bool = False):
+        """current (T, N, C, ...) -> spikes (T, N, C, ...) in {-1, 0, 1} float32."""
+        th = threshold.astype(np.float32).reshape((1, -1) + (1,) * (current.ndim - 3))
+        v = np.broadcast_to(np.float32(a["init"]) * th, current.shape[1:]).astype(np.float32)
+        out = np.zeros(current.shape, np.float32)
+        decay = np.float32(a["decay"])
+        zero_reset = a["reset"] == "zero"
+        for t in range(current.shape[0]):
+            if decay != 1:
+                v *= decay
+            v += current[t]
+            pos = v >= th
+            s = pos.astype(np.float32)
+            if a["bipolar"]:
+                neg = v <= -th
+                s -= neg
+            if zero_reset:
+                v[s != 0] = 0
+            else:
+                v -= s * th
+            out[t] = s
+        return (out, v) if return_state else out
+
+
+# ------------------------------------------------------------ gated max-pool
+@register
+class GatedMaxPool(OpDef):
+    name = "GatedMaxPool"
+    spiking = True
+    attrs = dict(POOL_ATTRS)
+    doc = ("Spiking max-pool: at step t each window passes the events of its input with the largest "
+           "count accumulated up to and including t (ties: the lowest index in row-major window order; "
+           "padding never wins).")
+
+    def infer(self, ins, a):
+        x = ins[0]
+        if x.domain != Domain.SPIKE:
+            raise IRCError("GatedMaxPool takes spikes")
+        return [TensorType(pool_out_shape(x, a), x.dtype, Domain.SPIKE)]
+
+    @staticmethod
+    def simulate(spikes: np.ndarray, a: dict) -> np.ndarray:
+        """spikes (T, N, C, *S) -> (T, N, C, *O)."""
+        from .kernels import _pool_slices
+        from .nn import spatial_attrs
+
+        kernel = a["kernel"]
+        nd = len(kernel)
+        strides, pads, dil = spatial_attrs(a, nd)
+        t, n = spikes.shape[:2]
+        lead = spikes.shape[:-nd]
+        out_dims = pool_out_shape(TensorType(("N",) + spikes.shape[2:]), a)[2:]
+        counts = np.cumsum(spikes, axis=0, dtype=np.float32)
+        windows = zip(_pool_slices(counts, kernel, strides, pads, dil, out_dims, -np.inf),
+                      _pool_slices(spikes, kernel, strides, pads, dil, out_dims, 0.0))
+        best, out = next(windows)
+        best, out = best.copy(), out.copy()
+        for cnt, s in windows:
+            better = cnt > best
+            np.copyto(best, cnt, where=better)
+            np.copyto(out, s, where=better)
+        return out.reshape(lead + tuple(out_dims))
+
+
+# -------------------------------------------------------------------- readout
+READOUTS = ("potential", "count")
+
+
+@register
+class Readout(OpDef):
+    name = "Readout"
+    spiking = True
+    attrs = {
+        "mode": Attr("str", "potential", "potential: mean input per step; count: spike count"),
+        "terminate_delta": Attr("float", 0.0, "stop a sample once its leader is this far ahead (0: never)"),
+        "unit": Attr("float", 1.0, "the accumulated input worth one spike, for terminate_delta"),
+    }
+    doc = ("The network's answer after T steps.  potential: the accumulated input of a non-spiking "
+           "output layer divided by the steps used (it approximates the analog logits); count: spike "
+           "counts.  With terminate_delta > 0 a sample stops at the first step where its top score leads "
+           "the second by terminate_delta (in spikes, or accumulated input / unit).")
+
+    def infer(self, ins, a):
+        x = ins[0]
+        if a["mode"] not in READOUTS:
+            raise IRCError(f"unknown readout {a['mode']!r}", hint="readouts: " + ", ".join(READOUTS))
+        if x.domain == Domain.ANALOG:
+            raise IRCError("Readout takes a current or spike input")
+        if a["mode"] == "count" and x.domain != Domain.SPIKE:
+            raise IRCError("a count readout needs spikes; use the potential readout for a non-spiking layer")
+        return [x.with_(domain=Domain.ANALOG)]
+
+    @staticmethod
+    def simulate(x: np.ndarray, a: dict, checkpoints: list[int]):
+        """x (T, N, ...) -> per checkpoint T_k: (scores (N, ...), steps used (N,)).
+
+        Scores at T_k are those of the first T_k steps, as if the run had
+        been T_k steps long (early stopping included).
+        """
+        acc = np.cumsum(x.astype(np.float64), axis=0)  # (T, N, ...)
+        t_total, n = x.shape[:2]
+        stop = np.full(n, t_total, dtype=np.int64)  # steps used if never decided
+        if a["terminate_delta"] > 0:
+            flat = acc.reshape(t_total, n, -1)
+            top2 = -np.sort(-flat, axis=2)[:, :, :2] if flat.shape[2] > 1 else np.concatenate(
+                [flat, np.full_like(flat, -np.inf)], axis=2)
+            margin = (top2[:, :, 0] - top2[:, :, 1]) / (1.0 if a["mode"] == "count" else a["unit"])
+            decided = margin >= a["terminate_delta"]
+            first = np.where(decided.any(axis=0), decided.argmax(axis=0) + 1, t_total)
+            stop = first.astype(np.int64)
+        results = []
+        for tk in checkpoints:
+            used = np.minimum(stop, tk)
+            scores = acc[used - 1, np.arange(n)]
+            if a["mode"] == "potential":
+                scores = scores / used.reshape((n,) + (1,) * (scores.ndim - 1))
+            results.append((scores.astype(np.float32), used))
+        return results

@@ -1,0 +1,474 @@
+"""Conversion of a trained analog network into a spiking one (rate coding).
+
+Pipeline (after the foundation passes):
+
+* ``canonicalize_for_spiking``: ReLU moved in front of MaxPool (they commute),
+  ReLU of ReLU collapsed;
+* ``drop_final_softmax``: a final Softmax/LogSoftmax does not change the
+  argmax, so spiking inference reads the layer before it (recorded in meta);
+* ``calibrate``: runs the analog network on calibration data and sets the
+  scale lambda of every ReLU-like activation, and of the input for rate
+  encodings, from a percentile (default 99.9) of its positive values, per
+  layer or per channel;
+* ``to_spiking``: the input becomes an ``Encode``, each ReLU-like activation
+  an ``IF`` neuron with threshold lambda, MaxPool a ``GatedMaxPool``, each
+  output a ``Readout``.  A spike of a neuron with threshold lambda stands for
+  the value lambda; that amplitude is tracked through layout and pooling ops
+  as a *scale map* and folded into the weights of the next Conv/Dense (per
+  input channel), so biases stay per-step currents in real units.  Where two
+  branches with different scales meet (a residual Add), each gets its own
+  explicit per-channel scale;
+* ``thresholds_to_weights`` (option ``normalize="weights"``): the same
+  network with every threshold 1 and the scale divided into the weights and
+  biases feeding each neuron.  With power-of-two scales the two modes give
+  identical spikes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from irc.errors import IRCError, UnsupportedError
+from irc.graph import Graph, Node, Value
+from irc.interp import run_graph
+from irc.ops import get_op
+from irc.types import Domain
+
+from .manager import PassContext, register_pass
+
+_SYNAPTIC = ("Conv", "Dense", "MatMul", "ScaleShift")
+_NO_SPIKING_EQUIVALENT = ("Sigmoid", "Tanh", "LeakyRelu", "Softmax", "LogSoftmax", "MaxPool", "GlobalMaxPool")
+
+
+def is_relu_like(node: Node) -> bool:
+    """Relu, or Clip(0, hi) (ReLU6 and friends)."""
+    if node.op == "Relu":
+        return True
+    return node.op == "Clip" and node.attrs["min"] == 0.0 and node.attrs["max"] > 0.0
+
+
+# --------------------------------------------------------------- canonicalize
+@register_pass("canonicalize_for_spiking")
+def canonicalize_for_spiking(graph: Graph, ctx: PassContext) -> Graph:
+    """Move ReLU-like activations in front of max pools; collapse ReLU(ReLU(x))."""
+    changed = True
+    while changed:
+        changed = False
+        for node in graph:
+            if node not in graph.nodes or not is_relu_like(node):
+                continue
+            src = node.inputs[0]
+            prod = src.producer
+            if prod is None or graph.num_uses(src) != 1:
+                continue
+            if is_relu_like(prod) and prod.op == "Relu" and node.op == "Relu":
+                graph.bypass(node, src)
+                changed = True
+            elif prod.op in ("MaxPool", "GlobalMaxPool"):
+                # relu(maxpool(x)) == maxpool(relu(x)): let the neuron come first
+                x = prod.inputs[0]
+                act = graph.add_node(node.op, [x], dict(node.attrs), name=node.name, before=prod)
+                prod.inputs = [act.output]
+                graph.replace_all_uses(node.output, src)
+                graph.remove_node(node)
+                graph.reinfer(prod)
+                changed = True
+    return graph
+
+
+@register_pass("drop_final_softmax")
+def drop_final_softmax(graph: Graph, ctx: PassContext) -> Graph:
+    """Read the scores before a final Softmax/LogSoftmax (same argmax, no spiking softmax needed)."""
+    outs = []
+    for v in graph.outputs:
+        p = v.producer
+        if p is not None and p.op in ("Softmax", "LogSoftmax") and p.inputs[0].type.rank >= 2:
+            outs.append(p.inputs[0])
+            graph.meta["readout_rule"] = f"argmax of the scores before the final {p.op} (dropped for spiking)"
+        else:
+            outs.append(v)
+    graph.outputs = outs
+    graph.prune()
+    return graph
+
+
+# ------------------------------------------------------------------ calibrate
+def _percentile(values: np.ndarray, q: float) -> float:
+    if values.size == 0:
+        return 0.0
+    return float(np.max(values)) if q >= 100 else float(np.percentile(values, q))
+
+
+class _Collector:
+    """Positive activations per channel, subsampled so memory stays bounded."""
+
+    def __init__(self, channels: int, cap: int = 400_000, seed: int = 0):
+        self.parts: list[list[np.ndarray]] = [[] for _ in range(channels)]
+        self.sizes = [0] * channels
+        self.cap = cap
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, act: np.ndarray) -> None:
+        per_channel = np.moveaxis(act, 1, 0).reshape(act.shape[1], -1)
+        for c, row in enumerate(per_channel):
+            pos = row[row > 0]
+            if self.sizes[c] + pos.size > self.cap:
+                keep = max(self.cap - self.sizes[c], self.cap // 10)
+                pos = self.rng.choice(pos, size=min(keep, pos.size), replace=False) if pos.size else pos
+            self.parts[c].append(pos.astype(np.float32))
+            self.sizes[c] += pos.size
+
+    def scales(self, q: float, per_channel: bool) -> np.ndarray:
+        rows = [np.concatenate(p) if p else np.zeros(0, np.float32) for p in self.parts]
+        layer = _percentile(np.concatenate(rows), q)
+        if not per_channel:
+            return np.full(len(rows), layer, np.float32)
+        # a channel that never fires keeps the layer's scale
+        return np.array([_percentile(r, q) if r.size else layer for r in rows], np.float32)
+
+
+def calibration_batches(x: np.ndarray, batch: int = 256):
+    for i in range(0, len(x), batch):
+        yield x[i:i + batch]
+
+
+@register_pass("calibrate")
+def calibrate(graph: Graph, ctx: PassContext) -> Graph:
+    """Set the scale of every ReLU-like activation (and of the input) from calibration data."""
+    data = ctx.option("calibration")
+    if data is None:
+        raise IRCError("spiking targets need calibration data to set the neurons' thresholds",
+                       hint="pass calibration=x (API) or --calibration FILE (CLI): a few hundred training inputs")
+    if len(graph.inputs) != 1:
+        raise UnsupportedError("spiking conversion supports one input")
+    inp = graph.inputs[0]
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape:
+        raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}")
+    q = float(ctx.option("percentile", 99.9))
+    if not 0 < q <= 100:
+        raise IRCError(f"percentile must be in (0, 100], got {q}")
+    per_channel = bool(ctx.option("per_channel", False))
+    sites = [n for n in graph.nodes if is_relu_like(n)]
+    collectors = {n.name: _Collector(n.output.type.shape[1]) for n in sites}
+    outputs = {id(v): _Collector(1) for v in graph.outputs}
+    site_of = {id(n): n.name for n in sites}
+
+    def hook(node, outs):
+        if id(node) in site_of:
+            collectors[site_of[id(node)]].add(outs[0])
+        for o, arr in zip(node.outputs, outs):
+            if id(o) in outputs:
+                outputs[id(o)].add(np.abs(arr.reshape(len(arr), 1, -1)))
+
+    inputs_abs = _Collector(1)
+    for chunk in calibration_batches(data):
+        run_graph(graph, {inp.name: chunk}, hook=hook)
+        inputs_abs.add(np.abs(chunk.reshape(len(chunk), 1, -1)))
+    scales: dict[str, np.ndarray] = {}
+    for n in sites:
+        s = collectors[n.name].scales(q, per_channel)
+        if n.op == "Clip":
+            s = np.minimum(s, np.float32(n.attrs["max"]))
+        scales[n.output.name] = s
+    ctx.notes["scales"] = scales
+    ctx.notes["input_scale"] = float(inputs_abs.scales(q, False)[0]) or 1.0
+    ctx.notes["output_units"] = {v.name: float(outputs[id(v)].scales(q, False)[0]) or 1.0 for v in graph.outputs}
+    from irc.analysis import layer_table
+
+    rows = layer_table(graph)
+    graph.meta["analog_macs"] = int(sum(r.macs for r in rows))
+    graph.meta["virtual_synapses"] = int(sum(r.macs + (r.node.outputs[0].type.shape[1]
+                                                       if r.node.op in ("Conv", "Dense") and len(r.node.inputs) > 2
+                                                       and r.node.inputs[2] is not None else 0) for r in rows))
+    return graph
+
+
+# ------------------------------------------------------------------ to_spiking
+def pow2(x: np.ndarray) -> np.ndarray:
+    return np.exp2(np.round(np.log2(np.maximum(x, 1e-30)))).astype(np.float32)
+
+
+def per_channel(scale_map: np.ndarray, what: str) -> np.ndarray:
+    """The per-axis-1 vector of a scale map whose other axes are uniform."""
+    flat = scale_map.reshape(scale_map.shape[0], -1) if scale_map.ndim > 1 else scale_map.reshape(-1, 1)
+    if not np.all(flat == flat[:, :1]):
+        raise UnsupportedError(f"{what}: spikes of different scales share a channel here")
+    return flat[:, 0].astype(np.float32)
+
+
+class _Converter:
+    def __init__(self, graph: Graph, ctx: PassContext):
+        self.old = graph
+        self.ctx = ctx
+        self.g = Graph(graph.name)
+        self.g.meta = dict(graph.meta)
+        self.vmap: dict[int, Value] = {}
+        self.smap: dict[int, np.ndarray | None] = {}
+        self.unit_cache: dict[int, Value] = {}
+        self.opt = ctx.options
+        self.rounding = self.opt.get("scale_rounding", "none")
+        if self.rounding not in ("none", "pow2"):
+            raise IRCError(f"scale_rounding must be 'none' or 'pow2', got {self.rounding!r}")
+
+    def scale(self, s: np.ndarray) -> np.ndarray:
+        return pow2(s) if self.rounding == "pow2" else s.astype(np.float32)
+
+    # values ------------------------------------------------------------
+    def param(self, v: Value | None) -> Value | None:
+        if v is None:
+            return None
+        if id(v) not in self.vmap:
+            self.vmap[id(v)] = self.g.add_param(v.name, self.old.param(v))
+        return self.vmap[id(v)]
+
+    def get(self, v: Value) -> Value:
+        return self.param(v) if v.is_param else self.vmap[id(v)]
+
+    def smap_of(self, v: Value) -> np.ndarray | None:
+        return None if v.is_param else self.smap.get(id(v))
+
+    def unit(self, v: Value, node: Node) -> Value:
+        """The value in real units: an explicit per-channel scale if its spikes carry one."""
+        m = self.smap_of(v)
+        new = self.get(v)
+        if m is None:
+            return new
+        if id(v) not in self.unit_cache:
+            vec = per_channel(m, f"node {node.name!r}")
+            s = self.g.add_param(v.name + ".spike_scale", vec)
+            self.unit_cache[id(v)] = self.g.add_node("ScaleShift", [new, s], name=v.name + ".scaled").output
+        return self.unit_cache[id(v)]
+
+    def emit(self, node: Node, inputs: list[Value | None], attrs: dict | None = None, op: str | None = None,
+             smap: np.ndarray | None = None) -> Value:
+        new = self.g.add_node(op or node.op, inputs, node.attrs if attrs is None else attrs, name=node.name,
+                              output_names=[o.name for o in node.outputs])
+        self.vmap[id(node.output)] = new.output
+        self.smap[id(node.output)] = smap
+        return new.output
+
+    def map_through(self, node: Node, maps: list[np.ndarray | None]) -> np.ndarray | None:
+        """Run a linear or layout op on the scale maps (batch of one) to get the output's map."""
+        if all(m is None for m in maps):
+            return None
+        opdef = get_op(node.op)
+        arrays = []
+        for v, m in zip(node.inputs, maps):
+            if v is None:
+                arrays.append(None)
+            elif v.is_param:
+                arrays.append(self.old.param(v))
+            else:
+                arrays.append((np.ones(v.type.sample_shape, np.float32) if m is None else m)[None])
+        in_types = [None if v is None else (v.type if v.is_param else v.type.with_(shape=(1,) + v.type.sample_shape))
+                    for v in node.inputs]
+        out_types = [o.type.with_(shape=(1,) + o.type.sample_shape) for o in node.outputs]
+        if node.op == "Pad":
+            attrs = dict(node.attrs, value=1.0)  # padded positions never spike; their scale is moot
+        else:
+            attrs = node.attrs
+        out = opdef.reference(arrays, attrs, in_types, out_types)[0]
+        return out[0].astype(np.float32)
+
+    # nodes -------------------------------------------------------------
+    def convert(self) -> Graph:
+        encoding = self.opt.get("encoding", "current")
+        seed = int(self.opt.get("seed", 0))
+        for inp in self.old.inputs:
+            x = self.g.add_input(inp.name, inp.type)
+            if encoding == "current":
+                enc = self.g.add_node("Encode", [x], {"mode": "current", "gain": 1.0}, name=inp.name + ".encode")
+                self.smap[id(inp)] = None
+            else:
+                lam = float(self.scale(np.array([self.ctx.notes["input_scale"]]))[0])
+                enc = self.g.add_node("Encode", [x], {"mode": encoding, "gain": 1.0 / lam, "seed": seed},
+                                      name=inp.name + ".encode")
+                self.smap[id(inp)] = np.full(inp.type.sample_shape, lam, np.float32)
+            self.vmap[id(inp)] = enc.output
+        for node in self.old.nodes:
+            self.node(node)
+        for out in self.old.outputs:
+            self.readout(out)
+        self.g.prune()
+        return self.g
+
+    def node(self, node: Node) -> None:
+        op = node.op
+        opdef = get_op(op)
+        if opdef.spiking:
+            raise IRCError("the graph is already spiking", node=node.name)
+        data = [v for v in node.inputs if v is not None and not v.is_param]
+        if not data:
+            raise IRCError("constant subgraph left after folding", node=node.name)
+        if is_relu_like(node):
+            self.neuron(node)
+        elif op in ("Conv", "Dense", "ScaleShift"):
+            self.synaptic(node)
+        elif op == "MaxPool" or op == "GlobalMaxPool":
+            self.maxpool(node)
+        elif op in ("Add", "Sub"):
+            maps = [self.smap_of(v) for v in node.inputs]
+            if all(v.is_param is False for v in node.inputs) and (
+                    maps[0] is None and maps[1] is None or
+                    maps[0] is not None and maps[1] is not None and np.array_equal(maps[0], maps[1])):
+                self.emit(node, [self.get(v) for v in node.inputs], smap=maps[0])
+            else:
+                self.emit(node, [self.unit(v, node) for v in node.inputs])
+        elif op in ("Mul", "Div"):
+            a, b = node.inputs
+            x = a if not a.is_param else b
+            self.emit(node, [self.get(v) for v in node.inputs], smap=self.smap_of(x))
+        elif opdef.layout or op in ("AvgPool", "GlobalAvgPool"):
+            maps = [self.smap_of(v) if v is not None else None for v in node.inputs]
+            self.emit(node, [self.get(v) if v is not None else None for v in node.inputs],
+                      smap=self.map_through(node, maps))
+        elif op == "MatMul":
+            self.emit(node, [self.unit(v, node) if not v.is_param else self.get(v) for v in node.inputs])
+        elif op in _NO_SPIKING_EQUIVALENT or opdef.activation:
+            raise UnsupportedError(
+                f"{op} has no spiking equivalent",
+                node=node.name,
+                hint="replace it by ReLU (or ReLU6) and retrain, or cut the network before it; "
+                     "a final Softmax is dropped automatically")
+        else:
+            raise UnsupportedError(f"{op} cannot be converted to spikes", node=node.name)
+
+    def neuron(self, node: Node) -> None:
+        src = node.inputs[0]
+        m = self.smap_of(src)
+        new_src = self.get(src)
+        if new_src.type.domain == Domain.SPIKE and not self._bipolar(src):
+            # ReLU of non-negative spikes is the identity
+            self.vmap[id(node.output)] = new_src
+            self.smap[id(node.output)] = m
+            return
+        x = self.unit(src, node)
+        lam = self.scale(self.ctx.notes["scales"][node.output.name])
+        lam = np.where(lam > 0, lam, np.float32(1.0)).astype(np.float32)
+        th = self.g.add_param(node.name + ".threshold", lam)
+        attrs = {"reset": self.opt.get("reset", "subtract"), "init": float(self.opt.get("neuron_init", 0.5)),
+                 "decay": float(self.opt.get("decay", 1.0))}
+        c = node.output.type.shape[1]
+        shape = node.output.type.sample_shape
+        smap = np.broadcast_to(lam.reshape((c,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
+        self.emit(node, [x, th], attrs, op="IF", smap=smap)
+
+    def _bipolar(self, v: Value) -> bool:
+        p = self.vmap[id(v)].producer
+        return p is not None and p.op == "IF" and p.attrs["bipolar"]
+
+    def synaptic(self, node: Node) -> None:
+        x = node.inputs[0]
+        m = self.smap_of(x)
+        ins = [self.get(x)] + [self.param(v) for v in node.inputs[1:]]
+        if m is not None:
+            vec = m.reshape(-1) if node.op == "Dense" else per_channel(m, f"node {node.name!r}")
+            if node.op == "ScaleShift":
+                ins[1] = self.g.add_param(node.inputs[1].name + ".spike", self.old.param(node.inputs[1]) * vec)
+            else:
+                w = self.old.param(node.inputs[1])
+                if node.op == "Conv":
+                    g = node.attrs["group"]
+                    factor = np.repeat(vec.reshape(g, -1), w.shape[0] // g, axis=0)  # (M, C/g)
+                    w = w * factor.reshape(factor.shape + (1,) * (w.ndim - 2))
+                else:
+                    w = w * vec[None, :]
+                ins[1] = self.g.add_param(node.inputs[1].name + ".spike", w.astype(np.float32))
+        self.emit(node, ins)
+
+    def maxpool(self, node: Node) -> None:
+        src = node.inputs[0]
+        new_src = self.get(src)
+        if new_src.type.domain != Domain.SPIKE:
+            raise UnsupportedError(
+                f"{node.op} of a signed, non-spiking signal has no spiking equivalent", node=node.name,
+                hint="put a ReLU before the max-pool, or use the option maxpool='avg'")
+        attrs = dict(node.attrs) if node.op == "MaxPool" else {
+            "kernel": list(src.type.shape[2:]), "strides": [1] * (src.type.rank - 2)}
+        m = self.smap_of(src)
+        if self.opt.get("maxpool", "gated") == "avg":
+            attrs = dict(attrs, count_include_pad=False)
+            out = self.emit(node, [new_src], attrs, op="AvgPool")
+        elif self.opt.get("maxpool", "gated") == "gated":
+            out = self.emit(node, [new_src], attrs, op="GatedMaxPool")
+        else:
+            raise IRCError(f"maxpool must be 'gated' or 'avg', got {self.opt.get('maxpool')!r}")
+        if m is not None:
+            pooled = get_op("MaxPool").reference([m[None]], get_op("MaxPool").normalize_attrs(
+                {k: v for k, v in attrs.items() if k != "count_include_pad"}))[0][0]
+            self.smap[id(node.output)] = pooled
+        self.vmap[id(node.output)] = out
+
+    def readout(self, out: Value) -> None:
+        node = out.producer
+        if node is None:
+            raise UnsupportedError(f"output {out.name!r} is not computed by the network")
+        mode = self.opt.get("readout", "potential")
+        src = self.vmap[id(out)]
+        if mode == "count" and src.type.domain != Domain.SPIKE:
+            raise IRCError("readout='count' needs a spiking output layer (the output here is a current)",
+                           hint="use the default potential readout")
+        x = src if mode == "count" else self.unit(out, node)
+        unit = self.ctx.notes.get("output_units", {}).get(out.name, 1.0)
+        r = self.g.add_node("Readout", [x], {"mode": mode, "terminate_delta": float(self.opt.get("terminate_delta", 0.0)),
+                                             "unit": float(unit)}, name=out.name + ".readout")
+        self.g.outputs.append(r.output)
+
+
+@register_pass("to_spiking")
+def to_spiking(graph: Graph, ctx: PassContext) -> Graph:
+    """Encoders, IF neurons, gated max-pools and a readout, with the scales folded into weights."""
+    if "scales" not in ctx.notes:
+        raise IRCError("to_spiking needs the calibrate pass first")
+    return _Converter(graph, ctx).convert()
+
+
+# -------------------------------------------------------- thresholds -> weights
+def _absorb(graph: Graph, value: Value, factor: np.ndarray, user: Node) -> None:
+    """Multiply ``value`` by a per-channel factor, inside its producer's weights when possible."""
+    p = value.producer
+    single = p is not None and graph.num_uses(value) == 1
+    if single and p.op in ("Conv", "Dense") and not p.attrs["activation"]:
+        w = graph.param(p.inputs[1])
+        f = factor.reshape((-1,) + (1,) * (w.ndim - 1))
+        ins = list(p.inputs) + [None] * (3 - len(p.inputs))
+        ins[1] = graph.add_param(p.inputs[1].name + ".w", (w * f).astype(np.float32))
+        if ins[2] is not None:
+            ins[2] = graph.add_param(p.inputs[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
+        p.inputs = ins
+        return
+    if single and p.op == "ScaleShift" and not p.attrs["activation"]:
+        ins = list(p.inputs)
+        ins[1] = graph.add_param(ins[1].name + ".w", (graph.param(ins[1]) * factor).astype(np.float32))
+        if len(ins) > 2 and ins[2] is not None:
+            ins[2] = graph.add_param(ins[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
+        p.inputs = ins
+        return
+    if single and p.op in ("Add", "Sub") and not p.attrs.get("activation"):
+        for v in p.inputs:
+            _absorb(graph, v, factor, p)
+        return
+    s = graph.add_param(value.name + ".inv_threshold", factor.astype(np.float32))
+    scaled = graph.add_node("ScaleShift", [value, s], name=value.name + ".normalized", before=user).output
+    user.inputs = [scaled if v is value else v for v in user.inputs]
+
+
+@register_pass("thresholds_to_weights")
+def thresholds_to_weights(graph: Graph, ctx: PassContext) -> Graph:
+    """Move every neuron's threshold into the weights feeding it (thresholds become 1)."""
+    for node in graph:
+        if node.op != "IF":
+            continue
+        th = graph.param(node.inputs[1])
+        if np.all(th == 1):
+            continue
+        _absorb(graph, node.inputs[0], (1.0 / th.astype(np.float64)).astype(np.float32), node)
+        node.inputs[1] = graph.add_param(node.inputs[1].name + ".unit", np.ones_like(th))
+    graph.sort()
+    for node in graph.nodes:
+        graph.reinfer(node)
+    graph.prune()
+    return graph

@@ -1,0 +1,128 @@
+"""Train the digits sample networks and export them to ONNX.
+
+    pip install torch==2.13.0 scikit-learn && python samples/digits/train.py
+
+scikit-learn's digits (1797 8x8 images, values 0..16, scaled to [0, 1]) are
+split 75/25, stratified (random_state=0): 1347 training images, 450 test
+images.  The first 300 training images are the calibration set the spiking
+targets use to set thresholds (never the test images).
+
+Three networks, each trained with Adam, exported with a dynamic batch axis:
+
+* digits_cnn: Conv-ReLU x2, AvgPool, Conv-ReLU, AvgPool, Dense-ReLU, Dense;
+* digits_bn_maxpool: Conv-BN-ReLU-MaxPool blocks, Dropout, ending in Softmax;
+* digits_resnet: a small residual network (BatchNorm, MaxPool, Add).
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.f1, self.f2 = nn.Linear(32 * 2 * 2, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.avg_pool2d(F.relu(self.c2(x)), 2)
+        x = F.avg_pool2d(F.relu(self.c3(x)), 2)
+        return self.f2(F.relu(self.f1(torch.flatten(x, 1))))
+
+
+class DigitsBNMaxPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(128, 64), nn.BatchNorm1d(64),
+                                        nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return F.softmax(self.classifier(self.features(x)), dim=1)
+
+
+class Block(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o)
+        self.c2, self.b2 = nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o)
+        self.skip = nn.Sequential(nn.Conv2d(i, o, 1, bias=False), nn.BatchNorm2d(o)) if i != o else nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
+
+
+class DigitsResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block1, self.block2 = Block(16, 16), Block(16, 32)
+        self.fc = nn.Linear(32 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.block1(self.stem(x)), 2)
+        x = F.max_pool2d(self.block2(x), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def data():
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    return train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+
+
+def train(model: nn.Module, x, y, epochs: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            out = model(xt[idx])
+            loss = F.nll_loss(torch.log(out + 1e-9), yt[idx]) if isinstance(model, DigitsBNMaxPool) \
+                else F.cross_entropy(out, yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return model.eval()
+
+
+def accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    x_train, x_test, y_train, y_test = data()
+    np.savez_compressed(os.path.join(HERE, "test.npz"), x=x_test, y=y_test)
+    np.savez_compressed(os.path.join(HERE, "calibration.npz"), x=x_train[:300], y=y_train[:300])
+    for i, (name, cls, epochs) in enumerate([("digits_cnn", DigitsCNN, 60), ("digits_bn_maxpool", DigitsBNMaxPool, 60),
+                                             ("digits_resnet", DigitsResNet, 60)]):
+        torch.manual_seed(100 + i)
+        model = train(cls(), x_train, y_train, epochs, seed=100 + i)
+        path = os.path.join(HERE, name + ".onnx")
+        torch.onnx.export(model, (torch.from_numpy(x_test[:2]),), path, input_names=["x"], output_names=["y"],
+                          dynamo=False, opset_version=13, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                          do_constant_folding=(name == "digits_cnn"))
+        print(f"{name}: test accuracy {100 * accuracy(model, x_test, y_test):.2f}%  -> {path}")
+
+
+if __name__ == "__main__":
+    main()
