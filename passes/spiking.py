@@ -150,7 +150,7 @@ def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     q = float(ctx.option("percentile", 99.9))
     if not 0 < q <= 100:
         raise IRCError(f"percentile must be in (0, 100], got {q}")
-    per_channel = bool(ctx.option("per_channel", False))
+    per_channel = bool(ctx.option("per_channel", True))
     sites = [n for n in graph.nodes if is_relu_like(n)]
     collectors = {n.name: _Collector(n.output.type.shape[1]) for n in sites}
     outputs = {id(v): _Collector(1) for v in graph.outputs}
@@ -350,7 +350,7 @@ class _Converter:
         lam = np.where(lam > 0, lam, np.float32(1.0)).astype(np.float32)
         th = self.g.add_param(node.name + ".threshold", lam)
         attrs = {"reset": self.opt.get("reset", "subtract"), "init": float(self.opt.get("neuron_init", 0.5)),
-                 "decay": float(self.opt.get("decay", 1.0))}
+                 "decay": float(self.opt.get("decay", 1.0)), "negative": self.opt.get("negative", "corrective")}
         c = node.output.type.shape[1]
         shape = node.output.type.sample_shape
         smap = np.broadcast_to(lam.reshape((c,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
@@ -358,7 +358,7 @@ class _Converter:
 
     def _bipolar(self, v: Value) -> bool:
         p = self.vmap[id(v)].producer
-        return p is not None and p.op == "IF" and p.attrs["bipolar"]
+        return p is not None and p.op == "IF" and p.attrs["negative"] == "bipolar"
 
     def synaptic(self, node: Node) -> None:
         x = node.inputs[0]

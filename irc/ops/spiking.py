@@ -116,6 +116,7 @@ class Encode(OpDef):
 
 # -------------------------------------------------------------------- neurons
 RESETS = ("subtract", "zero")
+NEGATIVE = ("none", "bipolar", "corrective")
 
 
 @register
@@ -126,17 +127,23 @@ class IF(OpDef):
     params = ("threshold",)
     attrs = {
         "reset": Attr("str", "subtract", "subtract | zero"),
-        "bipolar": Attr("bool", False, "also fire -1 when v <= -threshold"),
+        "negative": Attr("str", "none", "none | bipolar | corrective (see the doc)"),
         "init": Attr("float", 0.5, "initial membrane as a fraction of the threshold"),
         "decay": Attr("float", 1.0, "membrane kept per step (1: IF; < 1: LIF, leak applied first)"),
     }
-    doc = ("Integrate-and-fire neurons, threshold per channel (axis 1).  Per step: v = v*decay; v += I; "
-           "if v >= th: emit +1, v -= th (or v = 0); elif bipolar and v <= -th: emit -1, v += th (or 0).")
+    doc = ("Integrate-and-fire neurons, threshold th per channel (axis 1), at most one event per step.  "
+           "Per step: v = v*decay; v += I; if v >= th: emit +1 and v -= th (reset 'zero': v = 0).  "
+           "Negative events: 'bipolar' (N2D2's BipolarThreshold) emits -1 when v <= -th, and v += th; "
+           "'corrective' emits -1 when v < 0 while the neuron's net count is positive, and v += th: it takes "
+           "back an earlier spike, so the net count follows floor((v0 + sum of inputs) / th) clipped at 0, "
+           "the ReLU of the running input, instead of over-firing on early input.")
 
     def infer(self, ins, a):
         x, th = ins
         if a["reset"] not in RESETS:
             raise IRCError(f"unknown reset {a['reset']!r}", hint="resets: " + ", ".join(RESETS))
+        if a["negative"] not in NEGATIVE:
+            raise IRCError(f"unknown negative-event mode {a['negative']!r}", hint="modes: " + ", ".join(NEGATIVE))
         if x.rank < 2 or tuple(th.shape) != (x.shape[1],):
             raise IRCError(f"IF threshold has shape {list(th.shape)}, expected [{x.shape[1] if x.rank > 1 else '?'}]")
         if not 0.0 < a["decay"] <= 1.0:
@@ -146,28 +153,30 @@ class IF(OpDef):
         return [x.with_(domain=Domain.SPIKE)]
 
     @staticmethod
-    def simulate(current: np.ndarray, threshold: np.ndarray, a: dict, return_state: bool = False):
+    def simulate(current: np.ndarray, threshold: np.ndarray, a: dict) -> np.ndarray:
         """current (T, N, C, ...) -> spikes (T, N, C, ...) in {-1, 0, 1} float32."""
         th = threshold.astype(np.float32).reshape((1, -1) + (1,) * (current.ndim - 3))
         v = np.broadcast_to(np.float32(a["init"]) * th, current.shape[1:]).astype(np.float32)
+        count = np.zeros(current.shape[1:], np.float32)
         out = np.zeros(current.shape, np.float32)
         decay = np.float32(a["decay"])
-        zero_reset = a["reset"] == "zero"
+        negative = a["negative"]
         for t in range(current.shape[0]):
             if decay != 1:
                 v *= decay
             v += current[t]
-            pos = v >= th
-            s = pos.astype(np.float32)
-            if a["bipolar"]:
-                neg = v <= -th
-                s -= neg
-            if zero_reset:
+            s = (v >= th).astype(np.float32)
+            if negative == "bipolar":
+                s -= v <= -th
+            elif negative == "corrective":
+                s -= (v < 0) & (count > 0)
+                count += s
+            if a["reset"] == "zero":
                 v[s != 0] = 0
             else:
                 v -= s * th
             out[t] = s
-        return (out, v) if return_state else out
+        return out
 
 
 # ------------------------------------------------------------ gated max-pool
@@ -176,9 +185,10 @@ class GatedMaxPool(OpDef):
     name = "GatedMaxPool"
     spiking = True
     attrs = dict(POOL_ATTRS)
-    doc = ("Spiking max-pool: at step t each window passes the events of its input with the largest "
-           "count accumulated up to and including t (ties: the lowest index in row-major window order; "
-           "padding never wins).")
+    doc = ("Spiking max-pool gated by accumulated counts: each window's output count always equals the "
+           "largest count among its inputs, M(t) = max_i sum_{s<=t} x_i(s), so at step t it emits "
+           "M(t) - M(t-1) (+1, 0 or -1; M(-1) = 0; padding never counts).  Equivalently it passes the "
+           "events of the input that has fired most so far, a tie going to the input that led before.")
 
     def infer(self, ins, a):
         x = ins[0]
@@ -189,25 +199,18 @@ class GatedMaxPool(OpDef):
     @staticmethod
     def simulate(spikes: np.ndarray, a: dict) -> np.ndarray:
         """spikes (T, N, C, *S) -> (T, N, C, *O)."""
-        from .kernels import _pool_slices
+        from .kernels import max_pool
         from .nn import spatial_attrs
 
-        kernel = a["kernel"]
-        nd = len(kernel)
+        nd = len(a["kernel"])
         strides, pads, dil = spatial_attrs(a, nd)
-        t, n = spikes.shape[:2]
-        lead = spikes.shape[:-nd]
         out_dims = pool_out_shape(TensorType(("N",) + spikes.shape[2:]), a)[2:]
         counts = np.cumsum(spikes, axis=0, dtype=np.float32)
-        windows = zip(_pool_slices(counts, kernel, strides, pads, dil, out_dims, -np.inf),
-                      _pool_slices(spikes, kernel, strides, pads, dil, out_dims, 0.0))
-        best, out = next(windows)
-        best, out = best.copy(), out.copy()
-        for cnt, s in windows:
-            better = cnt > best
-            np.copyto(best, cnt, where=better)
-            np.copyto(out, s, where=better)
-        return out.reshape(lead + tuple(out_dims))
+        t, n = spikes.shape[:2]
+        leader = max_pool(counts.reshape((t * n,) + spikes.shape[2:]), kernel=a["kernel"], strides=strides,
+                          pads=pads, dilations=dil, out_dims=list(out_dims))
+        leader = leader.reshape((t, n) + leader.shape[1:])
+        return np.diff(leader, axis=0, prepend=np.zeros((1,) + leader.shape[1:], np.float32))
 
 
 # -------------------------------------------------------------------- readout

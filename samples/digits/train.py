@@ -7,9 +7,10 @@ split 75/25, stratified (random_state=0): 1347 training images, 450 test
 images.  The first 300 training images are the calibration set the spiking
 targets use to set thresholds (never the test images).
 
-Three networks, each trained with Adam, exported with a dynamic batch axis:
+Three networks, each trained with AdamW (weight decay, cosine schedule, random
+one-pixel shifts), exported with a dynamic batch axis:
 
-* digits_cnn: Conv-ReLU x2, AvgPool, Conv-ReLU, AvgPool, Dense-ReLU, Dense;
+* digits_cnn: Conv-BN-ReLU x2, AvgPool, Conv-BN-ReLU, AvgPool, Dense-ReLU, Dense;
 * digits_bn_maxpool: Conv-BN-ReLU-MaxPool blocks, Dropout, ending in Softmax;
 * digits_resnet: a small residual network (BatchNorm, MaxPool, Add).
 """
@@ -28,14 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class DigitsCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.c1, self.c2, self.c3 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        def conv(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+        self.features = nn.Sequential(conv(1, 16), conv(16, 32), nn.AvgPool2d(2), conv(32, 32), nn.AvgPool2d(2))
         self.f1, self.f2 = nn.Linear(32 * 2 * 2, 64), nn.Linear(64, 10)
 
     def forward(self, x):
-        x = F.relu(self.c1(x))
-        x = F.avg_pool2d(F.relu(self.c2(x)), 2)
-        x = F.avg_pool2d(F.relu(self.c3(x)), 2)
-        return self.f2(F.relu(self.f1(torch.flatten(x, 1))))
+        return self.f2(F.relu(self.f1(torch.flatten(self.features(x), 1))))
 
 
 class DigitsBNMaxPool(nn.Module):
@@ -84,8 +84,10 @@ def data():
 
 
 def train(model: nn.Module, x, y, epochs: int, seed: int) -> nn.Module:
+    """AdamW with cosine decay; each batch shifted by up to one pixel (augmentation)."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(epochs):
@@ -93,7 +95,9 @@ def train(model: nn.Module, x, y, epochs: int, seed: int) -> nn.Module:
         perm = torch.randperm(len(xt))
         for i in range(0, len(xt), 64):
             idx = perm[i:i + 64]
-            out = model(xt[idx])
+            dx, dy = rng.integers(0, 3, 2)
+            batch = F.pad(xt[idx], (1, 1, 1, 1))[:, :, dy:dy + 8, dx:dx + 8]
+            out = model(batch)
             loss = F.nll_loss(torch.log(out + 1e-9), yt[idx]) if isinstance(model, DigitsBNMaxPool) \
                 else F.cross_entropy(out, yt[idx])
             opt.zero_grad()
@@ -113,8 +117,8 @@ def main() -> None:
     x_train, x_test, y_train, y_test = data()
     np.savez_compressed(os.path.join(HERE, "test.npz"), x=x_test, y=y_test)
     np.savez_compressed(os.path.join(HERE, "calibration.npz"), x=x_train[:300], y=y_train[:300])
-    for i, (name, cls, epochs) in enumerate([("digits_cnn", DigitsCNN, 60), ("digits_bn_maxpool", DigitsBNMaxPool, 60),
-                                             ("digits_resnet", DigitsResNet, 60)]):
+    for i, (name, cls, epochs) in enumerate([("digits_cnn", DigitsCNN, 120), ("digits_bn_maxpool", DigitsBNMaxPool, 120),
+                                             ("digits_resnet", DigitsResNet, 120)]):
         torch.manual_seed(100 + i)
         model = train(cls(), x_train, y_train, epochs, seed=100 + i)
         path = os.path.join(HERE, name + ".onnx")
