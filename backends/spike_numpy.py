@@ -26,7 +26,16 @@ def _steps_mask(steps: np.ndarray, timesteps: int) -> np.ndarray:
 class SpikeNumpyProgram(SpikingProgram):
     target = "spike-numpy"
 
-    def _simulate(self, feeds, offset, checkpoints):
+    def trace(self, *inputs, timesteps: int | None = None, **named) -> dict[str, np.ndarray]:
+        """Every spiking layer's events, (T, N, ...) arrays by node name (for raster plots and tests)."""
+        from irc.feeds import bind_inputs
+
+        feeds = bind_inputs(self.graph, inputs, named)
+        kept: dict[str, np.ndarray] = {}
+        self._simulate(feeds, 0, [timesteps or int(self.options["timesteps"])], keep=kept)
+        return kept
+
+    def _simulate(self, feeds, offset, checkpoints, keep: dict | None = None):
         g = self.graph
         timesteps = checkpoints[-1]
         env: dict[int, np.ndarray] = {}
@@ -62,6 +71,8 @@ class SpikeNumpyProgram(SpikingProgram):
                 synops_t[node.name] = nz @ self.fanouts[node.name].reshape(-1).astype(np.float64)
             if node in self.neurons:
                 spikes_t[node.name] = np.abs(out).reshape(out.shape[0], out.shape[1], -1).sum(axis=2)
+            if keep is not None and out.dtype == np.float32 and node.output.type.domain.value == "spike":
+                keep[node.name] = np.array(out)
             for v in node.inputs:
                 if v is not None and last_use.get(id(v)) == i and not v.is_param:
                     env.pop(id(v), None)
@@ -100,4 +111,4 @@ class SpikeNumpyBackend(SpikingBackend):
     summary = "clock-driven spiking simulation in numpy: the reference for the other spiking targets"
 
     def build(self, graph, options, ctx=None):
-        return SpikeNumpyProgram(graph, options)
+        return SpikeNumpyProgram(graph, options, analog=self.analog_of(ctx))

@@ -62,11 +62,16 @@ def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
         names.append("thresholds_to_weights")
     elif normalize != "thresholds":
         raise IRCError(f"normalize must be 'thresholds' or 'weights', got {normalize!r}")
-    return names
+    return names + ["fold_pooling"]
 
 
 class SpikingBackend(Backend):
     options = SPIKING_OPTIONS
+
+    @staticmethod
+    def analog_of(ctx) -> Graph | None:
+        """The analog graph the conversion started from (left in the pass context by calibrate)."""
+        return ctx.notes.get("analog_graph") if ctx is not None else None
 
     def pipeline(self, options):
         return spike_pipeline(options)
@@ -155,14 +160,26 @@ class SpikingProgram(Program):
     spiking = True
     memory_budget = 1 << 30
 
-    def __init__(self, graph: Graph, options: Mapping[str, Any], source: str | None = None):
-        super().__init__(graph, options, source)
+    def __init__(self, graph: Graph, options: Mapping[str, Any], source: str | None = None,
+                 analog: Graph | None = None):
+        super().__init__(graph, options, source, companions={"analog": analog} if analog is not None else None)
+        self._analog_program = None
         self.synaptic = synaptic_nodes(graph)
         self.fanouts = {n.name: fanout(n, graph) for n in self.synaptic}
         self.neurons = neuron_nodes(graph)
         self.mac_inputs = {n.name for n in self.synaptic if n.inputs[0].type.domain == Domain.CURRENT}
 
     # ------------------------------------------------------------------ api
+    def analog(self):
+        """The analog network this program was converted from, as a numpy Program (for side-by-side runs)."""
+        if "analog" not in self.companions:
+            raise IRCError("this program was saved without its analog network")
+        if self._analog_program is None:
+            from irc.driver import compile as irc_compile
+
+            self._analog_program = irc_compile(self.companions["analog"], target="numpy")
+        return self._analog_program
+
     def run(self, *inputs, timesteps: int | None = None, batch_size: int | None = None, progress=None, **named):
         """Scores after ``timesteps`` steps (default: the compiled value); sets ``stats``."""
         point = self.sweep(*inputs, timesteps=[timesteps or int(self.options["timesteps"])],

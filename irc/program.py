@@ -40,11 +40,14 @@ class Program:
     target: str = ""
     source_suffix: str = ""
 
-    def __init__(self, graph: Graph, options: Mapping[str, Any], source: str | None = None):
+    def __init__(self, graph: Graph, options: Mapping[str, Any], source: str | None = None,
+                 companions: Mapping[str, Graph] | None = None):
         self.graph = graph
         self.options = dict(options)
         self.source = source
         self.stats: dict[str, Any] = {}
+        self.companions: dict[str, Graph] = dict(companions or {})
+        """Other graphs saved with the program (a spiking program keeps its analog network)."""
 
     # ------------------------------------------------------------------ run
     def run(self, *inputs: Any, batch_size: int | None = None, progress=None, **named: Any):
@@ -96,10 +99,11 @@ class Program:
     def save(self, path: str) -> None:
         from .text import print_graph
 
-        ir_text = print_graph(self.graph).encode()
-        weights = io.BytesIO()
-        np.savez(weights, **{f"p{i}": arr for i, arr in enumerate(self.graph.params.values())})
-        members: dict[str, bytes] = {"graph.ir": ir_text, "weights.npz": weights.getvalue()}
+        members: dict[str, bytes] = {"graph.ir": print_graph(self.graph).encode(),
+                                     "weights.npz": _npz(self.graph)}
+        for name, g in self.companions.items():
+            members[f"{name}.ir"] = print_graph(g).encode()
+            members[f"{name}.npz"] = _npz(g)
         if self.source is not None:
             members["program" + self.source_suffix] = self.source.encode()
         manifest = {
@@ -118,6 +122,26 @@ class Program:
             for k, v in members.items():
                 z.writestr(k, v)
         os.replace(tmp, path)
+
+
+def _npz(graph: Graph) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{f"p{i}": arr for i, arr in enumerate(graph.params.values())})
+    return buf.getvalue()
+
+
+def _read_graph(members: dict[str, bytes], ir: str, npz: str, path: str) -> Graph:
+    from .text import parse_graph
+
+    try:
+        with np.load(io.BytesIO(members[npz]), allow_pickle=False) as data:
+            arrays = [data[f"p{i}"] for i in range(len(data.files))]
+    except Exception as e:
+        raise IRCError(f"cannot read {npz} ({e})", file=path) from None
+    try:
+        return parse_graph(members[ir].decode(), arrays)
+    except IRCError as e:
+        raise e.with_file(path)
 
 
 def _batch(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
@@ -139,7 +163,6 @@ def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
 def load_program(path: str) -> Program:
     """Load a program saved with :meth:`Program.save`."""
     from .registry import backend_for
-    from .text import parse_graph
 
     if not os.path.exists(path):
         raise IRCError("file not found", file=path)
@@ -174,17 +197,14 @@ def load_program(path: str) -> Program:
     for required in ("graph.ir", "weights.npz"):
         if required not in members:
             raise IRCError(f"the artifact lacks {required}", file=path)
-    try:
-        with np.load(io.BytesIO(members["weights.npz"]), allow_pickle=False) as npz:
-            arrays = [npz[f"p{i}"] for i in range(len(npz.files))]
-    except Exception as e:
-        raise IRCError(f"cannot read the weights ({e})", file=path) from None
-    try:
-        graph = parse_graph(members["graph.ir"].decode(), arrays)
-    except IRCError as e:
-        raise e.with_file(path)
+    graph = _read_graph(members, "graph.ir", "weights.npz", path)
+    companions = {k[:-3]: _read_graph(members, k, k[:-3] + ".npz", path)
+                  for k in members if k.endswith(".ir") and k != "graph.ir" and k[:-3] + ".npz" in members}
+    from .passes import PassContext
+
     backend = backend_for(str(manifest.get("target")))()
-    prog = backend.build(graph, manifest.get("options", {}))
+    ctx = PassContext(notes={f"{k}_graph": g for k, g in companions.items()})
+    prog = backend.build(graph, manifest.get("options", {}), ctx=ctx)
     stored = next((members[k] for k in members if k.startswith("program")), None)
     if stored is not None and prog.source is not None and stored.decode() != prog.source:
         if manifest.get("irc_version") == __version__:

@@ -144,6 +144,7 @@ def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     if len(graph.inputs) != 1:
         raise UnsupportedError("spiking conversion supports one input")
     inp = graph.inputs[0]
+    ctx.notes["analog_graph"] = graph.copy()
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape:
         raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}")
@@ -471,4 +472,92 @@ def thresholds_to_weights(graph: Graph, ctx: PassContext) -> Graph:
     for node in graph.nodes:
         graph.reinfer(node)
     graph.prune()
+    return graph
+
+
+# ----------------------------------------------------- pooling into synapses
+def _tiling_pool(node: Node) -> list[int] | None:
+    """The window of an AvgPool that tiles its input exactly (kernel == stride, no padding), else None."""
+    if node.op == "GlobalAvgPool":
+        return list(node.inputs[0].type.shape[2:])
+    a = node.attrs
+    k = a["kernel"]
+    x = node.inputs[0].type
+    if (a["strides"] and a["strides"] != k) or any(a["pads"]) or any(d != 1 for d in a["dilations"] or [1]):
+        return None
+    if any(size % kk for size, kk in zip(x.shape[2:], k)):
+        return None
+    return list(k)
+
+
+def _fold_pool_into_conv(graph: Graph, pool: Node, conv: Node, k: list[int]) -> None:
+    w = graph.param(conv.inputs[1])
+    nd = w.ndim - 2
+    strides, pads, dil = (conv.attrs["strides"] or [1] * nd, conv.attrs["pads"] or [0] * 2 * nd,
+                          conv.attrs["dilations"] or [1] * nd)
+    new_w = w
+    for i, kk in enumerate(k):
+        new_w = np.repeat(new_w, kk, axis=2 + i)
+    new_w = (new_w / float(np.prod(k))).astype(np.float32)
+    conv.inputs = [pool.inputs[0], graph.add_param(conv.inputs[1].name + ".pooled", new_w)] + list(conv.inputs[2:])
+    conv.attrs["strides"] = [s * kk for s, kk in zip(strides, k)]
+    conv.attrs["pads"] = [p * k[i % nd] for i, p in enumerate(pads)]
+    conv.attrs["dilations"] = list(dil)
+
+
+def _fold_pool_into_dense(graph: Graph, pool: Node, dense: Node, k: list[int], reshapes: list[Node]) -> None:
+    x = pool.inputs[0].type
+    pooled = pool.output.type
+    w = graph.param(dense.inputs[1])
+    w = w.reshape((w.shape[0],) + tuple(pooled.sample_shape))
+    for i, kk in enumerate(k):
+        w = np.repeat(w, kk, axis=2 + i)
+    w = (w / float(np.prod(k))).reshape(w.shape[0], -1).astype(np.float32)
+    flat = graph.add_node("Flatten", [pool.inputs[0]], {"axis": 1}, name=pool.name + ".flat", before=dense)
+    dense.inputs = [flat.output, graph.add_param(dense.inputs[1].name + ".pooled", w)] + list(dense.inputs[2:])
+    assert flat.output.type.shape[1] == x.static_size()
+
+
+@register_pass("fold_pooling")
+def fold_pooling(graph: Graph, ctx: PassContext) -> Graph:
+    """Fold an average pool of spikes into the Conv/Dense after it, so synapses only ever receive events.
+
+    AvgPool(k, stride k) then Conv is one Conv with each tap repeated k times
+    (weights / k^d, stride and padding times k); AvgPool or GlobalAvgPool then
+    Flatten then Dense is one Dense over the unpooled input.  The linear map is
+    the same; what changes is that every synaptic operation is now an event
+    (an accumulate), as on event-driven hardware, instead of a real-valued
+    pooled input (a multiply-accumulate).
+    """
+    changed = True
+    while changed:
+        changed = False
+        for pool in graph:
+            if pool.op not in ("AvgPool", "GlobalAvgPool") or pool not in graph.nodes:
+                continue
+            if pool.inputs[0].type.domain != Domain.SPIKE:
+                continue
+            k = _tiling_pool(pool)
+            if k is None:
+                continue
+            users = graph.consumers(pool.output)
+            if len(users) != 1 or graph.num_uses(pool.output) != 1:
+                continue
+            nxt = users[0]
+            chain: list[Node] = []
+            while nxt.op in ("Flatten", "Reshape", "Squeeze") and len(graph.consumers(nxt.output)) == 1 \
+                    and graph.num_uses(nxt.output) == 1 and nxt.output.type.rank == 2:
+                chain.append(nxt)
+                nxt = graph.consumers(nxt.output)[0]
+            if nxt.op == "Conv" and not chain and pool.op == "AvgPool" and \
+                    all(d == 1 for d in nxt.attrs["dilations"] or [1]):
+                _fold_pool_into_conv(graph, pool, nxt, k)
+            elif nxt.op == "Dense" and (chain or pool.output.type.rank == 2):
+                _fold_pool_into_dense(graph, pool, nxt, k, chain)
+            else:
+                continue
+            graph.reinfer(nxt)
+            changed = True
+        graph.sort()
+        graph.prune()
     return graph
