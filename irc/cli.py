@@ -35,15 +35,14 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
                                file=args.calibration)
             key = next(iter(arrays))
         opts["calibration"] = arrays[key]
-    if getattr(args, "timesteps", None) and args.command == "compile":
-        opts["timesteps"] = _int_list(args.timesteps, "--timesteps")[-1]
-    for name in ("encoding", "percentile", "seed", "readout", "reset", "neuron_init", "terminate_delta",
-                 "normalize", "maxpool"):
+    if getattr(args, "timesteps", None):
+        opts["timesteps"] = max(_int_list(args.timesteps, "--timesteps"))
+    for name in ("encoding", "percentile", "seed", "terminate_delta"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
-    if getattr(args, "per_channel", False):
-        opts["per_channel"] = True
+    if getattr(args, "per_channel", None) is not None:
+        opts["per_channel"] = args.per_channel
     for item in getattr(args, "option", None) or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -218,7 +217,10 @@ def _add_target_flags(p: argparse.ArgumentParser, default_target: str) -> None:
     p.add_argument("--timesteps", help="timesteps (run: a comma-separated list gives accuracy against timesteps)")
     p.add_argument("--encoding", choices=["current", "poisson", "periodic"], help="input encoding (spiking)")
     p.add_argument("--percentile", type=float, help="threshold percentile of activations (spiking, default 99.9)")
-    p.add_argument("--per-channel", action="store_true", help="per-channel thresholds (spiking)")
+    p.add_argument("--per-channel", action="store_true", default=None,
+                   help="one threshold per channel (spiking; the default)")
+    p.add_argument("--per-layer", dest="per_channel", action="store_false", help="one threshold per layer (spiking)")
+    p.add_argument("--terminate-delta", type=float, help="early decision margin in spikes (spiking; 0 = off)")
     p.add_argument("--seed", type=int, help="seed of random encodings (spiking)")
     p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE", help="any other target option")
     p.add_argument("--print-ir", action="store_true", help="print the IR after each pass (stderr)")

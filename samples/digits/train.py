@@ -12,8 +12,12 @@ one-pixel shifts), exported with a dynamic batch axis:
 
 * digits_cnn: Conv-BN-ReLU x2, AvgPool, Conv-BN-ReLU, AvgPool, Dense-ReLU, Dense;
 * digits_bn_maxpool: Conv-BN-ReLU-MaxPool blocks, Dropout, ending in Softmax;
-* digits_resnet: a small residual network (BatchNorm, MaxPool, Add).
+* digits_resnet: a small residual network (BatchNorm, MaxPool, Add);
+* digits_inception: parallel branches joined by Concat, a Dense fed by two of them.
+
+    python samples/digits/train.py [name ...]   retrains only the named networks
 """
+import sys
 import os
 
 import numpy as np
@@ -76,6 +80,27 @@ class DigitsResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class DigitsInception(nn.Module):
+    """Parallel branches joined by Concat; a Dense fed by two branches (a Concat of both)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.b1 = nn.Sequential(nn.Conv2d(16, 8, 1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU())
+        self.bp = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(16, 8, 1), nn.ReLU())
+        self.mix = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(24, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                 nn.AvgPool2d(2))
+        self.fc = nn.Linear(32 * 2 * 2 + 8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b3 = self.b3(x)
+        y = self.mix(torch.cat([self.b1(x), b3, self.bp(x)], dim=1))
+        side = F.adaptive_avg_pool2d(b3, 1)
+        return self.fc(torch.cat([torch.flatten(y, 1), torch.flatten(side, 1)], dim=1))
+
+
 def data():
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
@@ -117,8 +142,11 @@ def main() -> None:
     x_train, x_test, y_train, y_test = data()
     np.savez_compressed(os.path.join(HERE, "test.npz"), x=x_test, y=y_test)
     np.savez_compressed(os.path.join(HERE, "calibration.npz"), x=x_train[:300], y=y_train[:300])
-    for i, (name, cls, epochs) in enumerate([("digits_cnn", DigitsCNN, 120), ("digits_bn_maxpool", DigitsBNMaxPool, 120),
-                                             ("digits_resnet", DigitsResNet, 120)]):
+    nets = [("digits_cnn", DigitsCNN, 120), ("digits_bn_maxpool", DigitsBNMaxPool, 120),
+            ("digits_resnet", DigitsResNet, 120), ("digits_inception", DigitsInception, 120)]
+    for i, (name, cls, epochs) in enumerate(nets):
+        if sys.argv[1:] and name not in sys.argv[1:]:
+            continue
         torch.manual_seed(100 + i)
         model = train(cls(), x_train, y_train, epochs, seed=100 + i)
         path = os.path.join(HERE, name + ".onnx")
