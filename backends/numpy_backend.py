@@ -20,6 +20,7 @@ import numpy as np
 from irc import __version__
 from irc.backend import Backend
 from irc.graph import Graph, Value
+from irc.interp import last_uses
 from irc.naming import Namer, sanitize
 from irc.ops import get_op, kernels
 from irc.program import Program
@@ -60,11 +61,7 @@ def generate(graph: Graph) -> tuple[str, dict[str, str]]:
             return f'W["{weight_key[v.name]}"]'
         return values(v.name)
 
-    last_use: dict[int, int] = {}
-    for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            if v is not None and not v.is_param:
-                last_use[id(v)] = i
+    last_use = last_uses(graph)
     outputs = {id(v) for v in graph.outputs}
 
     body: list[str] = []

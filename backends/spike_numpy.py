@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from irc.interp import initial_env, last_uses
 from irc.ops import get_op
 from irc.ops.spiking import IF, Encode, GatedMaxPool, Readout
 
@@ -38,16 +39,8 @@ class SpikeNumpyProgram(SpikingProgram):
     def _simulate(self, feeds, offset, checkpoints, keep: dict | None = None):
         g = self.graph
         timesteps = checkpoints[-1]
-        env: dict[int, np.ndarray] = {}
-        for v in g.inputs:
-            env[id(v)] = feeds[v.name]
-        for name, arr in g.params.items():
-            env[id(g.values[name])] = arr
-        last_use: dict[int, int] = {}
-        for i, node in enumerate(g.nodes):
-            for v in node.inputs:
-                if v is not None:
-                    last_use[id(v)] = i
+        env = initial_env(g, feeds)
+        last_use = last_uses(g)
         spikes_t: dict[str, np.ndarray] = {}   # node -> (T, N) events per step
         synops_t: dict[str, np.ndarray] = {}   # node -> (T, N) synaptic ops per step
         readouts: list[list] = []

@@ -16,18 +16,28 @@ from .ops import get_op
 Hook = Callable[[Node, list[np.ndarray]], None]
 
 
-def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], hook: Hook | None = None) -> list[np.ndarray]:
-    """Evaluate ``graph`` on ``feeds`` (name -> array); returns the outputs."""
-    env: dict[int, np.ndarray] = {}
-    for v in graph.inputs:
-        env[id(v)] = feeds[v.name]
+def initial_env(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Arrays by value id: the inputs from ``feeds`` and every parameter."""
+    env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in graph.inputs}
     for name, arr in graph.params.items():
         env[id(graph.values[name])] = arr
-    last_use: dict[int, int] = {}
+    return env
+
+
+def last_uses(graph: Graph) -> dict[int, int]:
+    """For each value id, the index of the last node that reads it (to free memory early)."""
+    last: dict[int, int] = {}
     for i, n in enumerate(graph.nodes):
         for v in n.inputs:
             if v is not None:
-                last_use[id(v)] = i
+                last[id(v)] = i
+    return last
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], hook: Hook | None = None) -> list[np.ndarray]:
+    """Evaluate ``graph`` on ``feeds`` (name -> array); returns the outputs."""
+    env = initial_env(graph, feeds)
+    last_use = last_uses(graph)
     keep = {id(v) for v in graph.outputs} | {id(graph.values[p]) for p in graph.params}
     for i, n in enumerate(graph.nodes):
         opdef = get_op(n.op)
