@@ -18,6 +18,7 @@ FRONTENDS: dict[str, str] = {
 TARGETS: dict[str, str] = {
     "numpy": "irc.backends.numpy_backend:NumpyBackend",
     "spike-numpy": "irc.backends.spike_numpy:SpikeNumpyBackend",
+    "spike-llvm": "irc.backends.spike_llvm:SpikeLLVMBackend",
 }
 
 

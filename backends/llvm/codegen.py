@@ -1,0 +1,902 @@
+"""Spiking IR -> one LLVM function that simulates a range of samples, event-driven.
+
+What runs per sample and timestep, in the graph's topological order:
+
+* a spike-domain value is an **event list** (indices of the neurons that
+  fired and their sign); a current-domain value is a dense buffer;
+* a synaptic op (Conv, Dense, ScaleShift, AvgPool, GlobalAvgPool) scatters
+  each event's fan-out into its output buffer (a real-valued input is
+  scattered the same way, element by element, skipping zeros); weights are
+  laid out so that a fan-out is read contiguously (Conv: [c, ky, kx, m]
+  against channels-last membranes);
+* values computed only from a constant-current input do not change over
+  time: they are computed once per sample;
+* IF neurons integrate their input buffer, fire, reset, and append to
+  their event list; GatedMaxPool recomputes the leader count only of the
+  windows that received events;
+* layout ops move events (and buffers) through compile-time index tables;
+* the readout accumulates, decides early when asked, and snapshots scores
+  and counters at every requested timestep.
+
+Shapes, strides and loop bounds are compile-time constants; weights and
+tables live in a constant blob passed at run time, so the machine code
+depends on the network's structure only (and is cached by it).
+Arithmetic follows the IR's reference order (the synaptic sum, then the bias,
+then into the membrane) with no fast-math, so exactly representable networks
+give bit-identical results to spike-numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llvmlite.ir as ir
+import numpy as np
+
+from irc.errors import UnsupportedError
+from irc.graph import Graph, Node, Value
+from irc.ops import get_op
+from irc.ops.nn import spatial_attrs
+from irc.ops.spiking import GOLDEN, INDEX_MUL, PHASE_SALT, STEP_MUL
+from irc.types import Domain, TensorType
+
+from ..spiking_common import fanout, neuron_nodes, synaptic_nodes
+from .emit import F32, F64, I8, I32, I64, Function, f32, f64, i32, i64
+
+ENTRY = "irc_run"
+ARGS = ["consts", "scratch", "x", "n_begin", "n_end", "n_total", "sample_offset", "checkpoints", "n_checkpoints",
+        "scores", "steps", "counters"]
+ALIGN = 64
+
+
+# ------------------------------------------------------------------ layout
+def channels_last(t: TensorType) -> bool:
+    return t.rank >= 3
+
+
+def internal_of_nchw(t: TensorType) -> np.ndarray:
+    """For each per-sample NCHW flat index, its index in the internal (channels-last) layout."""
+    shape = t.sample_shape
+    size = int(np.prod(shape, dtype=np.int64))
+    if not channels_last(t):
+        return np.arange(size, dtype=np.int64)
+    inner = np.arange(size, dtype=np.int64).reshape(tuple(shape[1:]) + (shape[0],))
+    return np.moveaxis(inner, -1, 0).reshape(-1)
+
+
+def to_internal(t: TensorType, per_sample: np.ndarray) -> np.ndarray:
+    """A per-sample NCHW array laid out internally (flat)."""
+    flat = np.asarray(per_sample).reshape(-1)
+    out = np.empty_like(flat)
+    out[internal_of_nchw(t)] = flat
+    return out
+
+
+class Blob:
+    """Byte layout of one blob: named, aligned regions."""
+
+    def __init__(self):
+        self.size = 0
+        self.arrays: list[tuple[int, np.ndarray]] = []
+
+    def reserve(self, count: int, dtype: str) -> int:
+        itemsize = {"f32": 4, "i32": 4, "u32": 4, "f64": 8, "i64": 8, "u64": 8, "u8": 1}[dtype]
+        offset = -(-self.size // ALIGN) * ALIGN
+        self.size = offset + max(int(count), 1) * itemsize
+        return offset
+
+    def add(self, array: np.ndarray, dtype: str) -> int:
+        npdt = {"f32": np.float32, "i32": np.int32, "u32": np.uint32, "f64": np.float64, "i64": np.int64}[dtype]
+        arr = np.ascontiguousarray(array, dtype=npdt).reshape(-1)
+        offset = self.reserve(arr.size, dtype)
+        self.arrays.append((offset, arr))
+        return offset
+
+    def build(self) -> np.ndarray:
+        out = np.zeros(max(self.size, 1), np.uint8)
+        for offset, arr in self.arrays:
+            out[offset:offset + arr.nbytes] = arr.view(np.uint8)
+        return out
+
+
+@dataclass
+class Slot:
+    """How a value lives in the simulation."""
+
+    value: Value
+    events: bool
+    size: int
+    idx: int = -1        # events: i32 indices (scratch)
+    sgn: int = -1        # events: f32 signs (scratch)
+    count: int = -1      # events: i32 count (scratch)
+    buf: int = -1        # dense: f32 buffer (scratch)
+    invariant: bool = False
+
+
+@dataclass
+class Plan:
+    consts: Blob = field(default_factory=Blob)
+    scratch: Blob = field(default_factory=Blob)
+    slots: dict[int, Slot] = field(default_factory=dict)
+    counters: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------- generator
+class Generator:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.plan = Plan()
+        readouts = graph.find("Readout")
+        if len(graph.outputs) != 1 or len(readouts) != 1 or graph.outputs[0] is not readouts[0].output:
+            raise UnsupportedError("spike-llvm runs networks with exactly one readout output")
+        if len(graph.inputs) != 1:
+            raise UnsupportedError("spike-llvm runs networks with one input")
+        self.readout = readouts[0]
+        self.input = graph.inputs[0]
+        self.neurons = neuron_nodes(graph)
+        self.synaptic = synaptic_nodes(graph)
+        self.counter_of: dict[str, int] = {}
+        for n in self.neurons:
+            self.counter_of["spikes:" + n.name] = len(self.plan.counters)
+            self.plan.counters.append("spikes:" + n.name)
+        for n in self.synaptic:
+            self.counter_of["synops:" + n.name] = len(self.plan.counters)
+            self.plan.counters.append("synops:" + n.name)
+        self.check_supported()
+
+    # -------------------------------------------------------------- checks
+    SUPPORTED = {"Encode", "IF", "GatedMaxPool", "Readout", "Conv", "Dense", "ScaleShift", "AvgPool", "GlobalAvgPool",
+                 "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad"}
+
+    def check_supported(self) -> None:
+        bad = []
+        for n in self.g.nodes:
+            if n.op not in self.SUPPORTED:
+                bad.append(f"{n.op} (node {n.name!r})")
+            elif n.op in ("Conv", "AvgPool", "GatedMaxPool") and n.inputs[0].type.rank != 4:
+                bad.append(f"{n.op} on a rank-{n.inputs[0].type.rank} tensor (node {n.name!r}; 2-d only)")
+            elif n.op in ("Conv", "Dense", "ScaleShift") and n.attrs.get("activation"):
+                bad.append(f"{n.op} with a fused activation (node {n.name!r})")
+            elif any(v is not None and not v.is_param and v.type.domain == Domain.ANALOG for v in n.inputs) \
+                    and n.op != "Encode":
+                bad.append(f"{n.op} on an analog value (node {n.name!r})")
+        if bad:
+            raise UnsupportedError("spike-llvm cannot run: " + "; ".join(bad),
+                                   hint="run it on spike-numpy, or change the network")
+
+    # -------------------------------------------------------------- slots
+    def slot(self, v: Value) -> Slot:
+        return self.plan.slots[id(v)]
+
+    def allocate(self) -> None:
+        sc = self.plan.scratch
+        invariant_ids: set[int] = set()
+        for n in self.g.nodes:
+            if n.op == "Readout":
+                continue
+            v = n.output
+            size = v.type.static_size()
+            events = v.type.domain == Domain.SPIKE
+            s = Slot(v, events, size)
+            if events:
+                s.idx, s.sgn, s.count = sc.reserve(size, "i32"), sc.reserve(size, "f32"), sc.reserve(1, "i32")
+            else:
+                s.buf = sc.reserve(size, "f32")
+                data = [u for u in n.inputs if u is not None and not u.is_param]
+                if n.op == "Encode" or (data and all(id(u) in invariant_ids for u in data)):
+                    s.invariant = True
+                    invariant_ids.add(id(v))
+            self.plan.slots[id(v)] = s
+
+    # --------------------------------------------------------------- build
+    def build(self) -> tuple[str, Plan]:
+        self.allocate()
+        self.module = ir.Module("irc_spiking")
+        import llvmlite.binding as llvm
+
+        self.module.triple = llvm.get_process_triple()
+        i8p = I8.as_pointer()
+        f = Function(self.module, ENTRY, [i8p, i8p, F32.as_pointer(), I64, I64, I64, I64, I64.as_pointer(), I64,
+                                          F32.as_pointer(), I64.as_pointer(), I64.as_pointer()], ARGS)
+        self.f = f
+        self.b = f.b
+        self.counters = f.region("scratch", self.plan.scratch.reserve(len(self.plan.counters), "i64"), "i64", "counters")
+        self.inv_sops = {n.name: f.region("scratch", self.plan.scratch.reserve(1, "i64"), "i64", "inv_sops")
+                         for n in self.synaptic if self.slot(n.output).invariant}
+        self.node_state: dict[str, dict] = {}
+        for n in self.g.nodes:
+            self.prepare(n)
+        a = f.args
+        with f.loop(a["n_begin"], a["n_end"], "n") as n:
+            self.sample = n
+            self.emit_reset()
+            for node in self.g.nodes:
+                s = self.plan.slots.get(id(node.output))
+                if s is not None and s.invariant:
+                    self.emit_node(node)
+            self.emit_time_loop()
+        f.finish()
+        return str(self.module), self.plan
+
+    # ------------------------------------------------------ per-node state
+    def cptr(self, array: np.ndarray, dtype: str, name: str):
+        return self.f.region("consts", self.plan.consts.add(array, dtype), dtype, name)
+
+    def sptr(self, count: int, dtype: str, name: str):
+        return self.f.region("scratch", self.plan.scratch.reserve(count, dtype), dtype, name)
+
+    def slot_ptrs(self, v: Value) -> dict:
+        s = self.slot(v)
+        f = self.f
+        if s.events:
+            return {"idx": f.region("scratch", s.idx, "i32", "ev_idx"), "sgn": f.region("scratch", s.sgn, "f32", "ev_sgn"),
+                    "count": f.region("scratch", s.count, "i32", "ev_n")}
+        return {"buf": f.region("scratch", s.buf, "f32", "buf")}
+
+    def prepare(self, n: Node) -> None:
+        """Constants and state of one node, laid out at compile time."""
+        st: dict = {}
+        g = self.g
+        if n.op != "Readout":
+            st["out"] = self.slot_ptrs(n.output)
+        ins = [self.slot_ptrs(v) if v is not None and not v.is_param and id(v) in self.plan.slots else None
+               for v in n.inputs]
+        st["ins"] = ins
+        if n in self.synaptic:
+            t = n.inputs[0].type
+            st["fanout"] = self.cptr(to_internal(t, fanout(n, g)), "i32", "fanout")
+        if n.op == "Conv":
+            w = g.param(n.inputs[1])
+            if len(n.inputs) > 3 and n.inputs[3] is not None:
+                mask = g.param(n.inputs[3])
+                w = w * mask.reshape(mask.shape + (1, 1))
+            grp = n.attrs["group"]
+            m, cg = w.shape[0], w.shape[1]
+            mg = m // grp
+            # W_t[c, ky, kx, m_local] = w[g*mg + m_local, c % cg, ky, kx] with g = c // cg
+            wt = w.reshape(grp, mg, cg, w.shape[2], w.shape[3]).transpose(0, 2, 3, 4, 1).reshape(
+                grp * cg, w.shape[2], w.shape[3], mg)
+            st["w"] = self.cptr(wt, "f32", "w")
+        elif n.op == "Dense":
+            w = g.param(n.inputs[1])  # (out, in); the input is rank 2: internal == NCHW
+            st["w"] = self.cptr(np.ascontiguousarray(w.T), "f32", "w")
+        elif n.op == "ScaleShift":
+            t = n.output.type
+            st["scale"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[1]), t), t.sample_shape)),
+                                    "f32", "scale")
+            if len(n.inputs) > 2 and n.inputs[2] is not None:
+                st["shift"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[2]), t),
+                                                                       t.sample_shape)), "f32", "shift")
+        if n.op in ("Conv", "Dense") and len(n.inputs) > 2 and n.inputs[2] is not None:
+            t = n.output.type
+            st["bias"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[2]), t),
+                                                                  t.sample_shape)), "f32", "bias")
+        if n.op in ("Add", "Sub", "Mul", "Div"):
+            t = n.output.type
+            consts = []
+            for v in n.inputs:
+                consts.append(self.cptr(to_internal(t, _bshape(g.param(v), t)), "f32", "k") if v.is_param else None)
+            st["k"] = consts
+            for v in n.inputs:
+                if not v.is_param and self.slot(v).events:
+                    st.setdefault("dense_tmp", []).append(self.sptr(self.slot(v).size, "f32", "densify"))
+        if n.op == "AvgPool":
+            self.prepare_avgpool(n, st)
+        if n.op == "IF":
+            t = n.output.type
+            th = g.param(n.inputs[1])
+            st["th"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(th, t), t.sample_shape)), "f32", "th")
+            st["v"] = self.sptr(t.static_size(), "f32", "v")
+            st["cnt"] = self.sptr(t.static_size(), "f32", "cnt")
+        if n.op == "GatedMaxPool":
+            out = n.output.type.static_size()
+            st["cnt"] = self.sptr(n.inputs[0].type.static_size(), "f32", "pool_cnt")
+            st["lead"] = self.sptr(out, "f32", "pool_lead")
+            st["touched"] = self.sptr(out, "u8", "pool_touched")
+            st["list"] = self.sptr(out, "i32", "pool_list")
+        if n.op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad"):
+            st["remap"] = [self.cptr(r, "i32", "remap") for r in self.remap_tables(n)]
+        if n.op == "Encode":
+            size = n.output.type.static_size()
+            st["order"] = self.cptr(internal_of_nchw(n.output.type), "i32", "order")
+            if n.attrs["mode"] != "current":
+                st["q"] = self.sptr(size, "u32", "q")
+                st["esign"] = self.sptr(size, "f32", "esign")
+                st["phase"] = self.sptr(size, "u32", "phase")
+        if n.op == "Readout":
+            size = n.inputs[0].type.static_size()
+            st["acc"] = self.sptr(size, "f64", "acc")
+            st["stop"] = self.f.var(I64, "stop")
+        self.node_state[n.name] = st
+
+    def remap_tables(self, n: Node) -> list[np.ndarray]:
+        """Per data input: internal index in the input -> internal index in the output (-1: dropped)."""
+        out_t = n.output.type
+        tables = []
+        data = [v for v in n.inputs if v is not None]
+        for k, v in enumerate(data):
+            images = []
+            for j, u in enumerate(data):
+                size = u.type.static_size()
+                if j == k:
+                    img = np.empty(size, np.float64)
+                    img[:] = internal_of_nchw(u.type).astype(np.float64)  # NCHW position -> internal index
+                else:
+                    img = np.full(size, -1.0)
+                images.append(img.reshape((1,) + u.type.sample_shape))
+            opdef = get_op(n.op)
+            attrs = dict(n.attrs, value=-1.0) if n.op == "Pad" else n.attrs
+            in_types = [u.type.with_(shape=(1,) + u.type.sample_shape, dtype="f64") for u in data]
+            out_types = [out_t.with_(shape=(1,) + out_t.sample_shape, dtype="f64")]
+            mapped = opdef.reference(images, attrs, in_types, out_types)[0].reshape(-1)  # NCHW of the output
+            table = np.full(v.type.static_size(), -1, np.int64)
+            dest_internal = internal_of_nchw(out_t)
+            src = mapped >= 0
+            table[mapped[src].astype(np.int64)] = dest_internal[src]
+            tables.append(table)
+        return tables
+
+    def prepare_avgpool(self, n: Node, st: dict) -> None:
+        from irc.ops.kernels import _pool_slices
+
+        a = n.attrs
+        k = a["kernel"]
+        strides, pads, dil = spatial_attrs(a, 2)
+        out_dims = list(n.output.type.shape[2:])
+        ones = np.ones(n.inputs[0].type.shape[2:], np.float32)
+        if a["count_include_pad"]:
+            ones = np.pad(ones, [(pads[0], pads[2]), (pads[1], pads[3])], constant_values=1.0)
+            pp = [0, 0, 0, 0]
+        else:
+            pp = pads
+        divisor = sum(_pool_slices(ones, k, strides, pp, dil, out_dims, 0.0))
+        c = n.output.type.shape[1]
+        if np.all(divisor == divisor.flat[0]):
+            st["div_mode"] = "mul"
+            factor = np.float32(1.0 / float(divisor.flat[0]))
+            st["div"] = self.cptr(np.full(n.output.type.static_size(), factor), "f32", "pool_div")
+        else:
+            st["div_mode"] = "div"
+            full = np.repeat(np.maximum(divisor, 1).reshape(-1, 1), c, axis=1)  # internal (OH, OW, C)
+            st["div"] = self.cptr(full, "f32", "pool_div")
+
+    # -------------------------------------------------------------- reset
+    def emit_reset(self) -> None:
+        f, b = self.f, self.b
+        with f.loop(0, len(self.plan.counters), "r") as i:
+            f.store(i64(0), self.counters, i)
+        for name, p in self.inv_sops.items():
+            f.store(i64(0), p, i64(0))
+        for n in self.g.nodes:
+            st = self.node_state[n.name]
+            if n.op == "IF":
+                size = n.output.type.static_size()
+                init = f32(n.attrs["init"])
+                with f.loop(0, size, "z") as i:
+                    f.store(b.fmul(init, f.load(st["th"], i)), st["v"], i)
+                    f.store(f32(0), st["cnt"], i)
+            elif n.op == "GatedMaxPool":
+                with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
+                    f.store(f32(0), st["cnt"], i)
+                with f.loop(0, n.output.type.static_size(), "z") as i:
+                    f.store(f32(0), st["lead"], i)
+                    f.store(ir.Constant(I8, 0), st["touched"], i)
+            elif n.op == "Readout":
+                with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
+                    f.store(f64(0), st["acc"], i)
+                b.store(i64(-1), st["stop"])
+
+    # ---------------------------------------------------------- time loop
+    def emit_time_loop(self) -> None:
+        f, b = self.f, self.b
+        a = f.args
+        total = b.load(f.at(a["checkpoints"], b.sub(a["n_checkpoints"], i64(1))))
+        self.k_var = f.var(I64, "k")
+        b.store(i64(0), self.k_var)
+        with f.loop(0, total, "t") as t:
+            self.t = t
+            stop = b.load(self.node_state[self.readout.name]["stop"])
+            with f.when(b.icmp_signed("<", stop, i64(0))):
+                for node in self.g.nodes:
+                    s = self.plan.slots.get(id(node.output))
+                    if s is not None and s.invariant:
+                        if node.name in self.inv_sops:
+                            ctr = self.counter_of["synops:" + node.name]
+                            self.add_counter(ctr, b.load(f.at(self.inv_sops[node.name], i64(0))))
+                        continue
+                    self.emit_node(node)
+                self.emit_checkpoints(t)
+
+    def add_counter(self, index: int, amount) -> None:
+        p = self.f.at(self.counters, i64(index))
+        self.b.store(self.b.add(self.b.load(p), amount), p)
+
+    # ------------------------------------------------------------ dispatch
+    def emit_node(self, n: Node) -> None:
+        getattr(self, "emit_" + n.op)(n, self.node_state[n.name])
+
+    # -------------------------------------------------------------- events
+    def for_each_input(self, ins: dict, slot: Slot, body) -> None:
+        """Call body(index_i64, value_f32) for every event, or every nonzero element of a buffer."""
+        f, b = self.f, self.b
+        if slot.events:
+            count = b.sext(f.load(ins["count"], i64(0)), I64)
+            with f.loop(0, count, "e") as e:
+                body(b.sext(f.load(ins["idx"], e), I64), f.load(ins["sgn"], e))
+        else:
+            with f.loop(0, slot.size, "j") as j:
+                val = f.load(ins["buf"], j)
+                with f.when(b.fcmp_ordered("!=", val, f32(0))):
+                    body(j, val)
+
+    def push_event(self, out: dict, index, sign) -> None:
+        f, b = self.f, self.b
+        cp = f.at(out["count"], i64(0))
+        c = b.load(cp)
+        c64 = b.sext(c, I64)
+        f.store(b.trunc(index, I32), out["idx"], c64)
+        f.store(sign, out["sgn"], c64)
+        b.store(b.add(c, i32(1)), cp)
+
+    def clear_events(self, out: dict) -> None:
+        self.b.store(i32(0), self.f.at(out["count"], i64(0)))
+
+    def zero(self, buf, size: int) -> None:
+        with self.f.loop(0, size, "z") as i:
+            self.f.store(f32(0), buf, i)
+
+    def count_sops(self, n: Node, st: dict, index) -> None:
+        """Add the fan-out of one input element to the node's synaptic-op counter."""
+        f, b = self.f, self.b
+        amount = b.sext(f.load(st["fanout"], index), I64)
+        if self.slot(n.output).invariant:
+            p = f.at(self.inv_sops[n.name], i64(0))
+        else:
+            p = f.at(self.counters, i64(self.counter_of["synops:" + n.name]))
+        b.store(b.add(b.load(p), amount), p)
+
+    def add_bias(self, st: dict, key: str, size: int) -> None:
+        if key in st:
+            f, b = self.f, self.b
+            out = st["out"]["buf"]
+            with f.loop(0, size, "bias") as i:
+                f.store(b.fadd(f.load(out, i), f.load(st[key], i)), out, i)
+
+    # ------------------------------------------------------------- encode
+    def emit_Encode(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        a = n.attrs
+        size = n.output.type.static_size()
+        x_base = b.mul(self.sample, i64(size))
+        if a["mode"] == "current":
+            out = st["out"]["buf"]
+            with f.loop(0, size, "x") as j:
+                xv = f.load(f.args["x"], b.add(x_base, j))
+                f.store(b.fmul(xv, f32(a["gain"])), out, b.sext(f.load(st["order"], j), I64))
+            return
+        # rate encodings: per-sample constants on the first step
+        with f.when(b.icmp_signed("==", self.t, i64(0))):
+            with f.loop(0, size, "x") as j:
+                xv = f.load(f.args["x"], b.add(x_base, j))
+                ax = b.call(self._fabs(), [xv])
+                p = b.fmul(ax, f32(a["gain"]))
+                p = b.select(b.fcmp_ordered("<", p, f32(1.0)), p, f32(1.0))
+                q = b.fptoui(b.fmul(p, f32(float(1 << 24))), I32)
+                f.store(q, st["q"], j)
+                sign = b.select(b.fcmp_ordered(">", xv, f32(0)), f32(1.0),
+                                b.select(b.fcmp_ordered("<", xv, f32(0)), f32(-1.0), f32(0.0)))
+                f.store(sign, st["esign"], j)
+                if a["mode"] == "periodic":
+                    ph = self.hash(a["seed"] ^ PHASE_SALT, self.sample_id(), i64(0), j)
+                    f.store(b.lshr(ph, i32(8)), st["phase"], j)
+        out = st["out"]
+        self.clear_events(out)
+        counter = self.counter_of["spikes:" + n.name]
+        with f.loop(0, size, "x") as j:
+            q = f.load(st["q"], j)
+            if a["mode"] == "poisson":
+                h = b.lshr(self.hash(a["seed"], self.sample_id(), self.t, j), i32(8))
+                fired = b.icmp_unsigned("<", h, q)
+            else:
+                ph = b.zext(f.load(st["phase"], j), I64)
+                q64 = b.zext(q, I64)
+                now = b.lshr(b.add(ph, b.mul(q64, b.add(self.t, i64(1)))), i64(24))
+                before = b.lshr(b.add(ph, b.mul(q64, self.t)), i64(24))
+                fired = b.icmp_unsigned(">", now, before)
+            with f.when(fired):
+                self.push_event(out, b.sext(f.load(st["order"], j), I64), f.load(st["esign"], j))
+                self.add_counter(counter, i64(1))
+
+    def _fabs(self):
+        return self.module.declare_intrinsic("llvm.fabs", [F32])
+
+    def sample_id(self):
+        return self.b.trunc(self.b.add(self.sample, self.f.args["sample_offset"]), I32)
+
+    def fmix(self, h):
+        b = self.b
+        h = b.xor(h, b.lshr(h, i32(16)))
+        h = b.mul(h, i32(0x85EBCA6B - (1 << 32)))
+        h = b.xor(h, b.lshr(h, i32(13)))
+        h = b.mul(h, i32(0xC2B2AE35 - (1 << 32)))
+        return b.xor(h, b.lshr(h, i32(16)))
+
+    def hash(self, seed: int, sample, step, index):
+        """The IR's spike_hash, in uint32 arithmetic."""
+        b = self.b
+        s0 = (seed + GOLDEN) & 0xFFFFFFFF
+        h = self.fmix(i32(s0 - (1 << 32) if s0 >= 1 << 31 else s0))
+        h = self.fmix(b.xor(h, sample))
+        h = self.fmix(b.xor(h, b.mul(b.trunc(step, I32), i32(STEP_MUL - (1 << 32)))))
+        return self.fmix(b.xor(h, b.mul(b.trunc(index, I32), i32(INDEX_MUL - (1 << 32)))))
+
+    # ------------------------------------------------------------ neurons
+    def emit_IF(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        a = n.attrs
+        size = n.output.type.static_size()
+        src = st["ins"][0]
+        src_slot = self.slot(n.inputs[0])
+        if src_slot.events:  # spikes straight into neurons: densify
+            tmp = st.setdefault("tmp", self.sptr(size, "f32", "if_in"))
+            self.zero(tmp, size)
+            self.for_each_input(src, src_slot, lambda i, v: f.store(b.fadd(f.load(tmp, i), v), tmp, i))
+            current = tmp
+        else:
+            current = src["buf"]
+        out = st["out"]
+        self.clear_events(out)
+        counter = self.counter_of["spikes:" + n.name]
+        neg = a["negative"]
+        with f.loop(0, size, "nrn") as i:
+            v = f.load(st["v"], i)
+            if a["decay"] != 1.0:
+                v = b.fmul(v, f32(a["decay"]))
+            v = b.fadd(v, f.load(current, i))
+            th = f.load(st["th"], i)
+            pos = b.fcmp_ordered(">=", v, th)
+            if neg == "bipolar":
+                negc = b.fcmp_ordered("<=", v, b.fneg(th))
+            elif neg == "corrective":
+                negc = b.and_(b.fcmp_ordered("<", v, f32(0)), b.fcmp_ordered(">", f.load(st["cnt"], i), f32(0)))
+            else:
+                negc = ir.Constant(ir.IntType(1), 0)
+            s = b.select(pos, f32(1.0), b.select(negc, f32(-1.0), f32(0.0)))
+            fired = b.fcmp_ordered("!=", s, f32(0))
+            if a["reset"] == "zero":
+                v = b.select(fired, f32(0.0), v)
+            else:
+                v = b.fsub(v, b.fmul(s, th))
+            f.store(v, st["v"], i)
+            with f.when(fired):
+                self.push_event(out, i, s)
+                self.add_counter(counter, i64(1))
+                if neg == "corrective":
+                    f.store(b.fadd(f.load(st["cnt"], i), s), st["cnt"], i)
+
+    # -------------------------------------------------------- synaptic ops
+    def emit_Conv(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        x = n.inputs[0].type
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        m, oh, ow = n.output.type.shape[1], n.output.type.shape[2], n.output.type.shape[3]
+        kh, kw = self.g.param(n.inputs[1]).shape[2:]
+        (sh, sw), pads, (dh, dw) = spatial_attrs(n.attrs, 2)
+        grp = n.attrs["group"]
+        cg, mg = c // grp, m // grp
+        out = st["out"]["buf"]
+        wt = st["w"]
+        self.zero(out, n.output.type.static_size())
+
+        def scatter(idx, val):
+            self.count_sops(n, st, idx)
+            ch = b.srem(idx, i64(c))
+            pix = b.sdiv(idx, i64(c))
+            gbase = b.mul(b.sdiv(ch, i64(cg)), i64(mg))
+            wch = b.mul(ch, i64(kh * kw))
+
+            def tap(ky, kx, oy, ox):
+                obase = b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(m)), gbase)
+                wbase = b.mul(b.add(wch, b.add(b.mul(ky, i64(kw)), kx)), i64(mg))
+                with f.loop(0, mg, "m") as mm:
+                    po = f.at(out, b.add(obase, mm))
+                    wv = f.load(wt, b.add(wbase, mm))
+                    b.store(b.fadd(b.load(po), b.fmul(val, wv)), po)
+
+            self.windows_of(pix, w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
+        self.add_bias(st, "bias", n.output.type.static_size())
+
+    def windows_of(self, pix, width: int, kernel, strides, pads, dilations, out_dims, body) -> None:
+        """Call body(ky, kx, oy, ox) for every window position whose tap (ky, kx) reads input pixel ``pix``."""
+        f, b = self.f, self.b
+        kh, kw = kernel
+        (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
+        xx, yy = b.srem(pix, i64(width)), b.sdiv(pix, i64(width))
+        with f.loop(0, kh, "ky") as ky:
+            ny = b.sub(b.add(yy, i64(pads[0])), b.mul(ky, i64(dh)))
+            oy = b.sdiv(ny, i64(sh))
+            ok_y = b.and_(b.and_(b.icmp_signed(">=", ny, i64(0)), b.icmp_signed("==", b.srem(ny, i64(sh)), i64(0))),
+                          b.icmp_signed("<", oy, i64(oh)))
+            with f.when(ok_y):
+                with f.loop(0, kw, "kx") as kx:
+                    nx = b.sub(b.add(xx, i64(pads[1])), b.mul(kx, i64(dw)))
+                    ox = b.sdiv(nx, i64(sw))
+                    ok_x = b.and_(b.and_(b.icmp_signed(">=", nx, i64(0)),
+                                         b.icmp_signed("==", b.srem(nx, i64(sw)), i64(0))),
+                                  b.icmp_signed("<", ox, i64(ow)))
+                    with f.when(ok_x):
+                        body(ky, kx, oy, ox)
+
+    def emit_Dense(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        o = n.output.type.shape[1]
+        out = st["out"]["buf"]
+        self.zero(out, o)
+
+        def scatter(idx, val):
+            self.count_sops(n, st, idx)
+            base = b.mul(idx, i64(o))
+            with f.loop(0, o, "o") as k:
+                po = f.at(out, k)
+                b.store(b.fadd(b.load(po), b.fmul(val, f.load(st["w"], b.add(base, k)))), po)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
+        self.add_bias(st, "bias", o)
+
+    def emit_ScaleShift(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        size = n.output.type.static_size()
+        out = st["out"]["buf"]
+        self.zero(out, size)
+
+        def scatter(idx, val):
+            self.count_sops(n, st, idx)
+            po = f.at(out, idx)
+            b.store(b.fadd(b.load(po), b.fmul(val, f.load(st["scale"], idx))), po)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
+        self.add_bias(st, "shift", size)
+
+    def emit_AvgPool(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        x = n.inputs[0].type
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        oh, ow = n.output.type.shape[2], n.output.type.shape[3]
+        kh, kw = n.attrs["kernel"]
+        (sh, sw), pads, (dh, dw) = spatial_attrs(n.attrs, 2)
+        size = n.output.type.static_size()
+        out = st["out"]["buf"]
+        self.zero(out, size)
+
+        def scatter(idx, val):
+            ch = b.srem(idx, i64(c))
+
+            def tap(ky, kx, oy, ox):
+                po = f.at(out, b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(c)), ch))
+                b.store(b.fadd(b.load(po), val), po)
+
+            self.windows_of(b.sdiv(idx, i64(c)), w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
+        with f.loop(0, size, "avg") as i:
+            v = f.load(out, i)
+            d = f.load(st["div"], i)
+            f.store(b.fmul(v, d) if st["div_mode"] == "mul" else b.fdiv(v, d), out, i)
+
+    def emit_GlobalAvgPool(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        x = n.inputs[0].type
+        c = x.shape[1]
+        count = x.static_size() // c
+        out = st["out"]["buf"]
+        self.zero(out, c)
+
+        def scatter(idx, val):
+            po = f.at(out, b.srem(idx, i64(c)))
+            b.store(b.fadd(b.load(po), val), po)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
+        with f.loop(0, c, "gap") as i:
+            f.store(b.fdiv(f.load(out, i), f32(float(count))), out, i)
+
+    # ------------------------------------------------------- elementwise
+    def dense_operand(self, n: Node, st: dict, k: int, tmp_iter):
+        """Input k of an elementwise node as a dense buffer pointer."""
+        v = n.inputs[k]
+        if v.is_param:
+            return st["k"][k]
+        slot = self.slot(v)
+        if not slot.events:
+            return st["ins"][k]["buf"]
+        tmp = next(tmp_iter)
+        f, b = self.f, self.b
+        self.zero(tmp, slot.size)
+        self.for_each_input(st["ins"][k], slot, lambda i, val: f.store(b.fadd(f.load(tmp, i), val), tmp, i))
+        return tmp
+
+    def _binary(self, n: Node, st: dict, op: str) -> None:
+        f, b = self.f, self.b
+        tmps = iter(st.get("dense_tmp", []))
+        x = self.dense_operand(n, st, 0, tmps)
+        y = self.dense_operand(n, st, 1, tmps)
+        out = st["out"]["buf"]
+        fn = {"Add": b.fadd, "Sub": b.fsub, "Mul": b.fmul, "Div": b.fdiv}[op]
+        with f.loop(0, n.output.type.static_size(), "ew") as i:
+            f.store(fn(f.load(x, i), f.load(y, i)), out, i)
+
+    def emit_Add(self, n, st):
+        self._binary(n, st, "Add")
+
+    def emit_Sub(self, n, st):
+        self._binary(n, st, "Sub")
+
+    def emit_Mul(self, n, st):
+        self._binary(n, st, "Mul")
+
+    def emit_Div(self, n, st):
+        self._binary(n, st, "Div")
+
+    # ------------------------------------------------------------- layout
+    def emit_layout(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        out_slot = self.slot(n.output)
+        out = st["out"]
+        data = [v for v in n.inputs if v is not None]
+        if out_slot.events:
+            self.clear_events(out)
+            for v, ins, table in zip(data, [s for s in st["ins"] if s is not None], st["remap"]):
+                def move(idx, val, table=table):
+                    dest = b.sext(f.load(table, idx), I64)
+                    with f.when(b.icmp_signed(">=", dest, i64(0))):
+                        self.push_event(out, dest, val)
+                self.for_each_input(ins, self.slot(v), move)
+            return
+        self.zero(out["buf"], out_slot.size)
+        for v, ins, table in zip(data, [s for s in st["ins"] if s is not None], st["remap"]):
+            src_slot = self.slot(v)
+            def put(idx, val, table=table):
+                dest = b.sext(f.load(table, idx), I64)
+                with f.when(b.icmp_signed(">=", dest, i64(0))):
+                    f.store(val, out["buf"], dest)
+            self.for_each_input(ins, src_slot, put)
+
+    emit_Flatten = emit_Reshape = emit_Squeeze = emit_Unsqueeze = emit_Transpose = emit_Concat = emit_Pad = emit_layout
+
+    # -------------------------------------------------------- gated pool
+    def emit_GatedMaxPool(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        x = n.inputs[0].type
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        oh, ow = n.output.type.shape[2], n.output.type.shape[3]
+        kh, kw = n.attrs["kernel"]
+        (sh, sw), pads, (dh, dw) = spatial_attrs(n.attrs, 2)
+        nlist = f.var(I64, "touched_n")
+        b.store(i64(0), nlist)
+
+        def on_event(idx, val):
+            pc = f.at(st["cnt"], idx)
+            b.store(b.fadd(b.load(pc), val), pc)
+            ch = b.srem(idx, i64(c))
+
+            def tap(ky, kx, oy, ox):
+                win = b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(c)), ch)
+                pt = f.at(st["touched"], win)
+                with f.when(b.icmp_unsigned("==", b.load(pt), ir.Constant(I8, 0))):
+                    b.store(ir.Constant(I8, 1), pt)
+                    k = b.load(nlist)
+                    f.store(b.trunc(win, I32), st["list"], k)
+                    b.store(b.add(k, i64(1)), nlist)
+
+            self.windows_of(b.sdiv(idx, i64(c)), w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+
+        self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), on_event)
+        out = st["out"]
+        self.clear_events(out)
+        with f.loop(0, b.load(nlist), "win") as k:
+            win = b.sext(f.load(st["list"], k), I64)
+            b.store(ir.Constant(I8, 0), f.at(st["touched"], win))
+            ch = b.srem(win, i64(c))
+            pix = b.sdiv(win, i64(c))
+            ox, oy = b.srem(pix, i64(ow)), b.sdiv(pix, i64(ow))
+            best = f.var(F32, "best")
+            b.store(f32(float("-inf")), best)
+            with f.loop(0, kh, "wy") as ky:
+                iy = b.add(b.mul(oy, i64(sh)), b.sub(b.mul(ky, i64(dh)), i64(pads[0])))
+                with f.when(b.and_(b.icmp_signed(">=", iy, i64(0)), b.icmp_signed("<", iy, i64(h)))):
+                    with f.loop(0, kw, "wx") as kx:
+                        ix = b.add(b.mul(ox, i64(sw)), b.sub(b.mul(kx, i64(dw)), i64(pads[1])))
+                        with f.when(b.and_(b.icmp_signed(">=", ix, i64(0)), b.icmp_signed("<", ix, i64(w)))):
+                            cv = f.load(st["cnt"], b.add(b.mul(b.add(b.mul(iy, i64(w)), ix), i64(c)), ch))
+                            cur = b.load(best)
+                            b.store(b.select(b.fcmp_ordered(">", cv, cur), cv, cur), best)
+            lead = f.load(st["lead"], win)
+            new = b.load(best)
+            diff = b.fsub(new, lead)
+            with f.when(b.fcmp_ordered("!=", diff, f32(0))):
+                f.store(new, st["lead"], win)
+                self.push_event(out, win, diff)
+
+    # ------------------------------------------------------------ readout
+    def emit_Readout(self, n: Node, st: dict) -> None:
+        f, b = self.f, self.b
+        src_slot = self.slot(n.inputs[0])
+        acc = st["acc"]
+
+        def add(idx, val):
+            p = f.at(acc, idx)
+            b.store(b.fadd(b.load(p), b.fpext(val, F64)), p)
+
+        if src_slot.events:
+            self.for_each_input(st["ins"][0], src_slot, add)
+        else:
+            with f.loop(0, src_slot.size, "ro") as j:
+                add(j, f.load(st["ins"][0]["buf"], j))
+        delta = n.attrs["terminate_delta"]
+        if delta > 0:
+            size = src_slot.size
+            top1, top2 = f.var(F64, "top1"), f.var(F64, "top2")
+            b.store(f64(float("-inf")), top1)
+            b.store(f64(float("-inf")), top2)
+            with f.loop(0, size, "top") as j:
+                v = f.load(acc, j)
+                t1, t2 = b.load(top1), b.load(top2)
+                above1 = b.fcmp_ordered(">", v, t1)
+                b.store(b.select(above1, t1, b.select(b.fcmp_ordered(">", v, t2), v, t2)), top2)
+                b.store(b.select(above1, v, t1), top1)
+            unit = 1.0 if n.attrs["mode"] == "count" else n.attrs["unit"]
+            margin = b.fdiv(b.fsub(b.load(top1), b.load(top2)), f64(unit))
+            with f.when(b.fcmp_unordered(">=", margin, f64(delta))):
+                b.store(b.add(self.t, i64(1)), st["stop"])
+
+    def emit_checkpoints(self, t) -> None:
+        """Snapshot scores, steps and counters for every checkpoint reached (all of them once stopped)."""
+        f, b = self.f, self.b
+        a = f.args
+        st = self.node_state[self.readout.name]
+        stop = b.load(st["stop"])
+        used = b.add(t, i64(1))
+        stopped = b.icmp_signed(">=", stop, i64(0))
+        size = self.slot(self.readout.inputs[0]).size
+        mode = self.readout.attrs["mode"]
+        head = b.append_basic_block("cp.head")
+        body = b.append_basic_block("cp.body")
+        done = b.append_basic_block("cp.done")
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.load(self.k_var)
+        more = b.icmp_signed("<", k, a["n_checkpoints"])
+        cp = b.load(f.at(a["checkpoints"], b.select(more, k, i64(0))))
+        due = b.and_(more, b.or_(stopped, b.icmp_signed("==", cp, used)))
+        b.cbranch(due, body, done)
+        b.position_at_end(body)
+        row = b.add(b.mul(k, a["n_total"]), self.sample)
+        with f.loop(0, size, "sc") as j:
+            v = f.load(st["acc"], j)
+            if mode == "potential":
+                v = b.fdiv(v, b.sitofp(used, F64))
+            f.store(b.fptrunc(v, F32), a["scores"], b.add(b.mul(row, i64(size)), j))
+        f.store(used, a["steps"], row)
+        nc = len(self.plan.counters)
+        with f.loop(0, nc, "cc") as j:
+            f.store(f.load(self.counters, j), a["counters"], b.add(b.mul(row, i64(nc)), j))
+        b.store(b.add(k, i64(1)), self.k_var)
+        b.branch(head)
+        b.position_at_end(done)
+
+
+def _channel_full(vec: np.ndarray, t: TensorType) -> np.ndarray:
+    """A per-channel (axis 1) vector shaped to broadcast over one sample."""
+    vec = np.asarray(vec, np.float32).reshape(-1)
+    return vec.reshape((-1,) + (1,) * (t.rank - 2)) if t.rank > 2 else vec
+
+
+def _bshape(arr: np.ndarray, t: TensorType) -> np.ndarray:
+    """A constant operand broadcast to one sample of ``t`` (dropping a leading batch axis of 1)."""
+    a = np.asarray(arr, np.float32)
+    full = np.broadcast_to(a, np.broadcast_shapes(a.shape, (1,) + t.sample_shape))
+    return full.reshape(full.shape[-len(t.sample_shape):] if t.sample_shape else ())
+
+
+def generate(graph: Graph) -> tuple[str, Plan]:
+    return Generator(graph).build()
