@@ -22,6 +22,13 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
 
+def aligned_zeros(nbytes: int, align: int = 64) -> np.ndarray:
+    """A zeroed byte buffer whose data starts on an ``align``-byte boundary."""
+    raw = np.zeros(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
+
+
 class SpikeLLVMProgram(SpikingProgram):
     target = "spike-llvm"
     source_suffix = ".ll"
@@ -34,7 +41,8 @@ class SpikeLLVMProgram(SpikingProgram):
         text, plan = generate(graph)
         super().__init__(graph, options, source=text, analog=analog)
         self.plan = plan
-        self.consts = plan.consts.build()
+        self.consts = aligned_zeros(plan.consts.size)
+        self.consts[:] = plan.consts.build()[:plan.consts.size]
         compiled = compile_cached(text, use_cache=bool(options.get("cache", True)))
         self._compiled = compiled  # keeps the machine code alive
         self._fn = compiled.function(ENTRY, None, _P, _P, _P, _I, _I, _I, _I, _P, _I, _P, _P, _P)
@@ -62,7 +70,7 @@ class SpikeLLVMProgram(SpikingProgram):
         bounds = np.linspace(0, n, threads + 1).astype(np.int64)
 
         def work(i: int) -> None:
-            scratch = np.zeros(self.plan.scratch.size, np.uint8)
+            scratch = aligned_zeros(self.plan.scratch.size)
             self._fn(self.consts.ctypes.data, scratch.ctypes.data, x.ctypes.data, int(bounds[i]), int(bounds[i + 1]),
                      n, offset, cps.ctypes.data, k, scores.ctypes.data, steps.ctypes.data, counters.ctypes.data)
 

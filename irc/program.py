@@ -83,6 +83,14 @@ class Program:
     def _run_chunk(self, feeds: dict[str, np.ndarray], offset: int) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def write_source(self, path: str) -> list[str]:
+        """Write the generated source (the target's own language); returns the paths written."""
+        if self.source is None:
+            raise IRCError(f"target {self.target!r} generates no source")
+        with open(path, "w") as f:
+            f.write(self.source)
+        return [path]
+
     # ------------------------------------------------------------- describe
     @property
     def inputs(self):

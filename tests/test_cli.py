@@ -111,3 +111,26 @@ def test_user_errors_are_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in r.stderr
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_spiking_run_prints_the_side_by_side_table(tmp_path):
+    digits = os.path.join(os.path.dirname(onnx_fixture("x")), "..", "..", "..", "samples", "digits")
+    r = irc_cli("run", os.path.join(digits, "digits_cnn.onnx"), "--target", "spike-llvm", "--calibration",
+                os.path.join(digits, "calibration.npz"), "--input", os.path.join(digits, "test.npz"),
+                "--timesteps", "4,16", "--plot", tmp_path / "p.png")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("analog network (numpy)") and "accuracy" in line for line in lines)
+    rows = [line.split() for line in lines if line.strip() and line.split()[0] in ("4", "16")]
+    assert len(rows) == 2 and all(row[1].endswith("%") and row[2].endswith("pp") for row in rows)
+    assert "SOPs/MAC" in r.stdout and "energy model" in r.stdout
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_emit_llvm_source(tmp_path):
+    digits = os.path.join(os.path.dirname(onnx_fixture("x")), "..", "..", "..", "samples", "digits")
+    out = tmp_path / "net.ll"
+    r = irc_cli("compile", os.path.join(digits, "digits_cnn.onnx"), "--target", "spike-llvm", "--calibration",
+                os.path.join(digits, "calibration.npz"), "--emit", "source", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().startswith("; ModuleID")

@@ -110,6 +110,8 @@ class Slot:
     count: int = -1      # events: i32 count (scratch)
     buf: int = -1        # dense: f32 buffer (scratch)
     invariant: bool = False
+    recycled: bool = False
+    """Reset to its start value (bias or 0) by its only consumer right after reading, not by its producer."""
 
 
 @dataclass
@@ -185,6 +187,9 @@ class Generator:
                 if n.op == "Encode" or (data and all(id(u) in invariant_ids for u in data)):
                     s.invariant = True
                     invariant_ids.add(id(v))
+                users = self.g.consumers(v)
+                s.recycled = (not s.invariant and n.op in ("Conv", "Dense", "ScaleShift") and len(users) == 1
+                              and users[0].op in ("IF", "Readout") and self.g.num_uses(v) == 1)
             self.plan.slots[id(v)] = s
 
     # --------------------------------------------------------------- build
@@ -203,6 +208,7 @@ class Generator:
         self.inv_sops = {n.name: f.region("scratch", self.plan.scratch.reserve(1, "i64"), "i64", "inv_sops")
                          for n in self.synaptic if self.slot(n.output).invariant}
         self.node_state: dict[str, dict] = {}
+        self.tap_tables: dict = {}
         for n in self.g.nodes:
             self.prepare(n)
         a = f.args
@@ -287,6 +293,7 @@ class Generator:
             st["th"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(th, t), t.sample_shape)), "f32", "th")
             st["v"] = self.sptr(t.static_size(), "f32", "v")
             st["cnt"] = self.sptr(t.static_size(), "f32", "cnt")
+            st["spk"] = self.sptr(-(-t.static_size() // 16) * 16, "f32", "spk")  # zero padding stays zero
         if n.op == "GatedMaxPool":
             out = n.output.type.static_size()
             st["cnt"] = self.sptr(n.inputs[0].type.static_size(), "f32", "pool_cnt")
@@ -366,6 +373,13 @@ class Generator:
             f.store(i64(0), self.counters, i)
         for name, p in self.inv_sops.items():
             f.store(i64(0), p, i64(0))
+        for n in self.g.nodes:
+            slot = self.plan.slots.get(id(n.output))
+            if slot is not None and slot.recycled:
+                init = self.start_value(n.output)
+                buf = self.node_state[n.name]["out"]["buf"]
+                with f.loop(0, slot.size, "z") as i:
+                    f.store(f.load(init, i) if init is not None else f32(0), buf, i)
         for n in self.g.nodes:
             st = self.node_state[n.name]
             if n.op == "IF":
@@ -454,6 +468,30 @@ class Generator:
             p = f.at(self.counters, i64(self.counter_of["synops:" + n.name]))
         b.store(b.add(b.load(p), amount), p)
 
+    def start_buffer(self, n: Node, st: dict) -> None:
+        """Zero a synaptic op's output before its scatter (a recycled buffer already holds its start value)."""
+        if not self.slot(n.output).recycled:
+            self.zero(st["out"]["buf"], n.output.type.static_size())
+
+    def end_buffer(self, n: Node, st: dict, bias_key: str) -> None:
+        if not self.slot(n.output).recycled:
+            self.add_bias(st, bias_key, n.output.type.static_size())
+
+    def start_value(self, v: Value):
+        """Pointer to the per-element start value of a recycled buffer (its bias), or None for zeros."""
+        st = self.node_state[v.producer.name]
+        return st.get("bias", st.get("shift"))
+
+    def recycle(self, v: Value, index) -> None:
+        """Called by the only consumer of a recycled buffer right after it read element ``index``."""
+        if self.slot(v).recycled:
+            f = self.f
+            init = self.start_value(v)
+            f.store(f.load(init, index) if init is not None else f32(0), self.slot_ptrs_cached(v), index)
+
+    def slot_ptrs_cached(self, v: Value):
+        return self.node_state[v.producer.name]["out"]["buf"]
+
     def add_bias(self, st: dict, key: str, size: int) -> None:
         if key in st:
             f, b = self.f, self.b
@@ -506,6 +544,11 @@ class Generator:
                 self.push_event(out, b.sext(f.load(st["order"], j), I64), f.load(st["esign"], j))
                 self.add_counter(counter, i64(1))
 
+    def intrinsic(self, name: str, fnty: ir.FunctionType):
+        """Declare an intrinsic with its exact signature (once per module)."""
+        existing = self.module.globals.get(name)
+        return existing if existing is not None else ir.Function(self.module, fnty, name)
+
     def _fabs(self):
         return self.module.declare_intrinsic("llvm.fabs", [F32])
 
@@ -543,35 +586,78 @@ class Generator:
             current = tmp
         else:
             current = src["buf"]
-        out = st["out"]
-        self.clear_events(out)
         counter = self.counter_of["spikes:" + n.name]
         neg = a["negative"]
+        spk = st["spk"]
+        # 1. every neuron, branch-free (vectorised): integrate, fire, reset; the sign goes to spk
         with f.loop(0, size, "nrn") as i:
             v = f.load(st["v"], i)
             if a["decay"] != 1.0:
                 v = b.fmul(v, f32(a["decay"]))
             v = b.fadd(v, f.load(current, i))
+            if not src_slot.events:
+                self.recycle(n.inputs[0], i)
             th = f.load(st["th"], i)
             pos = b.fcmp_ordered(">=", v, th)
             if neg == "bipolar":
                 negc = b.fcmp_ordered("<=", v, b.fneg(th))
             elif neg == "corrective":
-                negc = b.and_(b.fcmp_ordered("<", v, f32(0)), b.fcmp_ordered(">", f.load(st["cnt"], i), f32(0)))
+                cnt = f.load(st["cnt"], i)
+                negc = b.and_(b.fcmp_ordered("<", v, f32(0)), b.fcmp_ordered(">", cnt, f32(0)))
             else:
                 negc = ir.Constant(ir.IntType(1), 0)
-            s = b.select(pos, f32(1.0), b.select(negc, f32(-1.0), f32(0.0)))
-            fired = b.fcmp_ordered("!=", s, f32(0))
+            sgn = b.select(pos, f32(1.0), b.select(negc, f32(-1.0), f32(0.0)))
             if a["reset"] == "zero":
-                v = b.select(fired, f32(0.0), v)
+                v = b.select(b.fcmp_ordered("!=", sgn, f32(0)), f32(0.0), v)
             else:
-                v = b.fsub(v, b.fmul(s, th))
+                v = b.fsub(v, b.fmul(sgn, th))
             f.store(v, st["v"], i)
-            with f.when(fired):
-                self.push_event(out, i, s)
-                self.add_counter(counter, i64(1))
-                if neg == "corrective":
-                    f.store(b.fadd(f.load(st["cnt"], i), s), st["cnt"], i)
+            f.store(sgn, spk, i)
+            if neg == "corrective":
+                f.store(b.fadd(cnt, sgn), st["cnt"], i)
+        # 2. the few that fired, sixteen at a time: a vector compare, then the set bits
+        self.compact_events(spk, size, st["out"], counter)
+
+    def compact_events(self, spk, size: int, out: dict, counter: int) -> None:
+        """Append the nonzero entries of spk (padded with zeros to a multiple of 16) to an event list."""
+        f, b = self.f, self.b
+        vec_t = ir.VectorType(F32, 16)
+        i16 = ir.IntType(16)
+        cttz = self.intrinsic("llvm.cttz.i32", ir.FunctionType(I32, [I32, ir.IntType(1)]))
+        ctpop = self.module.declare_intrinsic("llvm.ctpop", [I32])
+        n_events = f.var(I32, "nev")
+        b.store(i32(0), n_events)
+        total = f.var(I64, "fired")
+        b.store(i64(0), total)
+        with f.loop(0, (size + 15) // 16, "chunk") as c:
+            base = b.mul(c, i64(16))
+            vec = b.load(b.bitcast(f.at(spk, base), vec_t.as_pointer()), align=4)
+            bits = b.fcmp_ordered("!=", vec, ir.Constant(vec_t, [0.0] * 16))
+            mask = b.zext(b.bitcast(bits, i16), I32)
+            with f.when(b.icmp_unsigned("!=", mask, i32(0))):
+                b.store(b.add(b.load(total), b.zext(b.call(ctpop, [mask]), I64)), total)
+                m = f.var(I32, "mask")
+                b.store(mask, m)
+                head = b.append_basic_block("bits.head")
+                body = b.append_basic_block("bits.body")
+                done = b.append_basic_block("bits.done")
+                b.branch(head)
+                b.position_at_end(head)
+                cur = b.load(m)
+                b.cbranch(b.icmp_unsigned("!=", cur, i32(0)), body, done)
+                b.position_at_end(body)
+                j = b.zext(b.call(cttz, [cur, ir.Constant(ir.IntType(1), 1)]), I64)
+                idx = b.add(base, j)
+                k = b.load(n_events)
+                k64 = b.sext(k, I64)
+                f.store(b.trunc(idx, I32), out["idx"], k64)
+                f.store(f.load(spk, idx), out["sgn"], k64)
+                b.store(b.add(k, i32(1)), n_events)
+                b.store(b.and_(cur, b.sub(cur, i32(1))), m)
+                b.branch(head)
+                b.position_at_end(done)
+        b.store(b.load(n_events), f.at(out["count"], i64(0)))
+        self.add_counter(counter, b.load(total))
 
     # -------------------------------------------------------- synaptic ops
     def emit_Conv(self, n: Node, st: dict) -> None:
@@ -585,7 +671,8 @@ class Generator:
         cg, mg = c // grp, m // grp
         out = st["out"]["buf"]
         wt = st["w"]
-        self.zero(out, n.output.type.static_size())
+        table = self.tap_table((h, w), (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow))
+        self.start_buffer(n, st)
 
         def scatter(idx, val):
             self.count_sops(n, st, idx)
@@ -594,45 +681,57 @@ class Generator:
             gbase = b.mul(b.sdiv(ch, i64(cg)), i64(mg))
             wch = b.mul(ch, i64(kh * kw))
 
-            def tap(ky, kx, oy, ox):
-                obase = b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(m)), gbase)
-                wbase = b.mul(b.add(wch, b.add(b.mul(ky, i64(kw)), kx)), i64(mg))
+            def tap(k, opix):
+                obase = b.add(b.mul(opix, i64(m)), gbase)
+                wbase = b.mul(b.add(wch, k), i64(mg))
                 with f.loop(0, mg, "m") as mm:
                     po = f.at(out, b.add(obase, mm))
                     wv = f.load(wt, b.add(wbase, mm))
                     b.store(b.fadd(b.load(po), b.fmul(val, wv)), po)
 
-            self.windows_of(pix, w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+            self.windows_of(pix, table, tap)
 
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
-        self.add_bias(st, "bias", n.output.type.static_size())
+        self.end_buffer(n, st, "bias")
 
-    def windows_of(self, pix, width: int, kernel, strides, pads, dilations, out_dims, body) -> None:
-        """Call body(ky, kx, oy, ox) for every window position whose tap (ky, kx) reads input pixel ``pix``."""
+    def tap_table(self, in_hw, kernel, strides, pads, dilations, out_dims):
+        """For each input pixel, the (tap, output pixel) pairs whose window reads it (compile-time CSR table)."""
+        key = (tuple(in_hw), tuple(kernel), tuple(strides), tuple(pads), tuple(dilations), tuple(out_dims))
+        if key not in self.tap_tables:
+            (h, w), (kh, kw), (sh, sw), (dh, dw), (oh, ow) = in_hw, kernel, strides, dilations, out_dims
+            rows: list[list[tuple[int, int]]] = [[] for _ in range(h * w)]
+            for oy in range(oh):
+                for ox in range(ow):
+                    for ky in range(kh):
+                        iy = oy * sh - pads[0] + ky * dh
+                        if not 0 <= iy < h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * sw - pads[1] + kx * dw
+                            if 0 <= ix < w:
+                                rows[iy * w + ix].append((ky * kw + kx, oy * ow + ox))
+            start = np.cumsum([0] + [len(r) for r in rows])
+            flat = [pair for r in rows for pair in r] or [(0, 0)]
+            taps = np.array([p[0] for p in flat])
+            outs = np.array([p[1] for p in flat])
+            self.tap_tables[key] = (self.cptr(start, "i32", "tap_start"), self.cptr(taps, "i32", "tap_k"),
+                                    self.cptr(outs, "i32", "tap_out"))
+        return self.tap_tables[key]
+
+    def windows_of(self, pix, table, body) -> None:
+        """Call body(tap, out_pixel) for every window tap that reads input pixel ``pix``."""
         f, b = self.f, self.b
-        kh, kw = kernel
-        (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
-        xx, yy = b.srem(pix, i64(width)), b.sdiv(pix, i64(width))
-        with f.loop(0, kh, "ky") as ky:
-            ny = b.sub(b.add(yy, i64(pads[0])), b.mul(ky, i64(dh)))
-            oy = b.sdiv(ny, i64(sh))
-            ok_y = b.and_(b.and_(b.icmp_signed(">=", ny, i64(0)), b.icmp_signed("==", b.srem(ny, i64(sh)), i64(0))),
-                          b.icmp_signed("<", oy, i64(oh)))
-            with f.when(ok_y):
-                with f.loop(0, kw, "kx") as kx:
-                    nx = b.sub(b.add(xx, i64(pads[1])), b.mul(kx, i64(dw)))
-                    ox = b.sdiv(nx, i64(sw))
-                    ok_x = b.and_(b.and_(b.icmp_signed(">=", nx, i64(0)),
-                                         b.icmp_signed("==", b.srem(nx, i64(sw)), i64(0))),
-                                  b.icmp_signed("<", ox, i64(ow)))
-                    with f.when(ok_x):
-                        body(ky, kx, oy, ox)
+        start, taps, outs = table
+        lo = b.sext(f.load(start, pix), I64)
+        hi = b.sext(f.load(start, b.add(pix, i64(1))), I64)
+        with f.loop(lo, hi, "tap") as k:
+            body(b.sext(f.load(taps, k), I64), b.sext(f.load(outs, k), I64))
 
     def emit_Dense(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
         o = n.output.type.shape[1]
         out = st["out"]["buf"]
-        self.zero(out, o)
+        self.start_buffer(n, st)
 
         def scatter(idx, val):
             self.count_sops(n, st, idx)
@@ -642,13 +741,12 @@ class Generator:
                 b.store(b.fadd(b.load(po), b.fmul(val, f.load(st["w"], b.add(base, k)))), po)
 
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
-        self.add_bias(st, "bias", o)
+        self.end_buffer(n, st, "bias")
 
     def emit_ScaleShift(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
-        size = n.output.type.static_size()
         out = st["out"]["buf"]
-        self.zero(out, size)
+        self.start_buffer(n, st)
 
         def scatter(idx, val):
             self.count_sops(n, st, idx)
@@ -656,7 +754,7 @@ class Generator:
             b.store(b.fadd(b.load(po), b.fmul(val, f.load(st["scale"], idx))), po)
 
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
-        self.add_bias(st, "shift", size)
+        self.end_buffer(n, st, "shift")
 
     def emit_AvgPool(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
@@ -669,14 +767,16 @@ class Generator:
         out = st["out"]["buf"]
         self.zero(out, size)
 
+        table = self.tap_table((h, w), (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow))
+
         def scatter(idx, val):
             ch = b.srem(idx, i64(c))
 
-            def tap(ky, kx, oy, ox):
-                po = f.at(out, b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(c)), ch))
+            def tap(k, opix):
+                po = f.at(out, b.add(b.mul(opix, i64(c)), ch))
                 b.store(b.fadd(b.load(po), val), po)
 
-            self.windows_of(b.sdiv(idx, i64(c)), w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+            self.windows_of(b.sdiv(idx, i64(c)), table, tap)
 
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
         with f.loop(0, size, "avg") as i:
@@ -779,8 +879,8 @@ class Generator:
             b.store(b.fadd(b.load(pc), val), pc)
             ch = b.srem(idx, i64(c))
 
-            def tap(ky, kx, oy, ox):
-                win = b.add(b.mul(b.add(b.mul(oy, i64(ow)), ox), i64(c)), ch)
+            def tap(k, opix):
+                win = b.add(b.mul(opix, i64(c)), ch)
                 pt = f.at(st["touched"], win)
                 with f.when(b.icmp_unsigned("==", b.load(pt), ir.Constant(I8, 0))):
                     b.store(ir.Constant(I8, 1), pt)
@@ -788,8 +888,9 @@ class Generator:
                     f.store(b.trunc(win, I32), st["list"], k)
                     b.store(b.add(k, i64(1)), nlist)
 
-            self.windows_of(b.sdiv(idx, i64(c)), w, (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow), tap)
+            self.windows_of(b.sdiv(idx, i64(c)), table, tap)
 
+        table = self.tap_table((h, w), (kh, kw), (sh, sw), pads, (dh, dw), (oh, ow))
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), on_event)
         out = st["out"]
         self.clear_events(out)
@@ -832,6 +933,7 @@ class Generator:
         else:
             with f.loop(0, src_slot.size, "ro") as j:
                 add(j, f.load(st["ins"][0]["buf"], j))
+                self.recycle(n.inputs[0], j)
         delta = n.attrs["terminate_delta"]
         if delta > 0:
             size = src_slot.size
