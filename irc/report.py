@@ -31,7 +31,8 @@ def run_spiking(prog, inputs: list[np.ndarray], labels: np.ndarray | None, args:
         if labels is not None:
             line += f", accuracy {100 * (analog_pred == labels).mean():.2f}%"
         print(line)
-    encoding = prog.options.get("encoding", "current")
+    encoders = prog.graph.find("Encode")
+    encoding = encoders[0].attrs["mode"] if encoders else "?"
     print(f"spiking network ({prog.target}, {encoding} input, {len(prog.graph.find('IF'))} neuron layers):")
     t = time.perf_counter()
     points = prog.sweep(*inputs, timesteps=steps, batch_size=args.batch_size,

@@ -134,9 +134,45 @@ def calibration_batches(x: np.ndarray, batch: int = 256):
         yield x[i:i + batch]
 
 
+def threshold_mode(graph: Graph, ctx: PassContext) -> str:
+    """'calibrated' (scales from calibration data) or 'model' (the file's own thresholds, N2D2)."""
+    mode = ctx.option("thresholds", "auto") or "auto"
+    if mode == "auto":
+        mode = "model" if "n2d2_spiking" in graph.meta and ctx.option("calibration") is None else "calibrated"
+    if mode not in ("calibrated", "model"):
+        raise IRCError(f"thresholds must be 'auto', 'calibrated' or 'model', got {mode!r}")
+    if mode == "model" and "n2d2_spiking" not in graph.meta:
+        raise IRCError("thresholds='model' needs a model that carries its own spiking thresholds (an N2D2 INI "
+                       "with a spike configuration)", hint="pass calibration data instead")
+    return mode
+
+
+def record_macs(graph: Graph) -> None:
+    """The analog network's MACs and N2D2's virtual synapses per sample, for the spiking statistics."""
+    from irc.analysis import layer_table
+
+    rows = layer_table(graph)
+    graph.meta["analog_macs"] = int(sum(r.macs for r in rows))
+    graph.meta["virtual_synapses"] = int(sum(r.macs + (r.node.outputs[0].type.shape[1]
+                                                       if r.node.op in ("Conv", "Dense") and len(r.node.inputs) > 2
+                                                       and r.node.inputs[2] is not None else 0) for r in rows))
+
+
 @register_pass("calibrate")
 def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     """Set the scale of every ReLU-like activation (and of the input) from calibration data."""
+    ctx.notes["threshold_mode"] = threshold_mode(graph, ctx)
+    if ctx.notes["threshold_mode"] == "model":
+        import json
+
+        ctx.notes["analog_graph"] = graph.copy()
+        spec = json.loads(graph.meta["n2d2_spiking"])
+        ctx.notes["model_spiking"] = spec
+        ctx.notes["scales"] = {}
+        ctx.notes["input_scale"] = 1.0
+        ctx.notes["output_units"] = {v.name: 1.0 for v in graph.outputs}
+        record_macs(graph)
+        return graph
     data = ctx.option("calibration")
     if data is None:
         raise IRCError("spiking targets need calibration data to set the neurons' thresholds",
@@ -177,13 +213,7 @@ def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     ctx.notes["scales"] = scales
     ctx.notes["input_scale"] = float(inputs_abs.scales(q, False)[0]) or 1.0
     ctx.notes["output_units"] = {v.name: float(outputs[id(v)].scales(q, False)[0]) or 1.0 for v in graph.outputs}
-    from irc.analysis import layer_table
-
-    rows = layer_table(graph)
-    graph.meta["analog_macs"] = int(sum(r.macs for r in rows))
-    graph.meta["virtual_synapses"] = int(sum(r.macs + (r.node.outputs[0].type.shape[1]
-                                                       if r.node.op in ("Conv", "Dense") and len(r.node.inputs) > 2
-                                                       and r.node.inputs[2] is not None else 0) for r in rows))
+    record_macs(graph)
     return graph
 
 
@@ -213,6 +243,8 @@ class _Converter:
         self.rounding = self.opt.get("scale_rounding", "none")
         if self.rounding not in ("none", "pow2"):
             raise IRCError(f"scale_rounding must be 'none' or 'pow2', got {self.rounding!r}")
+        self.model = ctx.notes.get("model_spiking") if ctx.notes.get("threshold_mode") == "model" else None
+        self.sites: dict[str, dict] = self.model["sites"] if self.model else {}
 
     def scale(self, s: np.ndarray) -> np.ndarray:
         return pow2(s) if self.rounding == "pow2" else s.astype(np.float32)
@@ -274,9 +306,26 @@ class _Converter:
         out = opdef.reference(arrays, attrs, in_types, out_types)[0]
         return out[0].astype(np.float32)
 
+    def model_encoding(self) -> str:
+        """N2D2's StimulusType as an irc encoding (one step = the shortest mean period)."""
+        kind = self.model["stimulus"].get("StimulusType", "SingleBurst")
+        table = {"JitteredPeriodic": "periodic", "Periodic": "periodic", "Poissonian": "poisson"}
+        if kind not in table:
+            raise UnsupportedError(f"StimulusType={kind} has no irc encoding",
+                                   hint="choose one with encoding='periodic', 'poisson' or 'current'")
+        return table[kind]
+
+    def model_decay(self, site: dict) -> float:
+        """N2D2's Leak (a time constant in fs) as the membrane kept per step (a step = PeriodMeanMin)."""
+        leak = float(site.get("Leak", 0.0))
+        if not leak:
+            return float(self.opt.get("decay", 1.0))
+        step = float(self.model["stimulus"].get("PeriodMeanMin", 50e12))
+        return float(np.exp(-step / leak))
+
     # nodes -------------------------------------------------------------
     def convert(self) -> Graph:
-        encoding = self.opt.get("encoding", "current")
+        encoding = self.opt.get("encoding") or (self.model_encoding() if self.model else "current")
         seed = int(self.opt.get("seed", 0))
         for inp in self.old.inputs:
             x = self.g.add_input(inp.name, inp.type)
@@ -304,10 +353,14 @@ class _Converter:
         data = [v for v in node.inputs if v is not None and not v.is_param]
         if not data:
             raise IRCError("constant subgraph left after folding", node=node.name)
-        if is_relu_like(node):
+        if self.model is not None and node.output.name in self.sites and (opdef.activation or is_relu_like(node)):
+            self.model_neuron(node, self.get_unit_input(node), self.sites[node.output.name])
+        elif is_relu_like(node):
             self.neuron(node)
         elif op in ("Conv", "Dense", "ScaleShift"):
             self.synaptic(node)
+            if self.model is not None and node.output.name in self.sites:
+                self.model_neuron(node, self.vmap[id(node.output)], self.sites[node.output.name])
         elif op == "MaxPool" or op == "GlobalMaxPool":
             self.maxpool(node)
         elif op in ("Add", "Sub"):
@@ -350,12 +403,28 @@ class _Converter:
         lam = self.scale(self.ctx.notes["scales"][node.output.name])
         lam = np.where(lam > 0, lam, np.float32(1.0)).astype(np.float32)
         th = self.g.add_param(node.name + ".threshold", lam)
-        attrs = {"reset": self.opt.get("reset", "subtract"), "init": float(self.opt.get("neuron_init", 0.5)),
-                 "decay": float(self.opt.get("decay", 1.0)), "negative": self.opt.get("negative", "corrective")}
+        init = self.opt.get("neuron_init")
+        attrs = {"reset": self.opt.get("reset", "subtract"), "init": 0.5 if init is None else float(init),
+                 "decay": float(self.opt.get("decay", 1.0)), "negative": self.opt.get("negative") or "corrective"}
         c = node.output.type.shape[1]
         shape = node.output.type.sample_shape
         smap = np.broadcast_to(lam.reshape((c,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
         self.emit(node, [x, th], attrs, op="IF", smap=smap)
+
+    def get_unit_input(self, node: Node) -> Value:
+        return self.unit(node.inputs[0], node)
+
+    def model_neuron(self, node: Node, x: Value, site: dict) -> None:
+        """N2D2's spike half: an IF neuron whatever the activation, threshold from the file, events of weight 1."""
+        c = node.output.type.shape[1]
+        th = self.g.add_param(node.name + ".threshold", np.full(c, float(site.get("Threshold", 1.0)), np.float32))
+        init = self.opt.get("neuron_init")
+        attrs = {"reset": self.opt.get("reset", "subtract"), "init": 0.0 if init is None else float(init),
+                 "decay": self.model_decay(site),
+                 "negative": self.opt.get("negative") or ("bipolar" if site.get("BipolarThreshold") else "none")}
+        out = self.g.add_node("IF", [x, th], attrs, name=node.name + ".if", output_names=[node.output.name + ".spikes"])
+        self.vmap[id(node.output)] = out.output
+        self.smap[id(node.output)] = None
 
     def _bipolar(self, v: Value) -> bool:
         p = self.vmap[id(v)].producer
@@ -407,15 +476,19 @@ class _Converter:
         node = out.producer
         if node is None:
             raise UnsupportedError(f"output {out.name!r} is not computed by the network")
-        mode = self.opt.get("readout", "potential")
         src = self.vmap[id(out)]
+        spiking_output = self.model is not None and src.type.domain == Domain.SPIKE
+        mode = self.opt.get("readout") or ("count" if spiking_output else "potential")
         if mode == "count" and src.type.domain != Domain.SPIKE:
             raise IRCError("readout='count' needs a spiking output layer (the output here is a current)",
                            hint="use the default potential readout")
         x = src if mode == "count" else self.unit(out, node)
         unit = self.ctx.notes.get("output_units", {}).get(out.name, 1.0)
-        r = self.g.add_node("Readout", [x], {"mode": mode, "terminate_delta": float(self.opt.get("terminate_delta", 0.0)),
-                                             "unit": float(unit)}, name=out.name + ".readout")
+        delta = self.opt.get("terminate_delta")
+        if not delta and self.model is not None:
+            delta = self.sites.get(out.name, {}).get("TerminateDelta", 0.0)
+        r = self.g.add_node("Readout", [x], {"mode": mode, "terminate_delta": float(delta or 0.0), "unit": float(unit)},
+                            name=out.name + ".readout")
         self.g.outputs.append(r.output)
 
 
