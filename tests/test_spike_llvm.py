@@ -47,7 +47,12 @@ def networks(draw):
         m = draw(st.integers(2, 4))
         w = g.add_param(f"w{i}", q(rng, (m, ch, k, k), -1, 1))
         b = g.add_param(f"b{i}", q(rng, (m,), -0.25, 0.25))
-        cur = g.add_node("Conv", [cur, w, b], conv_attrs(k, k // 2, stride), name=f"conv{i}").output
+        ins = [cur, w, b]
+        if i == 1 and draw(st.booleans()):  # an N2D2-style channel mapping (connectivity mask)
+            mask = rng.random((m, ch)) < 0.6
+            mask[np.arange(m), np.arange(m) % ch] = True
+            ins.append(g.add_param("mapping", mask.astype(np.float32)))
+        cur = g.add_node("Conv", ins, conv_attrs(k, k // 2, stride), name=f"conv{i}").output
         cur = g.add_node("Relu", [cur], name=f"relu{i}").output
         ch = m
         if i == 0 and pool != "none" and cur.type.shape[2] % 2 == 0:

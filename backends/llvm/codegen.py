@@ -253,8 +253,10 @@ class Generator:
         if n.op == "Conv":
             w = g.param(n.inputs[1])
             if len(n.inputs) > 3 and n.inputs[3] is not None:
-                mask = g.param(n.inputs[3])
+                mask = g.param(n.inputs[3]) != 0
                 w = w * mask.reshape(mask.shape + (1, 1))
+                if n.attrs["group"] == 1 and not mask.all():
+                    self.prepare_sparse_conv(st, w, mask)
             grp = n.attrs["group"]
             m, cg = w.shape[0], w.shape[1]
             mg = m // grp
@@ -314,6 +316,18 @@ class Generator:
             st["acc"] = self.sptr(size, "f64", "acc")
             st["stop"] = self.f.var(I64, "stop")
         self.node_state[n.name] = st
+
+    def prepare_sparse_conv(self, st: dict, w: np.ndarray, mask: np.ndarray) -> None:
+        """Per input channel, only its connected outputs (N2D2 mappings): CSR by channel, then tap, then output."""
+        m, c, kh, kw = w.shape
+        starts, outs, weights = [0], [], []
+        for ch in range(c):
+            connected = np.flatnonzero(mask[:, ch])
+            outs.extend(connected)
+            weights.append(w[connected, ch].reshape(len(connected), kh * kw).T.reshape(-1))  # [tap][j]
+            starts.append(starts[-1] + len(connected))
+        st["sparse"] = (self.cptr(np.array(starts), "i32", "conn_start"), self.cptr(np.array(outs or [0]), "i32", "conn_out"),
+                        self.cptr(np.concatenate(weights) if weights else np.zeros(1), "f32", "conn_w"))
 
     def remap_tables(self, n: Node) -> list[np.ndarray]:
         """Per data input: internal index in the input -> internal index in the output (-1: dropped)."""
@@ -689,7 +703,19 @@ class Generator:
                     wv = f.load(wt, b.add(wbase, mm))
                     b.store(b.fadd(b.load(po), b.fmul(val, wv)), po)
 
-            self.windows_of(pix, table, tap)
+            def sparse_tap(k, opix):
+                # a mapped channel reaches only its connected outputs: skip the others
+                starts, outs, wcsr = st["sparse"]
+                lo = b.sext(f.load(starts, ch), I64)
+                count = b.sub(b.sext(f.load(starts, b.add(ch, i64(1))), I64), lo)
+                wbase = b.add(b.mul(lo, i64(kh * kw)), b.mul(k, count))
+                obase = b.mul(opix, i64(m))
+                with f.loop(0, count, "j") as j:
+                    o = b.sext(f.load(outs, b.add(lo, j)), I64)
+                    po = f.at(out, b.add(obase, o))
+                    b.store(b.fadd(b.load(po), b.fmul(val, f.load(wcsr, b.add(wbase, j)))), po)
+
+            self.windows_of(pix, table, sparse_tap if "sparse" in st else tap)
 
         self.for_each_input(st["ins"][0], self.slot(n.inputs[0]), scatter)
         self.end_buffer(n, st, "bias")
