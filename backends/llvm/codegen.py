@@ -40,6 +40,7 @@ from irc.ops.spiking import GOLDEN, INDEX_MUL, PHASE_SALT, STEP_MUL
 from irc.types import Domain, TensorType
 
 from ..spiking_common import fanout, neuron_nodes, synaptic_nodes
+from ..tables import avgpool_divisor, remap_tables
 from .emit import F32, F64, I8, I32, I64, Function, f32, f64, i32, i64
 
 ENTRY = "irc_run"
@@ -303,7 +304,7 @@ class Generator:
             st["touched"] = self.sptr(out, "u8", "pool_touched")
             st["list"] = self.sptr(out, "i32", "pool_list")
         if n.op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad"):
-            st["remap"] = [self.cptr(r, "i32", "remap") for r in self.remap_tables(n)]
+            st["remap"] = [self.cptr(r, "i32", "remap") for r in remap_tables(n, internal_of_nchw)]
         if n.op == "Encode":
             size = n.output.type.static_size()
             st["order"] = self.cptr(internal_of_nchw(n.output.type), "i32", "order")
@@ -329,56 +330,12 @@ class Generator:
         st["sparse"] = (self.cptr(np.array(starts), "i32", "conn_start"), self.cptr(np.array(outs or [0]), "i32", "conn_out"),
                         self.cptr(np.concatenate(weights) if weights else np.zeros(1), "f32", "conn_w"))
 
-    def remap_tables(self, n: Node) -> list[np.ndarray]:
-        """Per data input: internal index in the input -> internal index in the output (-1: dropped)."""
-        out_t = n.output.type
-        tables = []
-        data = [v for v in n.inputs if v is not None]
-        for k, v in enumerate(data):
-            images = []
-            for j, u in enumerate(data):
-                size = u.type.static_size()
-                if j == k:
-                    img = np.empty(size, np.float64)
-                    img[:] = internal_of_nchw(u.type).astype(np.float64)  # NCHW position -> internal index
-                else:
-                    img = np.full(size, -1.0)
-                images.append(img.reshape((1,) + u.type.sample_shape))
-            opdef = get_op(n.op)
-            attrs = dict(n.attrs, value=-1.0) if n.op == "Pad" else n.attrs
-            in_types = [u.type.with_(shape=(1,) + u.type.sample_shape, dtype="f64") for u in data]
-            out_types = [out_t.with_(shape=(1,) + out_t.sample_shape, dtype="f64")]
-            mapped = opdef.reference(images, attrs, in_types, out_types)[0].reshape(-1)  # NCHW of the output
-            table = np.full(v.type.static_size(), -1, np.int64)
-            dest_internal = internal_of_nchw(out_t)
-            src = mapped >= 0
-            table[mapped[src].astype(np.int64)] = dest_internal[src]
-            tables.append(table)
-        return tables
-
     def prepare_avgpool(self, n: Node, st: dict) -> None:
-        from irc.ops.kernels import _pool_slices
-
-        a = n.attrs
-        k = a["kernel"]
-        strides, pads, dil = spatial_attrs(a, 2)
-        out_dims = list(n.output.type.shape[2:])
-        ones = np.ones(n.inputs[0].type.shape[2:], np.float32)
-        if a["count_include_pad"]:
-            ones = np.pad(ones, [(pads[0], pads[2]), (pads[1], pads[3])], constant_values=1.0)
-            pp = [0, 0, 0, 0]
-        else:
-            pp = pads
-        divisor = sum(_pool_slices(ones, k, strides, pp, dil, out_dims, 0.0))
+        mode, per_position = avgpool_divisor(n)
         c = n.output.type.shape[1]
-        if np.all(divisor == divisor.flat[0]):
-            st["div_mode"] = "mul"
-            factor = np.float32(1.0 / float(divisor.flat[0]))
-            st["div"] = self.cptr(np.full(n.output.type.static_size(), factor), "f32", "pool_div")
-        else:
-            st["div_mode"] = "div"
-            full = np.repeat(np.maximum(divisor, 1).reshape(-1, 1), c, axis=1)  # internal (OH, OW, C)
-            st["div"] = self.cptr(full, "f32", "pool_div")
+        st["div_mode"] = mode
+        # internal layout (OH, OW, C): one value per position, repeated over channels
+        st["div"] = self.cptr(np.repeat(per_position.reshape(-1, 1), c, axis=1), "f32", "pool_div")
 
     # -------------------------------------------------------------- reset
     def emit_reset(self) -> None:
