@@ -19,6 +19,8 @@ TARGETS: dict[str, str] = {
     "numpy": "irc.backends.numpy_backend:NumpyBackend",
     "spike-numpy": "irc.backends.spike_numpy:SpikeNumpyBackend",
     "spike-llvm": "irc.backends.spike_llvm:SpikeLLVMBackend",
+    "cuda": "irc.backends.cuda_backend:CudaBackend",
+    "spike-cuda": "irc.backends.cuda_backend:SpikeCudaBackend",
 }
 
 

@@ -1,0 +1,1 @@
+"""CUDA code generation for the cuda and spike-cuda targets (kernels launched through cupy)."""
