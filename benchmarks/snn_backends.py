@@ -91,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--gpu", action="store_true", help="also: spike-cuda against PyTorch on the same GPU")
     args = ap.parse_args()
     try:
         import torch
@@ -170,6 +171,80 @@ def main() -> None:
           f"accuracy {acc_e:.2f}%")
     print(f"\ncold compile of the digits network: {SpikeLLVMProgram(graph, dict(opts, cache=False)).compile_seconds:.2f} s;"
           f" cached: {SpikeLLVMProgram(graph, opts).compile_seconds:.3f} s")
+    if args.gpu:
+        gpu_section(graph, opts, x, args.repeats, TorchSNN)
+
+
+def cifar_resnet_graph(batch: int):
+    """A CIFAR-size residual network (random weights; throughput only), converted to spikes."""
+    import tempfile
+
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(self, i, o, s):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o)
+            self.c2, self.b2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
+            self.skip = nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o)) if s != 1 or i != o \
+                else nn.Identity()
+
+        def forward(self, x):
+            return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            self.layers = nn.Sequential(Block(32, 32, 1), Block(32, 64, 2), Block(64, 128, 2))
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    path = os.path.join(tempfile.mkdtemp(), "cifar_resnet.onnx")
+    torch.onnx.export(net, (torch.randn(2, 3, 32, 32),), path, input_names=["x"], output_names=["y"], dynamo=False,
+                      opset_version=13, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    cal = np.random.default_rng(0).uniform(0, 1, (64, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(0, 1, (batch, 3, 32, 32)).astype(np.float32)
+    return irc.compile(path, target="spike-numpy", calibration=cal, timesteps=64).graph, x
+
+
+def gpu_section(graph, opts, x, repeats: int, TorchSNN) -> None:
+    """spike-cuda throughput (images x timesteps per second) against PyTorch on the same GPU and spike-llvm."""
+    from irc.backends.cuda_backend import SpikeCudaProgram
+
+    print("\n5. GPU: throughput in images x timesteps per second (T=64, batch 1024)")
+    print(f"   {'network':14s} {'spike-cuda':>12s} {'pytorch gpu':>12s} {'spike-llvm cpu':>15s} {'cuda/torch':>11s}")
+    batch = 1024
+    digits_x = np.concatenate([x] * (batch // len(x) + 1))[:batch]
+    cifar_graph, cifar_x = cifar_resnet_graph(batch)
+    for name, g, xs in (("digits", graph, digits_x), ("cifar resnet", cifar_graph, cifar_x)):
+        cuda = SpikeCudaProgram(g, dict(opts, batch_size=batch))
+        ex = cuda.executor()
+
+        def run_cuda():
+            cuda.run(xs)
+            ex.synchronize()
+
+        tc = median_time(run_cuda, repeats)
+        import torch
+
+        tsnn = TorchSNN(g, "cuda")
+
+        def run_torch():
+            tsnn.run(xs, 64)
+            torch.cuda.synchronize()
+
+        tt = median_time(run_torch, repeats)
+        llvm = SpikeLLVMProgram(g, opts)
+        tl = median_time(lambda: llvm.run(xs[:128]), 1) * batch / 128
+        work = batch * 64
+        print(f"   {name:14s} {work / tc:12.3g} {work / tt:12.3g} {work / tl:15.3g} {tt / tc:11.1f}")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ def _pad2d(x, pads, value=0.0):
 
 
 class TorchSNN:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, device: str = "cpu"):
         self.g = graph
-        self.p = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in graph.params.items()}
+        self.device = device
+        self.p = {k: torch.from_numpy(np.array(v)).to(device) for k, v in graph.params.items()}
 
     def param(self, v):
         return self.p[v.name] if v is not None else None
@@ -30,7 +31,7 @@ class TorchSNN:
     @torch.no_grad()
     def run(self, x: np.ndarray, timesteps: int) -> np.ndarray:
         g = self.g
-        xin = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        xin = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         state: dict[str, dict] = {}
         out = None
         for t in range(timesteps):
@@ -93,4 +94,4 @@ class TorchSNN:
                 else:
                     raise NotImplementedError(n.op)
                 env[id(n.output)] = y
-        return (out / timesteps).numpy()
+        return (out / timesteps).cpu().numpy()
