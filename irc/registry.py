@@ -13,6 +13,7 @@ from .errors import IRCError
 
 FRONTENDS: dict[str, str] = {
     ".onnx": "irc.frontends.onnx:load",
+    ".ini": "irc.frontends.n2d2:load",
 }
 
 TARGETS: dict[str, str] = {

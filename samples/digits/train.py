@@ -13,7 +13,9 @@ one-pixel shifts), exported with a dynamic batch axis:
 * digits_cnn: Conv-BN-ReLU x2, AvgPool, Conv-BN-ReLU, AvgPool, Dense-ReLU, Dense;
 * digits_bn_maxpool: Conv-BN-ReLU-MaxPool blocks, Dropout, ending in Softmax;
 * digits_resnet: a small residual network (BatchNorm, MaxPool, Add);
-* digits_inception: parallel branches joined by Concat, a Dense fed by two of them.
+* digits_inception: parallel branches joined by Concat, a Dense fed by two of them;
+* digits_spike: LeNet_Spike.ini in miniature (no biases, LeNet's conv2 mapping table); its weights
+  go to digits_spike_weights/ in N2D2's .syntxt layout, normalised for threshold 1, for digits_spike.ini.
 
     python samples/digits/train.py [name ...]   retrains only the named networks
 """
@@ -101,6 +103,59 @@ class DigitsInception(nn.Module):
         return self.fc(torch.cat([torch.flatten(y, 1), torch.flatten(side, 1)], dim=1))
 
 
+LENET_MAPPING = np.array([  # LeNet's 6 x 16 table (N2D2 models/LeNet.ini): rows = input channels
+    [1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1],
+    [1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1],
+    [1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1, 1],
+    [0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 1, 1],
+    [0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 1],
+    [0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1]], np.float32)
+
+
+class DigitsLeNetSpike(nn.Module):
+    """LeNet_Spike.ini in miniature: no biases, ReLU, max pools, conv2 wired by LeNet's mapping table."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(6, 16, 3, padding=1, bias=False)
+        self.fc1 = nn.Linear(16 * 2 * 2, 32, bias=False)
+        self.fc2 = nn.Linear(32, 10, bias=False)
+        self.register_buffer("mask", torch.from_numpy(LENET_MAPPING.T.copy())[:, :, None, None])
+
+    def forward(self, x, record=None):
+        a1 = F.relu(self.conv1(x))
+        a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), self.conv2.weight * self.mask, padding=1))
+        a3 = F.relu(self.fc1(torch.flatten(F.max_pool2d(a2, 2), 1)))
+        out = self.fc2(a3)
+        if record is not None:
+            record.extend([a1, a2, a3, out])
+        return out
+
+
+def export_n2d2(model: DigitsLeNetSpike, x_cal: np.ndarray) -> None:
+    """Write N2D2 .syntxt weights, normalised for threshold 1 (data-based, as N2D2's normalizeOutputsRange did)."""
+    from irc.frontends.n2d2 import weights as n2d2_weights
+
+    acts: list = []
+    with torch.no_grad():
+        model(torch.from_numpy(x_cal), record=acts)
+    scales = [float(np.percentile(a.numpy()[a.numpy() > 0], 99.9)) for a in acts[:3]]
+    scales.append(float(np.percentile(np.abs(acts[3].numpy()), 99.9)))
+    ws = [model.conv1.weight.detach().numpy(), (model.conv2.weight * model.mask).detach().numpy(),
+          model.fc1.weight.detach().numpy(), model.fc2.weight.detach().numpy()]
+    folder = os.path.join(HERE, "digits_spike_weights")
+    previous = 1.0
+    masks = [np.ones((1, 6), bool), LENET_MAPPING.astype(bool)]  # (input channels, outputs) connectivity
+    for name, w, lam, i in zip(["conv1", "conv2", "fc1", "fc2"], ws, scales, range(4)):
+        w = (w * previous / lam).astype(np.float32)
+        if i < 2:
+            n2d2_weights.write_conv(folder, name, w, None, masks[i])
+        else:
+            n2d2_weights.write_fc(folder, name, w, None)
+        previous = lam
+
+
 def data():
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
@@ -143,12 +198,17 @@ def main() -> None:
     np.savez_compressed(os.path.join(HERE, "test.npz"), x=x_test, y=y_test)
     np.savez_compressed(os.path.join(HERE, "calibration.npz"), x=x_train[:300], y=y_train[:300])
     nets = [("digits_cnn", DigitsCNN, 120), ("digits_bn_maxpool", DigitsBNMaxPool, 120),
-            ("digits_resnet", DigitsResNet, 120), ("digits_inception", DigitsInception, 120)]
+            ("digits_resnet", DigitsResNet, 120), ("digits_inception", DigitsInception, 120),
+            ("digits_spike", DigitsLeNetSpike, 120)]
     for i, (name, cls, epochs) in enumerate(nets):
         if sys.argv[1:] and name not in sys.argv[1:]:
             continue
         torch.manual_seed(100 + i)
         model = train(cls(), x_train, y_train, epochs, seed=100 + i)
+        if name == "digits_spike":
+            export_n2d2(model, x_train[:300])
+            print(f"{name}: test accuracy {100 * accuracy(model, x_test, y_test):.2f}%  -> digits_spike_weights/")
+            continue
         path = os.path.join(HERE, name + ".onnx")
         torch.onnx.export(model, (torch.from_numpy(x_test[:2]),), path, input_names=["x"], output_names=["y"],
                           dynamo=False, opset_version=13, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
