@@ -14,6 +14,9 @@ from .errors import IRCError
 FRONTENDS: dict[str, str] = {
     ".onnx": "irc.frontends.onnx:load",
     ".ini": "irc.frontends.n2d2:load",
+    ".keras": "irc.frontends.keras:load",
+    ".h5": "irc.frontends.keras:load",
+    ".hdf5": "irc.frontends.keras:load",
 }
 
 TARGETS: dict[str, str] = {

@@ -1,9 +1,9 @@
 """Passes: graph -> graph rewrites, each registered under a name, and the
 pipelines that targets run.  See :mod:`irc.passes.manager`."""
-from . import affine, fuse, mapping, simplify, spiking  # noqa: F401  (registration)
+from . import affine, fuse, layout, mapping, simplify, spiking  # noqa: F401  (registration)
 from .manager import PASSES, Pass, PassContext, get_pass, register_pass, run_pass, run_pipeline
 
-FOUNDATION = ["simplify", "fold_constants", "apply_channel_mapping", "fold_batchnorm"]
+FOUNDATION = ["simplify", "fold_constants", "fold_transposes", "apply_channel_mapping", "fold_batchnorm"]
 """Inference simplification every target starts with."""
 
 PIPELINES: dict[str, list[str]] = {
