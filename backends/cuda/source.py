@@ -92,6 +92,14 @@ class Module:
 
 
 # ------------------------------------------------------------- synaptic ops
+def _weighted_params(has_bias: bool) -> list[tuple[str, str]]:
+    """(x, weights[, bias], y): the parameters of a kernel that applies weights."""
+    params = [("const float* __restrict__", "x"), ("const float* __restrict__", "wt")]
+    if has_bias:
+        params.append(("const float* __restrict__", "bias"))
+    return params + [("float* __restrict__", "y")]
+
+
 def conv2d(name, c, h, w, m, oh, ow, kh, kw, strides, pads, dil, group, has_bias, act, act_params) -> Kernel:
     cg, mg = c // group, m // group
     sh, sw = strides
@@ -118,11 +126,7 @@ def conv2d(name, c, h, w, m, oh, ow, kh, kw, strides, pads, dil, group, has_bias
     const float v = acc{bias};
     y[i] = {activation("v", act, act_params)};
 """
-    params = [("const float* __restrict__", "x"), ("const float* __restrict__", "wt")]
-    if has_bias:
-        params.append(("const float* __restrict__", "bias"))
-    params.append(("float* __restrict__", "y"))
-    return Kernel(name, params, body, "Conv: one thread per output element")
+    return Kernel(name, _weighted_params(has_bias), body, "Conv: one thread per output element")
 
 
 def dense(name, k, o, has_bias, act, act_params) -> Kernel:
@@ -135,11 +139,7 @@ def dense(name, k, o, has_bias, act, act_params) -> Kernel:
     const float v = acc{bias};
     y[i] = {activation("v", act, act_params)};
 """
-    params = [("const float* __restrict__", "x"), ("const float* __restrict__", "wt")]
-    if has_bias:
-        params.append(("const float* __restrict__", "bias"))
-    params.append(("float* __restrict__", "y"))
-    return Kernel(name, params, body, "Dense: one thread per output")
+    return Kernel(name, _weighted_params(has_bias), body, "Dense: one thread per output")
 
 
 def scale_shift(name, channels, inner, has_shift, act, act_params) -> Kernel:

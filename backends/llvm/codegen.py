@@ -741,11 +741,7 @@ class Generator:
 
     def emit_AvgPool(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
-        x = n.inputs[0].type
-        c, h, w = x.shape[1], x.shape[2], x.shape[3]
-        oh, ow = n.output.type.shape[2], n.output.type.shape[3]
-        kh, kw = n.attrs["kernel"]
-        (sh, sw), pads, (dh, dw) = spatial_attrs(n.attrs, 2)
+        c, h, w, oh, ow, (kh, kw), (sh, sw), pads, (dh, dw) = pool_geometry(n)
         size = n.output.type.static_size()
         out = st["out"]["buf"]
         self.zero(out, size)
@@ -849,11 +845,7 @@ class Generator:
     # -------------------------------------------------------- gated pool
     def emit_GatedMaxPool(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
-        x = n.inputs[0].type
-        c, h, w = x.shape[1], x.shape[2], x.shape[3]
-        oh, ow = n.output.type.shape[2], n.output.type.shape[3]
-        kh, kw = n.attrs["kernel"]
-        (sh, sw), pads, (dh, dw) = spatial_attrs(n.attrs, 2)
+        c, h, w, oh, ow, (kh, kw), (sh, sw), pads, (dh, dw) = pool_geometry(n)
         nlist = f.var(I64, "touched_n")
         b.store(i64(0), nlist)
 
@@ -968,6 +960,13 @@ class Generator:
         b.store(b.add(k, i64(1)), self.k_var)
         b.branch(head)
         b.position_at_end(done)
+
+
+def pool_geometry(n: Node):
+    """Channels, input and output sizes, kernel, strides, pads and dilations of a 2-d pooling node."""
+    x, y = n.inputs[0].type, n.output.type
+    strides, pads, dil = spatial_attrs(n.attrs, 2)
+    return x.shape[1], x.shape[2], x.shape[3], y.shape[2], y.shape[3], n.attrs["kernel"], strides, pads, dil
 
 
 def _channel_full(vec: np.ndarray, t: TensorType) -> np.ndarray:
