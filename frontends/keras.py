@@ -1,26 +1,44 @@
 """Keras frontend: Keras 3 ``.keras`` archives and legacy ``.h5`` files, read with zipfile, json and h5py.
 
-No TensorFlow and no Keras at run time.  Traps handled: in ``.keras`` the
-weight groups are named by snake_case class name plus a per-container counter
-(``layers/conv2d_1/vars/0``), not by layer name, so they are matched by order;
-in ``.h5`` each layer lists its datasets in ``weight_names``.  Nested models
-(a Sequential or Functional model used as a layer) are flattened.
+No TensorFlow and no Keras at run time, and nothing from the file is executed:
+the model is its ``config.json`` (or the ``model_config`` attribute) plus
+h5py datasets.
 
-Keras is channels-last: the graph input keeps the user's NHWC layout (``run``
-takes what ``predict`` takes) and one Transpose makes it the IR's NCHW; layers
-with channels-last semantics (Flatten, Reshape, Dense on images, axes) are
-lowered exactly, and the ``fold_transposes`` pass folds the Flatten-after-NHWC
-permutation into the next Dense.  Outputs of rank 3 or more come back
-channels-last.
+Weights.  A ``.keras`` archive names its weight groups by snake_case class
+name plus a counter per container, in layer order (``layers/conv2d_1/vars/0``
+may belong to the layer called ``conv2d_7``), so they are matched by order
+exactly as Keras's own loader does.  A legacy ``.h5`` lists each top-level
+layer's datasets in its ``weight_names`` attribute, in Keras's legacy order
+(trainable variables first), which for a nested model interleaves its layers'
+variables; the variables are put back in place by the same rule and their
+names checked.  Nested models (a Sequential or Functional model used as a
+layer) are flattened into the one graph; a layer called several times (a
+shared layer) is lowered once per call, with its parameters shared.
+
+Layout.  ``run`` takes exactly what ``model.predict`` takes, so graph inputs
+keep Keras's layout (channels-last for the usual models).  Every tensor
+remembers which Keras axis each IR axis holds; a layer that needs another
+arrangement (Conv and pooling want the IR's channels-first one, Flatten and
+Reshape want Keras's own order) gets an explicit Transpose, made once per
+value and arrangement.  Outputs come back in Keras's layout.  ``data_format``
+is honoured per layer, so channels-first models load too.
+``passes/layout.py`` (``fold_transposes``) folds the transpose in front of a
+Flatten -> Dense into the Dense's weights.
+
+Everything is float32.  A layer option without an exact IR equivalent is
+refused, listed with every other unsupported layer in one error.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import warnings
 import zipfile
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
@@ -29,577 +47,1051 @@ from irc.graph import Graph, Value
 from irc.types import BATCH, TensorType
 
 CONTAINERS = ("Sequential", "Functional", "Model")
+"""Model classes whose config lists layers (nested models are flattened)."""
+
+LayerEntry = dict
+"""One entry of a config's ``layers`` list: class_name, config, inbound_nodes."""
+
+Ref = tuple[str, int, int]
+"""A Keras tensor reference: (layer name, call index, output index)."""
+
+Weights = dict[str, np.ndarray]
+"""A layer's arrays by variable role ('kernel', 'bias', 'moving_mean', ...)."""
 
 
 def load(path: str, **options: Any) -> Graph:
-    """Read a .keras or .h5 Keras model."""
+    """Read a Keras model file (.keras archive, or legacy .h5/.hdf5) into a Graph."""
     if options:
-        raise IRCError(f"unknown option(s) for Keras files: {sorted(options)}")
+        raise IRCError(f"the Keras frontend takes no options, got {sorted(options)}", file=path)
     if not os.path.exists(path):
         raise IRCError("file not found", file=path)
+    name = os.path.splitext(os.path.basename(path))[0]
     try:
-        if path.lower().endswith(".keras"):
-            config, weights = _read_keras(path)
-        else:
-            config, weights = _read_h5(path)
-        return _Lowering(config, weights, os.path.splitext(os.path.basename(path))[0]).run()
+        return Lowering(read_model(path), name).run()
     except IRCError as e:
         raise e.with_file(path)
 
 
-# ------------------------------------------------------------------ reading
-def _snake(name: str) -> str:
-    """Keras's naming.to_snake_case (how .keras files name weight groups)."""
-    name = re.sub(r"\W+", "", name)
+def read_model(path: str) -> "KerasModel":
+    """By suffix: .keras is an archive, .h5/.hdf5 legacy HDF5; anything else by its content."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".keras" or (suffix not in (".h5", ".hdf5") and zipfile.is_zipfile(path)):
+        return read_archive(path)
+    return read_legacy_h5(path)
+
+
+# =================================================================== the config
+def layer_name(layer: LayerEntry) -> str:
+    return str(layer.get("config", {}).get("name") or layer.get("name") or "?")
+
+
+def is_container(layer: LayerEntry) -> bool:
+    return layer.get("class_name") in CONTAINERS
+
+
+def container_layers(model: LayerEntry) -> list[LayerEntry]:
+    """The layers a model holds weights for, in order (a Sequential's InputLayer holds none)."""
+    layers = model["config"].get("layers", [])
+    if model["class_name"] == "Sequential":
+        return [layer for layer in layers if layer["class_name"] != "InputLayer"]
+    return list(layers)
+
+
+def all_layers(model: LayerEntry) -> Iterator[LayerEntry]:
+    """Every layer of a model, nested models' layers included (depth first)."""
+    for layer in model["config"].get("layers", []):
+        yield layer
+        if is_container(layer):
+            yield from all_layers(layer)
+
+
+def trainable(layer: LayerEntry) -> bool:
+    return bool(layer.get("config", {}).get("trainable", True))
+
+
+def parse_config(raw: bytes | str) -> LayerEntry:
+    """The model config from its JSON text, checked to be a model Keras could have saved."""
+    try:
+        config = json.loads(raw)
+    except (ValueError, TypeError) as e:
+        raise IRCError(f"the model config is not valid JSON ({e})", hint="the file may be truncated; save it again")
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise IRCError("the model config is not a Keras model description")
+    if config.get("class_name") not in CONTAINERS:
+        raise UnsupportedError(f"the file holds a {config.get('class_name')!r}; irc reads Sequential and "
+                               "Functional models", hint="subclassed models have no layer graph in the file")
+    return config
+
+
+# ================================================================ weight specs
+@dataclass(frozen=True)
+class Var:
+    """One variable a layer stores: its role, whether Keras trains it, names it may be saved under."""
+
+    role: str
+    trains: bool = True
+    aliases: tuple[str, ...] = ()
+
+    def matches(self, saved_name: str) -> bool:
+        leaf = saved_name.rsplit("/", 1)[-1].split(":")[0]
+        return leaf in (self.role, *self.aliases)
+
+
+def layer_vars(layer: LayerEntry) -> list[Var]:
+    """The variables of a (non-container) layer in Keras's own order (``layer.weights``)."""
+    rule = RULES.get(layer["class_name"])
+    return rule.variables(layer["config"]) if rule is not None else []
+
+
+# ========================================================== reading .keras files
+def read_archive(path: str) -> "KerasModel":
+    """A Keras 3 archive: config.json and model.weights.h5 in a zip."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = set(z.namelist())
+            if "config.json" not in members:
+                raise IRCError("the archive has no config.json: not a Keras model archive")
+            config = parse_config(z.read("config.json"))
+            check_supported(config)
+            if "model.weights.h5" not in members:
+                raise UnsupportedError("the archive has no model.weights.h5 (sharded or npz weights are not read)",
+                                       hint="save the model with model.save('m.keras')")
+            blob = z.read("model.weights.h5")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        raise IRCError(f"not a readable .keras archive ({type(e).__name__}: {e})",
+                       hint="the file may be truncated or damaged; save it again") from None
+    weights: dict[int, list[np.ndarray]] = {}
+    with open_h5(io.BytesIO(blob), "model.weights.h5 in the archive") as f:
+        if "layers" not in f:
+            raise IRCError("model.weights.h5 has no 'layers' group")
+        try:
+            read_archive_container(config, f["layers"], "layers", weights)
+        except OSError as e:
+            raise IRCError(f"the archive's weights are unreadable ({e})") from None
+    return KerasModel(config, weights)
+
+
+def snake_case(class_name: str) -> str:
+    """Keras's ``naming.to_snake_case``: how an archive names a layer's weight group."""
+    name = re.sub(r"\W+", "", class_name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _container_layers(cfg: dict) -> list[dict]:
-    layers = cfg["config"]["layers"]
-    if cfg["class_name"] == "Sequential":
-        return [lay for lay in layers if lay["class_name"] != "InputLayer"]
-    return layers
+def archive_keys(layers: list[LayerEntry]) -> list[str]:
+    """Group names in Keras's order: class name in snake_case, then _1, _2, ... per repeat."""
+    seen: dict[str, int] = {}
+    keys = []
+    for layer in layers:
+        base = snake_case(layer["class_name"])
+        keys.append(base if base not in seen else f"{base}_{seen[base] + 1}")
+        seen[base] = seen.get(base, -1) + 1
+    return keys
 
 
-def _read_keras(path: str):
-    import h5py
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
-            weights_bytes = z.read("model.weights.h5")
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as e:
-        raise IRCError(f"not a readable .keras archive ({e})", hint="the file may be truncated; save it again") from None
-    import io
-
-    check_supported(config)
-
-    weights: dict[int, list[np.ndarray]] = {}
-    try:
-        with h5py.File(io.BytesIO(weights_bytes), "r") as f:
-            def walk(cfg: dict, group) -> None:
-                counters: dict[str, int] = {}
-                for layer in _container_layers(cfg):
-                    base = _snake(layer["class_name"])
-                    k = counters.get(base, 0)
-                    counters[base] = k + 1
-                    key = base if k == 0 else f"{base}_{k}"
-                    if key not in group:
-                        raise IRCError(f"no weight group layers/{key} for layer {layer['config'].get('name')!r}")
-                    sub = group[key]
-                    if layer["class_name"] in CONTAINERS:
-                        walk(layer, sub["layers"])
-                    else:
-                        vars_ = sub["vars"] if "vars" in sub else {}
-                        weights[id(layer)] = [np.array(vars_[str(i)]) for i in range(len(vars_))]
-            walk(config, f["layers"])
-    except OSError as e:
-        raise IRCError(f"the archive's weights are unreadable ({e})") from None
-    return config, _by_layer(weights)
+def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, list[np.ndarray]]) -> None:
+    layers = container_layers(model)
+    for layer, key in zip(layers, archive_keys(layers)):
+        sub = group[key] if key in group else None
+        if is_container(layer):
+            if sub is None or "layers" not in sub:
+                raise IRCError(f"no weight group {where}/{key}/layers for the nested model", node=layer_name(layer))
+            read_archive_container(layer, sub["layers"], f"{where}/{key}/layers", out)
+        else:
+            out[id(layer)] = read_archive_vars(layer, sub, f"{where}/{key}")
 
 
-def _read_h5(path: str):
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise IRCError(f"not a readable HDF5 file ({e})", hint="the file may be truncated") from None
-    with f:
-        if "model_config" not in f.attrs:
-            raise IRCError("the .h5 file has no model_config: it holds weights only",
-                           hint="save the whole model (model.save('m.h5')) or use .keras")
-        raw = f.attrs["model_config"]
-        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        check_supported(config)
-        weights: dict[int, list[np.ndarray]] = {}
-        root = f["model_weights"] if "model_weights" in f else f
-
-        def datasets(group) -> list[tuple[str, np.ndarray]]:
-            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("weight_names", [])]
-            out = []
-            for n in names:
-                if n not in group:
-                    raise IRCError(f"weight {n!r} is listed but missing")
-                out.append((n, np.array(group[n])))
-            return out
-
-        def walk(cfg: dict, arrays: list[tuple[str, np.ndarray]] | None) -> None:
-            for layer in _container_layers(cfg):
-                name = layer["config"]["name"]
-                if arrays is None:
-                    if name not in root:
-                        raise IRCError(f"no weights for layer {name!r}")
-                    mine = datasets(root[name])
-                else:
-                    mine = [(n, a) for n, a in arrays if n.split("/")[-2:-1] == [name] or f"/{name}/" in f"/{n}"]
-                if layer["class_name"] in CONTAINERS:
-                    walk(layer, mine)
-                else:
-                    weights[id(layer)] = [a for _, a in mine]
-
-        walk(config, None)
-    return config, _by_layer(weights)
+def read_archive_vars(layer: LayerEntry, group, where: str) -> list[np.ndarray]:
+    """A layer's ``vars/0``, ``vars/1``, ... checked against what its class and options need."""
+    wanted = layer_vars(layer)
+    stored = group["vars"] if group is not None and "vars" in group else {}
+    indices = sorted(int(k) for k in stored.keys() if k.isdigit())
+    if indices != list(range(len(wanted))):
+        have = ", ".join(f"vars/{i}" for i in indices) or "none"
+        raise IRCError(f"{layer['class_name']} needs {len(wanted)} weight array(s) "
+                       f"({', '.join(v.role for v in wanted) or 'none'}) in {where}/vars, the file has {have}",
+                       node=layer_name(layer),
+                       hint="the file is missing weights or was saved with other layer options")
+    return [np.array(stored[str(i)]) for i in indices]
 
 
-def _all_layers(cfg: dict):
-    for layer in cfg.get("config", {}).get("layers", []):
-        yield layer
-        if layer["class_name"] in CONTAINERS:
-            yield from _all_layers(layer)
+# ======================================================== reading legacy .h5 files
+def read_legacy_h5(path: str) -> "KerasModel":
+    """A legacy HDF5 model: ``model_config`` attribute plus ``model_weights/<layer>`` groups."""
+    with open_h5(path, "the file") as f:
+        try:
+            if "model_config" not in f.attrs:
+                raise IRCError("the .h5 file has no model_config: it holds weights only (or is not a Keras file)",
+                               hint="save the whole model with model.save('m.keras') or model.save('m.h5')")
+            config = parse_config(as_text(f.attrs["model_config"]))
+            check_supported(config)
+            root = f["model_weights"] if "model_weights" in f else f
+            weights: dict[int, list[np.ndarray]] = {}
+            for layer in container_layers(config):
+                weights.update(assign_legacy(layer, stored_arrays(root, layer)))
+        except OSError as e:
+            raise IRCError(f"the file's weights are unreadable ({e})", hint="the file may be truncated") from None
+    return KerasModel(config, weights)
 
 
-def check_supported(config: dict) -> None:
-    """One error listing every layer irc cannot read (before any weight is touched)."""
-    if config.get("class_name") not in CONTAINERS:
-        raise IRCError(f"the file holds a {config.get('class_name')!r}, not a model")
-    bad = sorted({f"{lay['class_name']} ({lay['config'].get('name')!r})" for lay in _all_layers(config)
-                  if lay["class_name"] not in HANDLERS and lay["class_name"] not in CONTAINERS + ("InputLayer",)})
-    if bad:
-        raise UnsupportedError(f"{len(bad)} unsupported layer(s): " + "; ".join(bad),
-                               hint="supported: " + ", ".join(sorted(HANDLERS)))
+class open_h5:
+    """``h5py.File`` as a context manager whose open errors are IRCErrors."""
+
+    def __init__(self, source, what: str):
+        import h5py
+
+        try:
+            self.file = h5py.File(source, "r")
+        except (OSError, ValueError) as e:
+            raise IRCError(f"{what} is not a readable HDF5 file ({e})",
+                           hint="the file may be truncated or damaged; save it again") from None
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
-def _by_layer(weights: dict[int, list[np.ndarray]]) -> Callable[[dict], list[np.ndarray]]:
-    def get(layer: dict) -> list[np.ndarray]:
-        return weights.get(id(layer), [])
-    return get
+def as_text(raw: Any) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
-# ----------------------------------------------------------------- lowering
+def h5_name_list(group, attr: str) -> list[str]:
+    """A list attribute, also when Keras split it into ``attr0``, ``attr1``, ... (HDF5's 64 kB limit)."""
+    if attr in group.attrs:
+        return [as_text(n) for n in group.attrs[attr]]
+    names: list[str] = []
+    k = 0
+    while f"{attr}{k}" in group.attrs:
+        names += [as_text(n) for n in group.attrs[f"{attr}{k}"]]
+        k += 1
+    return names
+
+
+def stored_arrays(root, layer: LayerEntry) -> list[tuple[str, np.ndarray]]:
+    """The (name, array) pairs a top-level layer's ``weight_names`` lists, in order."""
+    name = layer_name(layer)
+    if name not in root:
+        return []
+    group = root[name]
+    out = []
+    for wname in h5_name_list(group, "weight_names"):
+        if wname not in group:
+            raise IRCError(f"weight {wname!r} is listed in weight_names but missing from the file", node=name,
+                           hint="the file is damaged; save the model again")
+        out.append((wname, np.array(group[wname])))
+    return out
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one stored array goes: a layer and the index of its variable."""
+
+    layer: LayerEntry
+    index: int
+    var: Var
+    trains: bool
+
+
+def legacy_slots(top: LayerEntry) -> list[Slot]:
+    """The variables of a top-level layer in legacy order: trainable ones first, as Keras saves them."""
+    slots = list(variable_slots(top, True))
+    if not trainable(top):
+        return slots
+    return [s for s in slots if s.trains] + [s for s in slots if not s.trains]
+
+
+def variable_slots(layer: LayerEntry, parent_trains: bool) -> Iterator[Slot]:
+    """``layer.weights`` order: depth first through nested models (a frozen model freezes its layers)."""
+    trains = parent_trains and trainable(layer)
+    if is_container(layer):
+        for sub in container_layers(layer):
+            yield from variable_slots(sub, trains)
+        return
+    for i, var in enumerate(layer_vars(layer)):
+        yield Slot(layer, i, var, trains and var.trains)
+
+
+def assign_legacy(top: LayerEntry, stored: list[tuple[str, np.ndarray]]) -> dict[int, list[np.ndarray]]:
+    """Arrays of one top-level layer (or nested model), put back per layer in Keras's own order."""
+    slots = legacy_slots(top)
+    if len(slots) != len(stored):
+        wanted = ", ".join(f"{layer_name(s.layer)}/{s.var.role}" for s in slots) or "none"
+        raise IRCError(f"the file stores {len(stored)} weight array(s) for this layer, {len(slots)} expected "
+                       f"({wanted})", node=layer_name(top),
+                       hint="the file is missing weights or was saved with other layer options")
+    per_layer: dict[int, list[Any]] = {}
+    for slot, (saved_name, array) in zip(slots, stored):
+        if not slot.var.matches(saved_name):
+            raise IRCError(f"weight {saved_name!r} is where {layer_name(slot.layer)}/{slot.var.role} was expected",
+                           node=layer_name(top), hint="the weights are not in the order Keras saves them")
+        arrays = per_layer.setdefault(id(slot.layer), [None] * len(layer_vars(slot.layer)))
+        arrays[slot.index] = array
+    return per_layer
+
+
+# ==================================================================== support
+def check_supported(config: LayerEntry) -> None:
+    """One error listing every layer irc cannot lower exactly (before any weight is read)."""
+    problems = [f"{layer['class_name']} {layer_name(layer)!r}" + (f" ({why})" if why else "")
+                for layer in all_layers(config) if not is_container(layer)
+                for why in layer_problems(layer)]
+    if problems:
+        raise UnsupportedError(f"{len(problems)} unsupported layer(s): " + "; ".join(problems),
+                               hint="irc reads these Keras layers: " + ", ".join(sorted(RULES)))
+
+
+def layer_problems(layer: LayerEntry) -> list[str]:
+    """Why a layer cannot be lowered ('' for an unknown class); empty when it can."""
+    cls, cfg = layer["class_name"], layer.get("config", {})
+    if cls == "InputLayer":
+        return []
+    if cls not in RULES:
+        return [""]
+    problems = []
+    policy = dtype_policy(cfg)
+    if policy != "float32":
+        problems.append(f"dtype policy {policy!r}; irc computes in float32, save the model with 'float32'")
+    if cfg.get("data_format") not in (None, "channels_last", "channels_first"):
+        problems.append(f"data_format {cfg['data_format']!r}")
+    if cfg.get("quantization_config"):
+        problems.append("quantized")
+    if "activation" in cfg and activation_name(cfg["activation"]) not in ACTIVATIONS:
+        problems.append(f"activation {activation_name(cfg['activation'])!r}; supported: {', '.join(ACTIVATIONS)}")
+    problems += RULES[cls].check(cfg)
+    return problems
+
+
+def dtype_policy(cfg: dict) -> str:
+    d = cfg.get("dtype")
+    if d is None:
+        return "float32"
+    if isinstance(d, dict):
+        return str(d.get("config", {}).get("name", "float32"))
+    return str(d)
+
+
+def activation_name(spec: Any) -> str:
+    """The name of a serialized activation (a string, or a dict naming a built-in function)."""
+    if spec is None:
+        return "linear"
+    if isinstance(spec, dict):
+        inner = spec.get("config")
+        return inner if isinstance(inner, str) else str(spec.get("class_name", "?"))
+    return str(spec)
+
+
+# ===================================================================== model
 @dataclass
+class KerasModel:
+    """What the file holds: the model config and each layer's arrays (by ``id`` of its config entry)."""
+
+    config: LayerEntry
+    weights: dict[int, list[np.ndarray]]
+
+
+@dataclass(frozen=True)
 class Tensor:
-    """A Keras tensor in the IR: channels-first value (rank >= 3) or as is (rank <= 2)."""
+    """A Keras tensor in the IR: ``value`` holds Keras axis ``axes[i]`` on its axis i."""
 
     value: Value
+    axes: tuple[int, ...]
 
     @property
     def rank(self) -> int:
-        return self.value.type.rank
+        return len(self.axes)
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.type.shape
 
 
-@dataclass
-class _Scope:
-    """Keras layer name -> output tensors, per container (nested models have their own names)."""
-
-    outputs: dict[str, list[Tensor]] = field(default_factory=dict)
+def keras_order(rank: int) -> tuple[int, ...]:
+    return tuple(range(rank))
 
 
-class _Lowering:
-    def __init__(self, config: dict, weights: Callable[[dict], list[np.ndarray]], name: str):
-        self.config = config
-        self.weights = weights
+def channels_first(rank: int, data_format: str | None) -> tuple[int, ...]:
+    """The arrangement the IR's Conv/Pool want: batch, channels, then the spatial axes in order."""
+    if rank < 3 or data_format == "channels_first":
+        return keras_order(rank)
+    return (0, rank - 1) + tuple(range(1, rank - 1))
+
+
+def spatial_axes(rank: int, data_format: str | None) -> list[int]:
+    """The Keras axes that are spatial for a layer's data_format."""
+    return list(range(2, rank)) if data_format == "channels_first" else list(range(1, rank - 1))
+
+
+class Lowering:
+    """Builds the graph: inputs, one call per Keras layer call, outputs in Keras's layout."""
+
+    def __init__(self, model: KerasModel, name: str):
+        self.model = model
         self.graph = Graph(name)
+        self._arranged: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        self._params: dict[tuple, tuple[np.ndarray, Value]] = {}
 
     def run(self) -> Graph:
-        inputs = self._model_inputs(self.config)
-        outs = self.container(self.config, inputs)
-        for t in outs:
-            self.graph.outputs.append(self.to_keras_layout(t, "output").value)
-        self.graph.meta["source_format"] = "keras"
+        config = self.model.config
+        outputs = self.call_model(config, self.model_inputs(config))
+        for t in outputs:
+            self.graph.outputs.append(self.arrange(t, keras_order(t.rank)).value)
         self.graph.prune()
+        self.graph.meta["source_format"] = "keras"
         return self.graph
 
-    def _model_inputs(self, cfg: dict) -> list[Tensor]:
-        if cfg["class_name"] == "Sequential":
-            first = cfg["config"]["layers"][0]
-            shape = first["config"].get("batch_shape") if first["class_name"] == "InputLayer" else None
-            shape = shape or cfg["config"].get("build_input_shape")
-            if shape is None:
-                raise IRCError("the Sequential model has no input shape (build it before saving)")
-            return [self.graph_input(first["config"].get("name", "input"), shape)]
-        names = _triples(cfg["config"]["input_layers"])
-        by_name = {lay["config"]["name"]: lay for lay in cfg["config"]["layers"]}
-        return [self.graph_input(n, by_name[n]["config"]["batch_shape"]) for n, _, _ in names]
+    # ------------------------------------------------------------------ inputs
+    def model_inputs(self, model: LayerEntry) -> list[Tensor]:
+        return [self.graph_input(name, shape) for name, shape in input_specs(model)]
 
     def graph_input(self, name: str, batch_shape: list) -> Tensor:
-        if any(d is None for d in batch_shape[1:]):
-            raise UnsupportedError(f"input {name!r} has a dynamic size {batch_shape}",
-                                   hint="build the model with a fixed input shape")
-        v = self.graph.add_input(name, TensorType((BATCH,) + tuple(int(d) for d in batch_shape[1:])))
-        return self.from_keras_layout(Tensor(v), name)
+        dims = list(batch_shape)[1:]
+        if any(not isinstance(d, int) for d in dims):
+            raise UnsupportedError(f"input {name!r} has a dynamic size {list(batch_shape)}",
+                                   hint="build the model with a fixed input shape (keras.Input((8, 8, 1)))")
+        v = self.graph.add_input(name, TensorType((BATCH, *dims)))
+        return Tensor(v, keras_order(len(dims) + 1))
 
-    # ---------------------------------------------------------- layouts
-    def from_keras_layout(self, t: Tensor, name: str) -> Tensor:
-        if t.rank < 3:
-            return t
-        perm = [0, t.rank - 1] + list(range(1, t.rank - 1))
-        return Tensor(self.node("Transpose", [t.value], {"perm": perm}, name + ".nchw"))
+    # -------------------------------------------------------------- containers
+    def call_model(self, model: LayerEntry, args: list[Tensor]) -> list[Tensor]:
+        if model["class_name"] == "Sequential":
+            return self.call_sequential(model, args)
+        return self.call_functional(model, args)
 
-    def to_keras_layout(self, t: Tensor, name: str) -> Tensor:
-        if t.rank < 3:
-            return t
-        perm = [0] + list(range(2, t.rank)) + [1]
-        return Tensor(self.node("Transpose", [t.value], {"perm": perm}, name + ".nhwc"))
+    def call_sequential(self, model: LayerEntry, args: list[Tensor]) -> list[Tensor]:
+        if len(args) != 1:
+            raise IRCError(f"the Sequential model {layer_name(model)!r} is called with {len(args)} inputs")
+        t = args[0]
+        for layer in container_layers(model):
+            outs = self.call_layer(layer, [t])
+            if len(outs) != 1:
+                raise UnsupportedError(f"layer {layer_name(layer)!r} has {len(outs)} outputs inside a Sequential")
+            t = outs[0]
+        return [t]
 
-    def axis(self, t: Tensor, keras_axis: int) -> int:
-        """A Keras (channels-last) axis as an IR axis."""
-        rank = t.rank
-        a = keras_axis % rank
-        if rank < 3 or a == 0:
-            return a
-        return 1 if a == rank - 1 else a + 1
+    def call_functional(self, model: LayerEntry, args: list[Tensor]) -> list[Tensor]:
+        cfg = model["config"]
+        inputs = refs_of(cfg["input_layers"])
+        if len(inputs) != len(args):
+            raise IRCError(f"the model {layer_name(model)!r} takes {len(inputs)} inputs, it is called with {len(args)}")
+        produced: dict[tuple[str, int], list[Tensor]] = {(name, 0): [t] for (name, _, _), t in zip(inputs, args)}
+        calls = [(layer, k, refs) for layer in cfg["layers"] if layer["class_name"] != "InputLayer"
+                 for k, refs in enumerate(inbound_calls(layer))]
+        while calls:
+            ready = [c for c in calls if all((n, i) in produced for n, i, _ in c[2])]
+            if not ready:
+                names = ", ".join(sorted({layer_name(layer) for layer, _, _ in calls}))
+                raise IRCError(f"the model {layer_name(model)!r} has layers whose inputs are never computed: {names}")
+            for layer, k, refs in ready:
+                produced[(layer_name(layer), k)] = self.call_layer(layer, [pick(produced, r) for r in refs])
+            calls = [c for c in calls if not any(c is r for r in ready)]
+        return [pick(produced, r) for r in refs_of(cfg["output_layers"])]
 
-    def node(self, op: str, inputs: list, attrs: dict | None = None, name: str | None = None) -> Value:
-        return self.graph.add_node(op, inputs, attrs or {}, name=name).output
-
-    def param(self, name: str, array: np.ndarray) -> Value:
-        return self.graph.add_param(name, np.ascontiguousarray(array, np.float32))
-
-    # -------------------------------------------------------- containers
-    def container(self, cfg: dict, inputs: list[Tensor]) -> list[Tensor]:
-        if cfg["class_name"] == "Sequential":
-            t = inputs[0]
-            for layer in _container_layers(cfg):
-                t = self.layer(layer, [t])[0]
-            return [t]
-        scope = _Scope()
-        for (name, _, _), t in zip(_triples(cfg["config"]["input_layers"]), inputs):
-            scope.outputs[name] = [t]
-        pending = [lay for lay in cfg["config"]["layers"] if lay["config"]["name"] not in scope.outputs]
-        while pending:
-            progressed = False
-            for layer in list(pending):
-                refs = _inbound(layer)
-                if all(n in scope.outputs for n, _, _ in refs):
-                    args = [scope.outputs[n][k] for n, _, k in refs]
-                    scope.outputs[layer["config"]["name"]] = self.layer(layer, args)
-                    pending.remove(layer)
-                    progressed = True
-            if not progressed:
-                raise IRCError("the model's layers cannot be ordered (a missing or cyclic input): "
-                               + ", ".join(lay["config"]["name"] for lay in pending))
-        return [scope.outputs[n][k] for n, _, k in _triples(cfg["config"]["output_layers"])]
-
-    def layer(self, layer: dict, args: list[Tensor]) -> list[Tensor]:
+    def call_layer(self, layer: LayerEntry, args: list[Tensor]) -> list[Tensor]:
         cls = layer["class_name"]
-        if cls in CONTAINERS:
-            return self.container(layer, args)
+        if is_container(layer):
+            return self.call_model(layer, args)
         if cls == "InputLayer":
             return args
-        cfg = layer["config"]
-        if cfg.get("data_format", "channels_last") != "channels_last":
-            raise UnsupportedError(f"layer {cfg['name']!r} is channels_first; only channels_last models are read")
         try:
-            out = HANDLERS[cls](self, cfg, args, self.weights(layer))
+            out = RULES[cls].lower(self, layer["config"], args, self.layer_weights(layer))
         except IRCError as e:
-            if e.node is None:
-                e.node = cfg["name"]
+            if e.node is None or e.node != layer_name(layer):
+                e.node = layer_name(layer)
                 e.args = (e.format(),)
             raise
         return out if isinstance(out, list) else [out]
 
-    # ------------------------------------------------------- activations
-    def activation(self, name: str, t: Tensor, where: str) -> Tensor:
-        v = t.value
-        if name in (None, "linear"):
+    def layer_weights(self, layer: LayerEntry) -> Weights:
+        arrays = self.model.weights.get(id(layer), [])
+        return {var.role: np.asarray(a, np.float32) for var, a in zip(layer_vars(layer), arrays)}
+
+    # ----------------------------------------------------------------- layout
+    def arrange(self, t: Tensor, axes: tuple[int, ...]) -> Tensor:
+        """``t`` with its IR axes holding Keras axes ``axes`` (one Transpose, made once per value)."""
+        if t.axes == axes:
             return t
-        if name == "relu":
-            return Tensor(self.node("Relu", [v], name=where))
-        if name == "relu6":
-            return Tensor(self.node("Clip", [v], {"min": 0.0, "max": 6.0}, name=where))
-        if name == "tanh":
-            return Tensor(self.node("Tanh", [v], name=where))
-        if name == "sigmoid":
-            return Tensor(self.node("Sigmoid", [v], name=where))
-        if name == "leaky_relu":
-            return Tensor(self.node("LeakyRelu", [v], {"alpha": 0.2}, name=where))
-        if name == "softmax":
-            return Tensor(self.node("Softmax", [v], {"axis": self.axis(t, -1)}, name=where))
-        raise UnsupportedError(f"activation {name!r} is not supported",
-                               hint="supported: relu, relu6, tanh, sigmoid, softmax, linear, leaky_relu")
+        key = (id(t.value), axes)
+        if key not in self._arranged:
+            perm = [t.axes.index(a) for a in axes]
+            label = "nchw" if axes == channels_first(t.rank, "channels_last") else (
+                "keras" if axes == keras_order(t.rank) else "t")
+            v = self.node("Transpose", [t.value], {"perm": perm}, f"{t.value.name}.{label}")
+            self._arranged[key] = Tensor(v, axes)
+        return self._arranged[key]
 
-    def weights_of(self, cfg: dict, arrays: list[np.ndarray], count: int) -> list[np.ndarray]:
-        if len(arrays) != count:
-            raise IRCError(f"layer {cfg['name']!r} has {len(arrays)} weight arrays, {count} expected",
-                           hint="the file is missing weights or was saved by an unsupported Keras version")
-        return arrays
+    def channels_first(self, t: Tensor, cfg: dict) -> Tensor:
+        """``t`` arranged for the IR's Conv/Pool ops, given the layer's data_format."""
+        if t.rank < 3:
+            raise IRCError(f"{cfg.get('name')!r} needs an input with spatial axes, got rank {t.rank}")
+        return self.arrange(t, channels_first(t.rank, cfg.get("data_format")))
+
+    def same_arrangement(self, args: list[Tensor]) -> list[Tensor]:
+        """Inputs of a merge, all arranged like the first one."""
+        if any(t.rank != args[0].rank for t in args):
+            raise UnsupportedError(f"merging tensors of ranks {[t.rank for t in args]} (broadcasting) is not supported")
+        return [self.arrange(t, args[0].axes) for t in args]
+
+    @staticmethod
+    def ir_axis(t: Tensor, keras_axis: int) -> int:
+        if not -t.rank <= keras_axis < t.rank:
+            raise IRCError(f"axis {keras_axis} is out of range for a rank-{t.rank} tensor")
+        return t.axes.index(keras_axis % t.rank)
+
+    # ----------------------------------------------------------------- emitting
+    def node(self, op: str, inputs: list[Value | None], attrs: dict | None = None, name: str | None = None) -> Value:
+        return self.graph.add_node(op, inputs, attrs or {}, name=name).output
+
+    def param(self, name: str, array: np.ndarray, source: np.ndarray | None = None) -> Value:
+        """A float32 parameter; the same source array (a shared layer's weight) gives the same parameter."""
+        array = np.ascontiguousarray(array, np.float32)
+        key = (id(source), name, array.shape) if source is not None else None
+        if key is not None and key in self._params:
+            return self._params[key][1]
+        v = self.graph.add_param(name, array)
+        if key is not None:
+            self._params[key] = (source, v)  # holding the source keeps its id unique
+        return v
+
+    def apply(self, op: str, t: Tensor, attrs: dict | None, name: str) -> Tensor:
+        """An op that keeps the shape and arrangement (activations, Dropout)."""
+        return Tensor(self.node(op, [t.value], attrs, name), t.axes)
+
+    def activation(self, spec: Any, t: Tensor, name: str) -> Tensor:
+        """Keras's ``activation=`` argument (or an Activation layer) applied to ``t``."""
+        return ACTIVATIONS[activation_name(spec)](self, t, name)
+
+    def conv(self, name: str, t: Tensor, weight: np.ndarray, bias: np.ndarray | None, *, group: int,
+             strides: list[int], pads: list[int], dilations: list[int], source: np.ndarray) -> Tensor:
+        """A Conv on a channels-first arranged tensor; weight (out, in/group, *kernel)."""
+        ins = [t.value, self.param(f"{name}.kernel", weight, source),
+               self.param(f"{name}.bias", bias, bias) if bias is not None else None]
+        v = self.node("Conv", ins, {"strides": strides, "pads": pads, "dilations": dilations, "group": group}, name)
+        return Tensor(v, t.axes)
 
 
-def _triples(spec) -> list[tuple[str, int, int]]:
-    if spec and isinstance(spec[0], str):
-        return [tuple(spec)]
-    return [tuple(s) for s in spec]
+def input_specs(model: LayerEntry) -> list[tuple[str, list]]:
+    """(name, batch shape) of each model input."""
+    cfg = model["config"]
+    if model["class_name"] == "Sequential":
+        layers = cfg.get("layers") or [{}]
+        first = layers[0]
+        first_cfg = first.get("config", {})
+        is_input = first.get("class_name") == "InputLayer"
+        shape = first_cfg.get("batch_shape") or first_cfg.get("batch_input_shape") or cfg.get("build_input_shape")
+        if shape is None:
+            raise IRCError("the Sequential model has no input shape", hint="build it (or give keras.Input) before saving")
+        return [(first_cfg.get("name", "input") if is_input else "input", shape)]
+    by_name = {layer_name(layer): layer for layer in cfg["layers"]}
+    specs = []
+    for name, _, _ in refs_of(cfg["input_layers"]):
+        layer_cfg = by_name.get(name, {}).get("config", {})
+        shape = layer_cfg.get("batch_shape") or layer_cfg.get("batch_input_shape")
+        if shape is None:
+            raise IRCError(f"input {name!r} has no shape in the config")
+        specs.append((name, shape))
+    return specs
 
 
-def _inbound(layer: dict) -> list[tuple[str, int, int]]:
-    nodes = layer.get("inbound_nodes") or []
-    if not nodes:
-        return []
-    node = nodes[0]
-    refs: list[tuple[str, int, int]] = []
-
-    def collect(obj) -> None:
-        if isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__":
-            refs.append(tuple(obj["config"]["keras_history"]))
-        elif isinstance(obj, (list, tuple)):
-            for o in obj:
-                collect(o)
-        elif isinstance(obj, dict) and "args" not in obj:
-            for o in obj.values():
-                collect(o)
-
-    if isinstance(node, dict):
-        collect(node.get("args", []))
-    else:  # Keras 2 style: [[name, node, tensor, kwargs], ...]
-        refs = [(n[0], n[1], n[2]) for n in node]
-    return refs
+def refs_of(spec: Any) -> list[Ref]:
+    """``input_layers``/``output_layers``: one [name, node, index] triple or a (nested) list of them."""
+    if isinstance(spec, dict):
+        return [r for v in spec.values() for r in refs_of(v)]
+    if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], int):
+        return [(spec[0], int(spec[1]), int(spec[2]))]
+    if isinstance(spec, list):
+        return [r for item in spec for r in refs_of(item)]
+    raise IRCError(f"cannot read the model's input/output list {spec!r}")
 
 
-# ------------------------------------------------------------------ helpers
-def _same_pads(sizes, kernel, strides, dilation) -> list[int]:
-    """Keras/TF 'same' padding: the extra pixel goes at the end."""
+def inbound_calls(layer: LayerEntry) -> list[list[Ref]]:
+    """The tensors each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists)."""
+    calls = []
+    for node in layer.get("inbound_nodes") or []:
+        if isinstance(node, dict):
+            if keras_tensors(node.get("kwargs", {})):
+                raise UnsupportedError("the layer takes tensors as keyword arguments", node=layer_name(layer))
+            calls.append(keras_tensors(node.get("args", [])))
+        else:  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
+            calls.append([(str(n[0]), int(n[1]), int(n[2])) for n in node])
+    return calls
+
+
+def keras_tensors(obj: Any) -> list[Ref]:
+    """Every ``__keras_tensor__`` reference in a call's arguments, in order."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            name, node, index = obj["config"]["keras_history"]
+            return [(str(name), int(node), int(index))]
+        return [r for v in obj.values() for r in keras_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [r for v in obj for r in keras_tensors(v)]
+    return []
+
+
+def pick(produced: dict[tuple[str, int], list[Tensor]], ref: Ref) -> Tensor:
+    name, node, index = ref
+    outs = produced.get((name, node))
+    if outs is None or index >= len(outs):
+        raise IRCError(f"the model refers to output {index} of call {node} of layer {name!r}, which does not exist")
+    return outs[index]
+
+
+# =================================================================== helpers
+def one(args: list[Tensor]) -> Tensor:
+    if len(args) != 1:
+        raise IRCError(f"the layer takes one input, it is called with {len(args)}")
+    return args[0]
+
+
+def ints(value: Any, n: int) -> list[int]:
+    """A Keras int-or-tuple option as n ints."""
+    if isinstance(value, (int, float)):
+        return [int(value)] * n
+    values = [int(v) for v in value]
+    if len(values) != n:
+        raise IRCError(f"option {value!r} does not match {n} spatial axes")
+    return values
+
+
+def expect_rank(array: np.ndarray, ndim: int, role: str) -> np.ndarray:
+    if array.ndim != ndim:
+        raise IRCError(f"the {role} has shape {list(array.shape)}, a rank-{ndim} array was expected")
+    return array
+
+
+def window_pads(padding: str, sizes: tuple, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
+    """Begin pads then end pads for Keras's padding modes ('same' puts the odd pixel at the end)."""
+    nd = len(kernel)
+    if padding == "valid":
+        return [0] * (2 * nd)
+    if padding == "causal":
+        return [dilations[0] * (kernel[0] - 1), 0]
     begin, end = [], []
-    for size, k, s, d in zip(sizes, kernel, strides, dilation):
-        eff = d * (k - 1) + 1
-        out = -(-size // s)
-        total = max((out - 1) * s + eff - size, 0)
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
         begin.append(total // 2)
         end.append(total - total // 2)
     return begin + end
 
 
-def _pads(padding: str, t: Tensor, kernel, strides, dilation, name: str) -> list[int]:
+def depthwise_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras (*kernel, in, multiplier) as IR (in * multiplier, 1, *kernel); output channel c*multiplier + m."""
+    nd = kernel.ndim - 2
+    cin, mult = kernel.shape[nd], kernel.shape[nd + 1]
+    return np.transpose(kernel, (nd, nd + 1) + tuple(range(nd))).reshape(cin * mult, 1, *kernel.shape[:nd])
+
+
+def conv_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras (*kernel, in/groups, out) as IR (out, in/groups, *kernel)."""
+    nd = kernel.ndim - 2
+    return np.transpose(kernel, (nd + 1, nd) + tuple(range(nd)))
+
+
+def numeric(value: Any) -> np.ndarray:
+    """A serialized number, list or numpy array (Rescaling's scale/offset) as float32."""
+    if isinstance(value, dict) and value.get("class_name") in ("__numpy__", "__tensor__"):
+        value = value.get("config", {}).get("value")
+    try:
+        return np.asarray(value, np.float32)
+    except (TypeError, ValueError):
+        raise UnsupportedError(f"cannot read the value {value!r}") from None
+
+
+def warn_average_pool_padding(name: str, kernel: list[int], pads: list[int]) -> None:
+    """Keras's backends disagree on 'same' average pooling with an odd total padding: say which one irc follows."""
     nd = len(kernel)
-    if padding == "valid":
-        return [0] * (2 * nd)
-    if padding == "same":
-        return _same_pads(t.value.type.shape[2:], kernel, strides, dilation)
-    if padding == "causal" and nd == 1:
-        return [dilation[0] * (kernel[0] - 1), 0]
-    raise UnsupportedError(f"padding {padding!r} is not supported here")
+    for k, b, e in zip(kernel, pads[:nd], pads[nd:]):
+        if e > b and (k - e >= 2 or e >= 2):
+            warnings.warn(f"Keras layer {name!r}: 'same' average pooling pads asymmetrically here; irc averages "
+                          "over the real inputs only, as Keras's TensorFlow and JAX backends do (its torch backend "
+                          "repeats the edge values instead)", stacklevel=3)
+            return
 
 
-def _conv(L: _Lowering, cfg: dict, t: Tensor, w: np.ndarray, b: np.ndarray | None, group: int, strides, pads,
-          dilation) -> Tensor:
-    ins = [t.value, L.param(cfg["name"] + ".kernel", w), L.param(cfg["name"] + ".bias", b) if b is not None else None]
-    return Tensor(L.node("Conv", ins, {"strides": list(strides), "pads": pads, "dilations": list(dilation),
-                                       "group": group}, name=cfg["name"]))
+# ================================================================ layer rules
+LowerFn = Callable[[Lowering, dict, list[Tensor], Weights], Union[Tensor, list[Tensor]]]
+VarsFn = Callable[[dict], list[Var]]
+CheckFn = Callable[[dict], list[str]]
 
 
-HANDLERS: dict[str, Callable] = {}
+@dataclass(frozen=True)
+class Rule:
+    """How irc reads one Keras layer class: its variables, config-only refusals, and the lowering."""
+
+    lower: LowerFn
+    variables: VarsFn
+    check: CheckFn
 
 
-def handler(*names: str):
-    def deco(fn):
-        for n in names:
-            HANDLERS[n] = fn
+RULES: dict[str, Rule] = {}
+
+
+def no_variables(cfg: dict) -> list[Var]:
+    return []
+
+
+def no_problems(cfg: dict) -> list[str]:
+    return []
+
+
+def rule(*classes: str, variables: VarsFn = no_variables, check: CheckFn = no_problems):
+    """Register a lowering for Keras layer classes."""
+    def deco(fn: LowerFn) -> LowerFn:
+        for cls in classes:
+            RULES[cls] = Rule(fn, variables, check)
         return fn
     return deco
 
 
-@handler("Conv2D", "Conv1D")
-def conv(L: _Lowering, cfg: dict, args, arrays) -> Tensor:
-    (t,) = args
-    use_bias = cfg.get("use_bias", True)
-    kernel, *rest = L.weights_of(cfg, arrays, 2 if use_bias else 1)
-    nd = kernel.ndim - 2
-    if t.rank != nd + 2:
-        raise IRCError(f"a {nd}-d convolution needs a rank-{nd + 2} input, got rank {t.rank}")
-    w = np.transpose(kernel, (nd + 1, nd) + tuple(range(nd)))  # (*k, cin/g, cout) -> (cout, cin/g, *k)
-    strides, dilation = cfg["strides"], cfg["dilation_rate"]
-    pads = _pads(cfg["padding"], t, list(kernel.shape[:nd]), strides, dilation, cfg["name"])
-    y = _conv(L, cfg, t, w, rest[0] if use_bias else None, cfg.get("groups", 1), strides, pads, dilation)
+def bias_var(cfg: dict) -> list[Var]:
+    return [Var("bias")] if cfg.get("use_bias", True) else []
+
+
+def kernel_vars(cfg: dict) -> list[Var]:
+    return [Var("kernel")] + bias_var(cfg)
+
+
+def depthwise_vars(cfg: dict) -> list[Var]:
+    return [Var("kernel", aliases=("depthwise_kernel",))] + bias_var(cfg)
+
+
+def separable_vars(cfg: dict) -> list[Var]:
+    return [Var("depthwise_kernel"), Var("pointwise_kernel")] + bias_var(cfg)
+
+
+def batch_norm_vars(cfg: dict) -> list[Var]:
+    return (([Var("gamma")] if cfg.get("scale", True) else []) + ([Var("beta")] if cfg.get("center", True) else [])
+            + [Var("moving_mean", trains=False), Var("moving_variance", trains=False)])
+
+
+def padding_check(*modes: str) -> CheckFn:
+    def check(cfg: dict) -> list[str]:
+        padding = cfg.get("padding", "valid")
+        return [] if padding in modes else [f"padding {padding!r}; supported: {', '.join(modes)}"]
+    return check
+
+
+# ------------------------------------------------------------ convolutions
+@rule("Conv1D", "Conv2D", variables=kernel_vars, check=padding_check("valid", "same", "causal"))
+def conv(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = L.channels_first(one(args), cfg)
+    nd = t.rank - 2
+    kernel = expect_rank(w["kernel"], nd + 2, "kernel")
+    if cfg["padding"] == "causal" and nd != 1:
+        raise UnsupportedError("'causal' padding is defined for 1-d convolutions only")
+    strides, dilations = ints(cfg.get("strides", 1), nd), ints(cfg.get("dilation_rate", 1), nd)
+    pads = window_pads(cfg["padding"], t.shape[2:], list(kernel.shape[:nd]), strides, dilations)
+    y = L.conv(cfg["name"], t, conv_weight(kernel), w.get("bias"), group=int(cfg.get("groups", 1)), strides=strides,
+               pads=pads, dilations=dilations, source=w["kernel"])
     return L.activation(cfg.get("activation"), y, cfg["name"] + ".act")
 
 
-@handler("DepthwiseConv2D")
-def depthwise(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    use_bias = cfg.get("use_bias", True)
-    kernel, *rest = L.weights_of(cfg, arrays, 2 if use_bias else 1)
-    kh, kw, cin, mult = kernel.shape
-    w = np.transpose(kernel, (2, 3, 0, 1)).reshape(cin * mult, 1, kh, kw)  # output channel c*mult + m
-    pads = _pads(cfg["padding"], t, [kh, kw], cfg["strides"], cfg["dilation_rate"], cfg["name"])
-    y = _conv(L, cfg, t, w, rest[0] if use_bias else None, cin, cfg["strides"], pads, cfg["dilation_rate"])
+@rule("DepthwiseConv1D", "DepthwiseConv2D", variables=depthwise_vars, check=padding_check("valid", "same"))
+def depthwise_conv(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = L.channels_first(one(args), cfg)
+    nd = t.rank - 2
+    kernel = expect_rank(w["kernel"], nd + 2, "depthwise kernel")
+    strides, dilations = ints(cfg.get("strides", 1), nd), ints(cfg.get("dilation_rate", 1), nd)
+    pads = window_pads(cfg["padding"], t.shape[2:], list(kernel.shape[:nd]), strides, dilations)
+    y = L.conv(cfg["name"], t, depthwise_weight(kernel), w.get("bias"), group=kernel.shape[nd], strides=strides,
+               pads=pads, dilations=dilations, source=w["kernel"])
     return L.activation(cfg.get("activation"), y, cfg["name"] + ".act")
 
 
-@handler("SeparableConv2D")
-def separable(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    use_bias = cfg.get("use_bias", True)
-    dw, pw, *rest = L.weights_of(cfg, arrays, 3 if use_bias else 2)
-    kh, kw, cin, mult = dw.shape
-    w1 = np.transpose(dw, (2, 3, 0, 1)).reshape(cin * mult, 1, kh, kw)
-    pads = _pads(cfg["padding"], t, [kh, kw], cfg["strides"], cfg["dilation_rate"], cfg["name"])
-    depth = _conv(L, dict(cfg, name=cfg["name"] + ".depthwise"), t, w1, None, cin, cfg["strides"], pads,
-                  cfg["dilation_rate"])
-    w2 = np.transpose(pw, (3, 2, 0, 1))
-    y = _conv(L, dict(cfg, name=cfg["name"] + ".pointwise"), depth, w2, rest[0] if use_bias else None, 1, [1, 1],
-              [0, 0, 0, 0], [1, 1])
+@rule("SeparableConv1D", "SeparableConv2D", variables=separable_vars, check=padding_check("valid", "same"))
+def separable_conv(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """A depthwise convolution (no bias) then a pointwise one (with the bias)."""
+    t = L.channels_first(one(args), cfg)
+    nd = t.rank - 2
+    dw = expect_rank(w["depthwise_kernel"], nd + 2, "depthwise kernel")
+    pw = expect_rank(w["pointwise_kernel"], nd + 2, "pointwise kernel")
+    strides, dilations = ints(cfg.get("strides", 1), nd), ints(cfg.get("dilation_rate", 1), nd)
+    pads = window_pads(cfg["padding"], t.shape[2:], list(dw.shape[:nd]), strides, dilations)
+    depth = L.conv(cfg["name"] + ".depthwise", t, depthwise_weight(dw), None, group=dw.shape[nd], strides=strides,
+                   pads=pads, dilations=dilations, source=w["depthwise_kernel"])
+    y = L.conv(cfg["name"], depth, conv_weight(pw), w.get("bias"), group=1, strides=[1] * nd, pads=[0] * (2 * nd),
+               dilations=[1] * nd, source=w["pointwise_kernel"])
     return L.activation(cfg.get("activation"), y, cfg["name"] + ".act")
 
 
-@handler("Dense")
-def dense(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    use_bias = cfg.get("use_bias", True)
-    kernel, *rest = L.weights_of(cfg, arrays, 2 if use_bias else 1)
-    bias = rest[0] if use_bias else None
+@rule("Dense", variables=kernel_vars)
+def dense(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Dense on features; on a sequence or an image it acts on the last axis: a 1x1 convolution."""
+    t = one(args)
+    kernel = expect_rank(w["kernel"], 2, "kernel")
+    bias = w.get("bias")
     if t.rank == 2:
-        y = Tensor(L.node("Dense", [t.value, L.param(cfg["name"] + ".kernel", kernel.T),
-                                    L.param(cfg["name"] + ".bias", bias) if bias is not None else None],
-                          name=cfg["name"]))
-    else:  # Dense on the last (channel) axis of a sequence or image
-        last = L.to_keras_layout(t, cfg["name"] + ".in")
-        v = L.node("MatMul", [last.value, L.param(cfg["name"] + ".kernel", kernel)], name=cfg["name"])
-        if bias is not None:
-            v = L.node("Add", [v, L.param(cfg["name"] + ".bias", bias)], name=cfg["name"] + ".bias")
-        y = L.from_keras_layout(Tensor(v), cfg["name"])
+        ins = [t.value, L.param(cfg["name"] + ".kernel", kernel.T, w["kernel"]),
+               L.param(cfg["name"] + ".bias", bias, bias) if bias is not None else None]
+        y = Tensor(L.node("Dense", ins, name=cfg["name"]), t.axes)
+    else:
+        t = L.arrange(t, channels_first(t.rank, "channels_last"))
+        nd = t.rank - 2
+        weight = kernel.T.reshape(kernel.shape[1], kernel.shape[0], *([1] * nd))
+        y = L.conv(cfg["name"], t, weight, bias, group=1, strides=[1] * nd, pads=[0] * (2 * nd), dilations=[1] * nd,
+                   source=w["kernel"])
     return L.activation(cfg.get("activation"), y, cfg["name"] + ".act")
 
 
-def _pool(L, cfg, args, op: str) -> Tensor:
-    (t,) = args
-    kernel = list(cfg["pool_size"])
-    strides = list(cfg.get("strides") or kernel)
-    pads = _pads(cfg["padding"], t, kernel, strides, [1] * len(kernel), cfg["name"])
-    attrs = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": [1] * len(kernel)}
+# ----------------------------------------------------------------- pooling
+def pool(L: Lowering, cfg: dict, args: list[Tensor], op: str) -> Tensor:
+    t = L.channels_first(one(args), cfg)
+    nd = t.rank - 2
+    kernel = ints(cfg["pool_size"], nd)
+    strides = ints(cfg.get("strides") or kernel, nd)
+    pads = window_pads(cfg.get("padding", "valid"), t.shape[2:], kernel, strides, [1] * nd)
+    attrs: dict[str, Any] = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": [1] * nd}
     if op == "AvgPool":
-        attrs["count_include_pad"] = False  # TF averages over the real inputs only
-    return Tensor(L.node(op, [t.value], attrs, name=cfg["name"]))
+        attrs["count_include_pad"] = False
+        warn_average_pool_padding(cfg["name"], kernel, pads)
+    return Tensor(L.node(op, [t.value], attrs, cfg["name"]), t.axes)
 
 
-@handler("MaxPooling2D", "MaxPooling1D")
-def max_pool(L, cfg, args, arrays) -> Tensor:
-    return _pool(L, cfg, args, "MaxPool")
+@rule("MaxPooling1D", "MaxPooling2D", check=padding_check("valid", "same"))
+def max_pooling(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return pool(L, cfg, args, "MaxPool")
 
 
-@handler("AveragePooling2D", "AveragePooling1D")
-def avg_pool(L, cfg, args, arrays) -> Tensor:
-    return _pool(L, cfg, args, "AvgPool")
+@rule("AveragePooling1D", "AveragePooling2D", check=padding_check("valid", "same"))
+def average_pooling(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return pool(L, cfg, args, "AvgPool")
 
 
-def _global_pool(L, cfg, args, op: str) -> Tensor:
-    (t,) = args
+def global_pool(L: Lowering, cfg: dict, args: list[Tensor], op: str) -> Tensor:
+    t = L.channels_first(one(args), cfg)
     y = L.node(op, [t.value], name=cfg["name"])
     if cfg.get("keepdims", False):
-        return Tensor(y)
-    return Tensor(L.node("Reshape", [y], {"shape": [0, t.value.type.shape[1]]}, name=cfg["name"] + ".squeeze"))
+        return Tensor(y, t.axes)
+    return Tensor(L.node("Reshape", [y], {"shape": [0, t.shape[1]]}, cfg["name"] + ".squeeze"), (0, 1))
 
 
-@handler("GlobalAveragePooling2D", "GlobalAveragePooling1D")
-def global_avg(L, cfg, args, arrays) -> Tensor:
-    return _global_pool(L, cfg, args, "GlobalAvgPool")
+@rule("GlobalAveragePooling1D", "GlobalAveragePooling2D")
+def global_average_pooling(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return global_pool(L, cfg, args, "GlobalAvgPool")
 
 
-@handler("GlobalMaxPooling2D", "GlobalMaxPooling1D")
-def global_max(L, cfg, args, arrays) -> Tensor:
-    return _global_pool(L, cfg, args, "GlobalMaxPool")
+@rule("GlobalMaxPooling1D", "GlobalMaxPooling2D")
+def global_max_pooling(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return global_pool(L, cfg, args, "GlobalMaxPool")
 
 
-@handler("BatchNormalization")
-def batch_norm(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if not isinstance(axis, int) or L.axis(t, axis) != 1:
-        raise UnsupportedError(f"BatchNormalization over axis {axis} (not the channel axis) is not supported")
-    scale, center = cfg.get("scale", True), cfg.get("center", True)
-    arrays = L.weights_of(cfg, arrays, 2 + int(scale) + int(center))
-    it = iter(arrays)
-    gamma = next(it) if scale else None
-    beta = next(it) if center else None
-    mean, var = next(it), next(it)
-    c = mean.shape[0]
-    gamma = np.ones(c, np.float32) if gamma is None else gamma
-    beta = np.zeros(c, np.float32) if beta is None else beta
-    params = [L.param(f"{cfg['name']}.{k}", a) for k, a in (("gamma", gamma), ("beta", beta), ("mean", mean),
-                                                             ("variance", var))]
-    return Tensor(L.node("BatchNorm", [t.value] + params, {"epsilon": cfg.get("epsilon", 1e-3)}, name=cfg["name"]))
+# ----------------------------------------------------------- normalization
+def single_axis(cfg: dict, default: int) -> int | None:
+    axis = cfg.get("axis", default)
+    if isinstance(axis, (list, tuple)):
+        return int(axis[0]) if len(axis) == 1 else None
+    return int(axis)
 
 
-@handler("Activation")
-def activation_layer(L, cfg, args, arrays) -> Tensor:
-    return L.activation(cfg["activation"], args[0], cfg["name"])
+def batch_norm_check(cfg: dict) -> list[str]:
+    problems = []
+    if single_axis(cfg, -1) is None:
+        problems.append(f"normalizes over several axes {cfg.get('axis')}")
+    if cfg.get("renorm"):
+        problems.append("batch renormalization")
+    return problems
 
 
-@handler("ReLU")
-def relu(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    max_value, slope, threshold = cfg.get("max_value"), cfg.get("negative_slope", 0.0), cfg.get("threshold", 0.0)
-    if threshold:
-        raise UnsupportedError(f"ReLU with threshold={threshold} has no exact IR equivalent")
-    v = t.value
+@rule("BatchNormalization", variables=batch_norm_vars, check=batch_norm_check)
+def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = one(args)
+    k = L.ir_axis(t, single_axis(cfg, -1))
+    if k != 1:
+        axis = t.axes[k]
+        t = L.arrange(t, (0, axis) + tuple(a for a in t.axes[1:] if a != axis))
+    mean = w["moving_mean"]
+    gamma = w.get("gamma", np.ones_like(mean))
+    beta = w.get("beta", np.zeros_like(mean))
+    params = [L.param(f"{cfg['name']}.{role}", a, a) for role, a in
+              (("gamma", gamma), ("beta", beta), ("moving_mean", mean), ("moving_variance", w["moving_variance"]))]
+    return Tensor(L.node("BatchNorm", [t.value, *params], {"epsilon": cfg.get("epsilon", 1e-3)}, cfg["name"]), t.axes)
+
+
+# ------------------------------------------------------------- activations
+def softmax_on(L: Lowering, t: Tensor, axis: int, name: str) -> Tensor:
+    return L.apply("Softmax", t, {"axis": L.ir_axis(t, axis)}, name)
+
+
+ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
+    "linear": lambda L, t, name: t,
+    "relu": lambda L, t, name: L.apply("Relu", t, None, name),
+    "relu6": lambda L, t, name: L.apply("Clip", t, {"min": 0.0, "max": 6.0}, name),
+    "leaky_relu": lambda L, t, name: L.apply("LeakyRelu", t, {"alpha": 0.2}, name),
+    "sigmoid": lambda L, t, name: L.apply("Sigmoid", t, None, name),
+    "tanh": lambda L, t, name: L.apply("Tanh", t, None, name),
+    "softmax": lambda L, t, name: softmax_on(L, t, -1, name),
+}
+"""Keras's built-in activations that have an exact IR equivalent (leaky_relu's default slope is 0.2)."""
+
+
+@rule("Activation")
+def activation(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return L.activation(cfg.get("activation"), one(args), cfg["name"])
+
+
+def relu_check(cfg: dict) -> list[str]:
+    threshold = float(cfg.get("threshold") or 0.0)
+    if threshold != 0.0:
+        return [f"threshold={threshold}: a step at the threshold that no IR activation computes"]
+    return []
+
+
+@rule("ReLU", check=relu_check)
+def relu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """min(max(x, 0), max_value) for x >= 0 and negative_slope * x below: LeakyRelu then Clip exactly."""
+    t = one(args)
+    slope = float(cfg.get("negative_slope") or 0.0)
+    max_value = cfg.get("max_value")
     if slope:
-        v = L.node("LeakyRelu", [v], {"alpha": slope}, name=cfg["name"])
-        if max_value is not None:  # slope < 1: min(leaky(x), max) equals Keras's ReLU(max_value, negative_slope)
-            v = L.node("Clip", [v], {"max": float(max_value)}, name=cfg["name"] + ".max")
-        return Tensor(v)
+        y = L.apply("LeakyRelu", t, {"alpha": slope}, cfg["name"])
+        return y if max_value is None else L.apply("Clip", y, {"max": float(max_value)}, cfg["name"] + ".max")
     if max_value is not None:
-        return Tensor(L.node("Clip", [v], {"min": 0.0, "max": float(max_value)}, name=cfg["name"]))
-    return Tensor(L.node("Relu", [v], name=cfg["name"]))
+        return L.apply("Clip", t, {"min": 0.0, "max": float(max_value)}, cfg["name"])
+    return L.apply("Relu", t, None, cfg["name"])
 
 
-@handler("LeakyReLU")
-def leaky_relu(L, cfg, args, arrays) -> Tensor:
+@rule("LeakyReLU")
+def leaky_relu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
-    return Tensor(L.node("LeakyRelu", [args[0].value], {"alpha": slope}, name=cfg["name"]))
+    return L.apply("LeakyRelu", one(args), {"alpha": float(slope)}, cfg["name"])
 
 
-@handler("Softmax")
-def softmax(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) else axis
-    return Tensor(L.node("Softmax", [t.value], {"axis": L.axis(t, axis)}, name=cfg["name"]))
+def softmax_check(cfg: dict) -> list[str]:
+    return [] if single_axis(cfg, -1) is not None else [f"softmax over several axes {cfg.get('axis')}"]
 
 
-@handler("Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
-def dropout(L, cfg, args, arrays) -> Tensor:
-    return Tensor(L.node("Dropout", [args[0].value], {"ratio": float(cfg.get("rate", 0.5))}, name=cfg["name"]))
+@rule("Softmax", check=softmax_check)
+def softmax(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return softmax_on(L, one(args), single_axis(cfg, -1), cfg["name"])
 
 
-@handler("Flatten")
-def flatten(L, cfg, args, arrays) -> Tensor:
-    last = L.to_keras_layout(args[0], cfg["name"])
-    return Tensor(L.node("Flatten", [last.value], {"axis": 1}, name=cfg["name"]))
+# -------------------------------------------------- identity at inference
+@rule("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
+def dropout(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Noise and dropout layers do nothing at inference."""
+    return L.apply("Dropout", one(args), {"ratio": float(cfg.get("rate", 0.0))}, cfg["name"])
 
 
-@handler("Reshape")
-def reshape(L, cfg, args, arrays) -> Tensor:
-    last = L.to_keras_layout(args[0], cfg["name"] + ".in")
-    y = Tensor(L.node("Reshape", [last.value], {"shape": [0] + list(cfg["target_shape"])}, name=cfg["name"]))
-    return L.from_keras_layout(y, cfg["name"])
+@rule("Identity")
+def identity(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return L.apply("Identity", one(args), None, cfg["name"])
 
 
-@handler("ZeroPadding2D", "ZeroPadding1D")
-def zero_padding(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    nd = t.rank - 2
-    p = cfg["padding"]
-    if isinstance(p, int):
-        p = [[p, p]] * nd
-    p = [[x, x] if isinstance(x, int) else list(x) for x in p]
-    pads = [0, 0] + [a for a, _ in p] + [0, 0] + [b for _, b in p]
-    return Tensor(L.node("Pad", [t.value], {"pads": pads}, name=cfg["name"]))
+# ------------------------------------------------------------------ shapes
+@rule("Flatten")
+def flatten(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Keras flattens in channels-last order (a channels_first Flatten moves the channels last first)."""
+    t = one(args)
+    order = keras_order(t.rank)
+    if cfg.get("data_format") == "channels_first" and t.rank > 2:
+        order = (0,) + tuple(range(2, t.rank)) + (1,)
+    t = L.arrange(t, order)
+    return Tensor(L.node("Flatten", [t.value], {"axis": 1}, cfg["name"]), (0, 1))
 
 
-@handler("Add")
-def add(L, cfg, args, arrays) -> Tensor:
+@rule("Reshape")
+def reshape(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = L.arrange(one(args), keras_order(one(args).rank))
+    target = [int(d) for d in cfg["target_shape"]]
+    y = L.node("Reshape", [t.value], {"shape": [0, *target]}, cfg["name"])
+    return Tensor(y, keras_order(len(target) + 1))
+
+
+def zero_padding_pairs(padding: Any, nd: int) -> list[tuple[int, int]]:
+    """ZeroPadding's int / (a, b) / ((top, bottom), (left, right)) as (begin, end) per spatial axis."""
+    if isinstance(padding, int):
+        return [(padding, padding)] * nd
+    padding = list(padding)
+    if nd == 1 and len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        return [(int(padding[0]), int(padding[1]))]
+    if len(padding) != nd:
+        raise IRCError(f"padding {padding!r} does not match {nd} spatial axes")
+    return [(int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding]
+
+
+@rule("ZeroPadding1D", "ZeroPadding2D")
+def zero_padding(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Pads the spatial axes wherever they are: no transpose needed."""
+    t = one(args)
+    axes = spatial_axes(t.rank, cfg.get("data_format"))
+    pads = [0] * (2 * t.rank)
+    for axis, (begin, end) in zip(axes, zero_padding_pairs(cfg["padding"], len(axes))):
+        i = t.axes.index(axis)
+        pads[i], pads[t.rank + i] = begin, end
+    return Tensor(L.node("Pad", [t.value], {"pads": pads}, cfg["name"]), t.axes)
+
+
+# ------------------------------------------------------------------ merges
+def chain(L: Lowering, op: str, args: list[Tensor], name: str) -> Tensor:
+    """op over all inputs, left to right; the last node gets the layer's name."""
+    args = L.same_arrangement(args)
     v = args[0].value
-    for i, t in enumerate(args[1:]):
-        v = L.node("Add", [v, t.value], name=cfg["name"] if i == len(args) - 2 else f"{cfg['name']}.{i}")
-    return Tensor(v)
+    for i, t in enumerate(args[1:], start=1):
+        v = L.node(op, [v, t.value], name=name if i == len(args) - 1 else f"{name}.{i}")
+    return Tensor(v, args[0].axes)
 
 
-@handler("Concatenate")
-def concatenate(L, cfg, args, arrays) -> Tensor:
-    axis = L.axis(args[0], cfg.get("axis", -1))
-    return Tensor(L.node("Concat", [t.value for t in args], {"axis": axis}, name=cfg["name"]))
+@rule("Add")
+def add(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return chain(L, "Add", args, cfg["name"])
 
 
-@handler("Rescaling")
-def rescaling(L, cfg, args, arrays) -> Tensor:
-    (t,) = args
-    v = t.value
-    for key, op in (("scale", "Mul"), ("offset", "Add")):
-        c = np.asarray(cfg.get(key, 1.0 if key == "scale" else 0.0), np.float32)
-        if (key == "scale" and np.all(c == 1.0)) or (key == "offset" and np.all(c == 0.0)):
+@rule("Subtract")
+def subtract(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    if len(args) != 2:
+        raise IRCError(f"Subtract takes two inputs, got {len(args)}")
+    return chain(L, "Sub", args, cfg["name"])
+
+
+@rule("Multiply")
+def multiply(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    return chain(L, "Mul", args, cfg["name"])
+
+
+@rule("Average")
+def average(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    total = chain(L, "Add", args, cfg["name"] + ".sum")
+    scale = L.param(cfg["name"] + ".scale", np.asarray(1.0 / len(args), np.float32))
+    return Tensor(L.node("Mul", [total.value, scale], name=cfg["name"]), total.axes)
+
+
+@rule("Concatenate")
+def concatenate(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    args = L.same_arrangement(args)
+    axis = L.ir_axis(args[0], int(cfg.get("axis", -1)))
+    return Tensor(L.node("Concat", [t.value for t in args], {"axis": axis}, cfg["name"]), args[0].axes)
+
+
+# ----------------------------------------------------------- preprocessing
+def rescaling_check(cfg: dict) -> list[str]:
+    try:
+        values = [numeric(cfg.get("scale", 1.0)), numeric(cfg.get("offset", 0.0))]
+    except IRCError as e:
+        return [e.message]
+    return [] if all(v.ndim <= 1 for v in values) else ["a scale or offset of more than one axis"]
+
+
+@rule("Rescaling", check=rescaling_check)
+def rescaling(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """x * scale + offset, a vector scale or offset broadcast along Keras's last axis as numpy does."""
+    t = one(args)
+    for key, op, neutral in (("scale", "Mul", 1.0), ("offset", "Add", 0.0)):
+        c = numeric(cfg.get(key, neutral))
+        if np.all(c == neutral):
             continue
-        if c.ndim and c.size > 1 and t.rank >= 3:
-            c = c.reshape((-1,) + (1,) * (t.rank - 2))  # per channel, channels-first
-        v = L.node(op, [v, L.param(f"{cfg['name']}.{key}", c)], name=f"{cfg['name']}.{key}")
-    return Tensor(v)
+        t = Tensor(L.node(op, [t.value, L.param(f"{cfg['name']}.{key}", broadcast_constant(c, t))],
+                          name=f"{cfg['name']}.{key}"), t.axes)
+    return t
+
+
+def broadcast_constant(c: np.ndarray, t: Tensor) -> np.ndarray:
+    """A constant shaped for numpy broadcasting against the Keras tensor, rearranged like ``t``'s IR value."""
+    if c.ndim == 0:
+        return c
+    if c.ndim >= t.rank:
+        raise UnsupportedError(f"a constant of shape {list(c.shape)} does not broadcast over a rank-{t.rank} tensor")
+    full = c.reshape((1,) * (t.rank - c.ndim) + c.shape)
+    return np.transpose(full, t.axes)
+

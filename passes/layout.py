@@ -1,67 +1,113 @@
-"""Layout clean-up: transposes that cancel, and the Flatten-after-channels-last trap.
+"""Layout clean-up: transposes that compose or cancel, and the Flatten-after-channels-last trap.
 
 Channels-last frontends (Keras) make their layout explicit with Transposes.
-Two consecutive Transposes compose into one, an identity one disappears, and
-``Transpose(to channels-last) -> Flatten -> Dense`` becomes ``Flatten -> Dense``
-with the Dense weight columns permuted, so the network computes the same
-numbers without moving data.
+This pass, ``fold_transposes``, keeps the numbers identical while moving less
+data:
+
+* two consecutive Transposes become one (their permutations composed), and a
+  Transpose whose permutation is the identity disappears;
+* ``Transpose -> Flatten -> Dense`` (the classic Flatten after NHWC, or any
+  transpose that keeps the batch axis first) becomes ``Flatten -> Dense`` with
+  the Dense weight columns permuted, when the transposed and flattened values
+  have no other users.  A ``Reshape`` to (batch, features) counts as a Flatten.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from irc.graph import Graph, Node
+from irc.graph import Graph, Node, Value
+from irc.types import BATCH
 
 from .manager import PassContext, register_pass
 
 
-def _perm(node: Node) -> list[int]:
+def perm_of(node: Node) -> list[int]:
+    """A Transpose's permutation (an empty one reverses the axes, as in ONNX)."""
     return node.attrs["perm"] or list(range(node.inputs[0].type.rank))[::-1]
 
 
-def _compose(graph: Graph) -> bool:
+def is_identity(perm: list[int]) -> bool:
+    return perm == list(range(len(perm)))
+
+
+def compose_transposes(graph: Graph) -> bool:
+    """Transpose(Transpose(x, p1), p2) -> Transpose(x, p1[p2]); the inner one goes when nothing else reads it."""
     changed = False
     for node in graph:
-        if node.op != "Transpose" or node not in graph.nodes:
+        inner = node.inputs[0].producer if node.op == "Transpose" else None
+        if inner is None or inner.op != "Transpose":
             continue
-        src = node.inputs[0]
-        inner = src.producer
-        if inner is not None and inner.op == "Transpose" and graph.num_uses(src) == 1:
-            node.attrs["perm"] = [_perm(inner)[p] for p in _perm(node)]
-            node.inputs = [inner.inputs[0]]
+        node.attrs["perm"] = [perm_of(inner)[p] for p in perm_of(node)]
+        node.inputs = [inner.inputs[0]]
+        if not graph.num_uses(inner.output):
             graph.remove_node(inner)
-            changed = True
-        if _perm(node) == list(range(len(_perm(node)))):
-            graph.bypass(node, node.inputs[0])
-            changed = True
+        changed = True
     return changed
 
 
-def _fold_into_dense(graph: Graph) -> bool:
+def drop_identity_transposes(graph: Graph) -> bool:
+    """A Transpose that keeps every axis in place is the identity."""
+    changed = False
+    for node in graph:
+        if node.op != "Transpose" or not is_identity(perm_of(node)):
+            continue
+        src = node.inputs[0]
+        if node.output in graph.outputs and (src in graph.inputs or src.is_param):
+            continue  # an output that is an input: keep one node so the output has a producer
+        graph.bypass(node, src)
+        changed = True
+    return changed
+
+
+def flattens_to_features(node: Node) -> bool:
+    """Flatten(axis=1), or a Reshape to (batch, features): both read their input in C order."""
+    if node.op == "Flatten":
+        return node.attrs["axis"] == 1
+    if node.op == "Reshape":
+        out, shape = node.output.type, node.attrs["shape"]
+        return (node.inputs[0].type.has_batch and out.rank == 2 and out.shape[0] == BATCH
+                and shape[0] in (0, -1) and shape[1] != 0)
+    return False
+
+
+def only_dense_users(graph: Graph, value: Value) -> list[Node] | None:
+    """The Dense nodes that read ``value`` as their data input, or None if anything else reads it."""
+    users = graph.users(value)
+    if not users or graph.num_uses(value) != len(users):
+        return None
+    if any(n.op != "Dense" or i != 0 or not n.inputs[1].is_param for n, i in users):
+        return None
+    return [n for n, _ in users]
+
+
+def source_positions(sample_shape: tuple[int, ...], perm: list[int]) -> np.ndarray:
+    """For each position of flatten(transpose(x, perm)), its position in flatten(x) (batch axis aside)."""
+    index = np.arange(int(np.prod(sample_shape, dtype=np.int64))).reshape(sample_shape)
+    return np.transpose(index, [p - 1 for p in perm[1:]]).reshape(-1)
+
+
+def fold_transpose_into_dense(graph: Graph) -> bool:
+    """Transpose -> Flatten -> Dense: flatten the untransposed value and permute the Dense's columns instead."""
     changed = False
     for flat in graph:
-        if flat.op != "Flatten" or flat not in graph.nodes or flat.attrs["axis"] != 1:
+        if flat not in graph.nodes or not flattens_to_features(flat):
             continue
-        src = flat.inputs[0]
-        tr = src.producer
-        rank = src.type.rank
-        if tr is None or tr.op != "Transpose" or rank < 3 or graph.num_uses(src) != 1:
+        tr = flat.inputs[0].producer
+        if tr is None or tr.op != "Transpose" or graph.num_uses(tr.output) != 1:
             continue
-        if _perm(tr) != [0] + list(range(2, rank)) + [1]:
+        perm = perm_of(tr)
+        x = tr.inputs[0]
+        if perm[0] != 0 or not x.type.has_batch:
             continue
-        users = graph.users(flat.output)
-        if graph.num_uses(flat.output) != len(users) or not users or any(
-                u.op != "Dense" or i != 0 for u, i in users):
+        denses = only_dense_users(graph, flat.output)
+        if denses is None:
             continue
-        x = tr.inputs[0]                                  # (N, C, *S), channels first
-        shape = x.type.sample_shape
-        chw_of_hwc = np.arange(int(np.prod(shape))).reshape(shape)
-        chw_of_hwc = np.moveaxis(chw_of_hwc, 0, -1).reshape(-1)  # channels-last position -> channels-first index
-        for dense, _ in users:
-            w = graph.param(dense.inputs[1])
-            permuted = np.empty_like(w)
-            permuted[:, chw_of_hwc] = w
-            dense.inputs[1] = graph.add_param(dense.inputs[1].name + ".nchw", permuted)
+        source = source_positions(x.type.sample_shape, perm)
+        for dense in denses:
+            weight = graph.param(dense.inputs[1])
+            permuted = np.empty_like(weight)
+            permuted[:, source] = weight       # column j read feature j, which now sits at source[j]
+            dense.inputs[1] = graph.add_param(dense.inputs[1].name + ".unpermuted", permuted)
         flat.inputs = [x]
         graph.remove_node(tr)
         changed = True
@@ -70,8 +116,8 @@ def _fold_into_dense(graph: Graph) -> bool:
 
 @register_pass("fold_transposes")
 def fold_transposes(graph: Graph, ctx: PassContext) -> Graph:
-    """Compose consecutive Transposes and fold a channels-last Flatten into the Dense after it."""
-    while _compose(graph) | _fold_into_dense(graph):
+    """Compose consecutive Transposes, drop identity ones, fold Transpose -> Flatten into the next Dense."""
+    while compose_transposes(graph) | drop_identity_transposes(graph) | fold_transpose_into_dense(graph):
         pass
     graph.prune()
     return graph
