@@ -1,393 +1,696 @@
-"""The N2D2 INI dialect, read as N2D2's IniParser reads it (src/utils/IniParser.cpp).
+"""The N2D2 INI dialect, read the way N2D2's ``IniParser`` reads it (``src/utils/IniParser.cpp``).
 
-Lines: a UTF-8 BOM is dropped; a line whose last character is ``\\`` continues
-on the next with nothing inserted; ``;`` and ``#`` start a comment anywhere
-outside double quotes; ``[name] base1 base2`` opens a section inheriting its
-bases' properties; ``[name@file.ini.tpl]`` includes a template rendered with
-the section's properties; ``key=value`` (quotes stripped).
+Lines, in N2D2's order: a UTF-8 BOM is dropped from any line; a raw line ending
+in ``\\`` is joined to the next with nothing inserted (so ``\\`` followed by a
+space, a comment or a CR does not continue); ``;`` and ``#`` start a comment
+anywhere outside double quotes (an unclosed quote is an error); the line is
+trimmed.  ``[name] base1 base2`` (or ``[name]base``) opens a section that copies
+its bases' properties (the first base wins, its own lines override); the bases
+must already exist and a section cannot be defined twice.  ``[name@file.ini.tpl]``
+includes a template, rendered at the next section header with the section's
+resolved properties.  ``key=value`` splits at the first ``=``; a value wrapped in
+double quotes loses them; a repeated key is a warning and the last one wins.
+Properties before any header belong to the global section ``""``; keys starting
+with ``$`` are variables.
 
-Values are resolved when read, in N2D2's order: ``[section]property``
-references, ``${NAME}`` variables (``$NAME`` properties of the section, then of
-the global section), then ``$(...)`` arithmetic (evaluated by irc, never by
-Python's eval).  Environment variables are expanded only in paths.  Every
-error names the file and line.
+Values are resolved each time they are read, in N2D2's order: ``[section]prop``
+references (left alone when no such section exists), ``${NAME}`` variables
+(``${SECTION_NAME}``, ``${PREV_SECTION_NAME}``, ``$NAME`` of the section being
+read, then of the global section, else left alone), then ``$(expr)`` arithmetic,
+evaluated by :mod:`.expr` -- never by Python's ``eval``.  Environment variables
+``${VAR}`` are expanded only in paths (:meth:`IniDocument.get_path`), as N2D2
+does for its path-like keys.
+
+Every read marks the key read, so the next layer can apply N2D2's unknown-key
+rules through :meth:`IniDocument.unread`.  Every error is an
+:class:`~irc.errors.IRCError` naming the file and line it comes from.
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from irc.errors import IRCError
 
 from .expr import evaluate
-from .template import load_template
+from .template import SourceLine, render_template
 
-REQUIRED = object()
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
-_ENV = re.compile(r"\$\{([^}]*)\}")
-_COMMENT = re.compile(r'["#;]')
-_SPACE = re.compile(r"[ \t\n\v\f\r]")
+T = TypeVar("T")
+
+PARENT_KEY = "$PARENT_SECTION_NAME"
+_CPP_SPACE = " \t\n\v\f\r"                      # what C's isspace() accepts
+_CPP_SPACE_RE = re.compile(r"[ \t\n\v\f\r]")
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)"          # ',' groups thousands, as in N2D2's stream locale
+_INT_RE = re.compile(rf"[+-]?{_DIGITS}")
+_FLOAT_RE = re.compile(rf"[+-]?(?:{_DIGITS}(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_SPREAD_RE = re.compile(rf"({_FLOAT_RE.pattern})(%?)")
+_ENV_RE = re.compile(r"\$\{([^}]*)\}")
+_COMMENT_OR_QUOTE_RE = re.compile(r'["#;]')
+_MAX_SUBSTITUTIONS = 10_000
+_MAX_TEMPLATE_DEPTH = 16
+_LIST_HINT = "N2D2 separates list items with spaces; ',' is its thousands separator (1,000,000)"
 
 
-@dataclass
+class _Required:
+    """The default of getters whose key must be present."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+class IniWarning(UserWarning):
+    """Something N2D2 only warns about (a key set twice, a template found by a fallback)."""
+
+
+@dataclass(frozen=True)
 class Property:
+    """A property as written: its raw (unresolved) text and where it was written.
+
+    Properties that N2D2 computes (:meth:`IniDocument.set`) have no file or line.
+    """
+
     raw: str
-    file: str
-    line: int
+    file: str | None = None
+    line: int | None = None
 
 
 @dataclass
 class Section:
+    """One ``[name]`` section; ``properties`` holds inherited ones too, in N2D2's copy order."""
+
     name: str
-    file: str
-    line: int
     bases: list[str] = field(default_factory=list)
+    file: str | None = None
+    line: int | None = None
     properties: dict[str, Property] = field(default_factory=dict)
-    template: str | None = None
-    parent: str | None = None
+    template: str | None = None      # the .ini.tpl this section was generated from
+    parent: str | None = None        # for a generated section: the section that included the template
+    includes: str | None = None      # for [name@file.ini.tpl]: the template it includes, as written
 
 
+class _Unreadable(ValueError):
+    """A value does not parse as the requested type."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a value being resolved was written, for its error messages."""
+
+    file: str
+    line: int | None
+    section: str
+    parent: str | None       # the including section, when the section came from a template
+
+    def error(self, message: str, hint: str | None = None) -> IRCError:
+        return IRCError(message + self.note(), file=self.file, line=self.line, hint=hint)
+
+    def note(self) -> str:
+        """One template line serves every block it is included for: say which one."""
+        if self.parent is None:
+            return ""
+        return f" (in [{self.section}], from the template included by [{self.parent}])"
+
+
+class _DocumentPath(str):
+    """The INI file name, which can also be called: ``doc.path(section, key)`` is :meth:`IniDocument.get_path`.
+
+    The API names both the file (``doc.path``) and the path getter
+    (``doc.path(section, key)``); a str that is also callable serves both.
+    """
+
+    def __new__(cls, file: str, document: "IniDocument | None" = None) -> "_DocumentPath":
+        self = super().__new__(cls, file)
+        self._document = document
+        return self
+
+    def __call__(self, section: str, key: str, default: Any = REQUIRED) -> str:
+        if self._document is None:
+            raise TypeError("this path is not attached to an INI document")
+        return self._document.get_path(section, key, default)
+
+    def __reduce__(self):
+        return (str, (str(self),))
+
+
+# =================================================================== the document
 class IniDocument:
-    """A parsed INI file: sections in file order, lazily resolved values, read tracking."""
+    """A parsed INI file: sections in file order (templates expanded in place), lazily resolved values."""
 
     def __init__(self, path: str, env: Mapping[str, str] | None = None):
-        self.path = path
-        self.env = dict(os.environ if env is None else env)
-        self.sections: dict[str, Section] = {"": Section("", path, 0)}
-        self._computed: dict[tuple[str, str], str] = {}
+        self.path = _DocumentPath(path, self)
+        self.env: dict[str, str] = dict(os.environ if env is None else env)
+        self.sections: dict[str, Section] = {"": Section("", file=str(path))}
+        self.warnings: list[str] = []
         self._read: dict[str, set[str]] = {}
-        self._current = ""
 
-    # ------------------------------------------------------------ loading
-    def _load(self, text: str, file: str, parent: str | None = None, line_offset: int = 0) -> None:
-        pending_template: tuple[str, str, int] | None = None
-        current = ""
-        buffer, buffer_line = "", None
-        for lineno, raw in enumerate(text.split("\n"), 1 + line_offset):
-            if raw.startswith("\ufeff"):
-                raw = raw[1:]
-            if raw.endswith("\\"):
-                if buffer_line is None:
-                    buffer_line = lineno
-                buffer += raw[:-1]
-                continue
-            line = buffer + raw
-            start = buffer_line or lineno
-            buffer, buffer_line = "", None
-            line = self._strip_comment(line, file, start).strip()
-            if not line:
-                continue
-            close = line.find("]")
-            if line.startswith("[") and close > 0:
-                if pending_template:
-                    self._include(*pending_template)
-                    pending_template = None
-                name = line[1:close]
-                bases = line[close + 1:].split()
-                template = None
-                if "@" in name:
-                    name, template = name.split("@", 1)
-                if name in self.sections:
-                    raise IRCError(f"section [{name}] is defined twice", file=file, line=start)
-                section = Section(name, file, start, bases, template=template, parent=parent)
-                for base in bases:
-                    if base not in self.sections:
-                        raise IRCError(f"inherited section [{base}] of [{name}] does not exist (yet)", file=file,
-                                       line=start)
-                    section.properties.update(self.sections[base].properties)
-                if parent is not None:
-                    section.properties["$PARENT_SECTION_NAME"] = Property(parent, file, start)
-                self.sections[name] = section
-                current = name
-                if template is not None:
-                    pending_template = (name, template, start)
-                continue
-            eq = line.find("=")
-            if eq < 0:
-                raise IRCError(f"missing value for property {line!r} (expected key=value)", file=file, line=start)
-            key, value = line[:eq].rstrip(), line[eq + 1:].lstrip()
-            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-                value = value[1:-1]
-            props = self.sections[current].properties
-            if key in props and props[key].file == file and props[key].line != start and not key.startswith("$"):
-                warnings.warn(f"{file}:{start}: [{current}] {key} is set twice; the last value wins", stacklevel=4)
-            props[key] = Property(value, file, start)
-        # like N2D2, a continuation on the very last line is dropped
-        if pending_template:
-            self._include(*pending_template)
-
-    def _strip_comment(self, line: str, file: str, lineno: int) -> str:
-        pos = 0
-        while True:
-            m = _COMMENT.search(line, pos)
-            if m is None:
-                return line
-            if m.group() == '"':
-                end = line.find('"', m.end())
-                if end < 0:
-                    raise IRCError("malformed property: a quote is not closed", file=file, line=lineno)
-                pos = end + 1
-            else:
-                return line[:m.start()]
-
-    def _include(self, section: str, template: str, line: int) -> None:
-        sec = self.sections[section]
-        path = self._template_path(template, sec.file, line)
-        params = {"SECTION_NAME": section, "SECTION_FILE_NAME": path}
-        for key in sec.properties:
-            params[key] = self.value(section, key)
-        rendered = load_template(path).render(params)
-        try:
-            self._load(rendered, path, parent=section)
-        except IRCError as e:
-            if "included by" not in e.message:
-                e.message += f" (in the template included by [{section}] at {os.path.basename(sec.file)}:{line})"
-                e.args = (e.format(),)
-            raise
-
-    def _template_path(self, template: str, including: str, line: int) -> str:
-        expanded = self.expand_env(template)
-        base = os.path.dirname(including)
-        path = expanded if os.path.isabs(expanded) else os.path.join(base, expanded)
-        if not os.path.exists(path):
-            beside = os.path.join(base, os.path.basename(expanded))
-            if os.path.exists(beside):
-                return beside  # ${N2D2_MODELS}/x.ini.tpl with N2D2_MODELS unset: the template next to the INI
-            raise IRCError(f"template {template!r} not found ({path})", file=including, line=line,
-                           hint="set the environment variable it names (e.g. N2D2_MODELS)")
-        return path
-
-    # ------------------------------------------------------------ lookups
+    # ------------------------------------------------------------- structure
     def has(self, section: str) -> bool:
         return section in self.sections
 
-    def keys(self, section: str) -> list[str]:
-        own = list(self._section(section).properties)
-        return own + [k for (s, k) in self._computed if s == section and k not in own]
+    def keys(self, section: str, variables: bool = False) -> list[str]:
+        """Own and inherited keys in order; ``$VARIABLES`` only when asked for."""
+        return [k for k in self._section(section).properties if variables or not k.startswith("$")]
 
     def has_key(self, section: str, key: str) -> bool:
-        return section in self.sections and (key in self.sections[section].properties
-                                             or (section, key) in self._computed)
+        return section in self.sections and key in self.sections[section].properties
+
+    def keys_matching(self, section: str, pattern: str) -> list[str]:
+        """Keys matching an N2D2 wildcard (``*``, ``?``), e.g. ``Mapping.*`` (``IniParser::isProperty``)."""
+        matches = _wildcard(pattern)
+        return [k for k in self.keys(section, variables=True) if matches(k)]
 
     def where(self, section: str, key: str) -> tuple[str, int | None]:
+        """(file, line) of a property -- or of its section's header when it was computed or is absent."""
         sec = self._section(section)
         prop = sec.properties.get(key)
-        return (prop.file, prop.line) if prop else (sec.file, sec.line)
-
-    def set(self, section: str, key: str, value: str) -> None:
-        self._section(section)
-        self._computed[(section, key)] = str(value)
-
-    def unread(self, section: str) -> list[str]:
-        read = self._read.get(section, set())
-        return [k for k in self._section(section).properties if k not in read and not k.startswith("$")]
+        if prop is not None and prop.file is not None:
+            return prop.file, prop.line
+        return (sec.file or str(self.path)), sec.line
 
     def sections_matching(self, pattern: str) -> list[str]:
-        return [s for s in self.sections if s and fnmatch.fnmatchcase(s, pattern)]
+        """Named sections matching an N2D2 wildcard (``*``, ``?``), in file order."""
+        matches = _wildcard(pattern)
+        return [name for name in self.sections if name and matches(name)]
 
+    def unread(self, section: str) -> list[str]:
+        """Keys never read (``$VARIABLES`` and computed ones count as read), in order."""
+        read = self._read.get(section, set())
+        return [k for k in self.keys(section) if k not in read]
+
+    def mark_read(self, section: str, pattern: str = "*") -> None:
+        """Mark keys read without reading them (N2D2's ``ignoreProperty``, or ``getSection``'s side effect)."""
+        self._read.setdefault(section, set()).update(self.keys_matching(section, pattern))
+
+    # ------------------------------------------------------------- writing
+    def set(self, section: str, key: str, value: Any) -> None:
+        """A property N2D2 computes while building (``_NbOutputs``, ``_EpochSize``...), visible to references.
+
+        Numbers are written as N2D2's ``setProperty`` writes them (``std::showpoint``:
+        ``64``, ``0.500000``); a missing section is created, as ``currentSection`` does.
+        """
+        if section not in self.sections:
+            self.sections[section] = Section(section, file=str(self.path))
+        self.sections[section].properties[key] = Property(_cpp_showpoint(value))
+        self._read.setdefault(section, set()).add(key)
+
+    # ------------------------------------------------------------- reading
+    def value(self, section: str, key: str, default: Any = REQUIRED) -> str:
+        """The fully resolved text of a property (references, variables, arithmetic)."""
+        if not self.has_key(section, key):
+            return self._absent(section, key, default)
+        self._read.setdefault(section, set()).add(key)
+        return self._resolve_property(section, section, key, ())
+
+    def items(self, section: str) -> dict[str, str]:
+        """Every property resolved, all marked read (N2D2's ``getSection``, used for ConfigSection)."""
+        resolved = {k: self.value(section, k) for k in self.keys(section)}
+        self.mark_read(section)
+        return resolved
+
+    def get_str(self, section: str, key: str, default: Any = REQUIRED) -> str:
+        return self.value(section, key, default)
+
+    def get_int(self, section: str, key: str, default: Any = REQUIRED) -> int:
+        return self._typed(section, key, default, parse_int, "an integer")
+
+    def get_uint(self, section: str, key: str, default: Any = REQUIRED) -> int:
+        return self._typed(section, key, default, parse_uint, "a non-negative integer")
+
+    def get_float(self, section: str, key: str, default: Any = REQUIRED) -> float:
+        return self._typed(section, key, default, parse_float, "a number")
+
+    def get_bool(self, section: str, key: str, default: Any = REQUIRED) -> bool:
+        return self._typed(section, key, default, parse_bool, "0 or 1")
+
+    def get_ints(self, section: str, key: str, default: Any = REQUIRED) -> list[int]:
+        return self._typed(section, key, default, lambda t: parse_list(t, parse_int),
+                           "integers separated by spaces")
+
+    def get_floats(self, section: str, key: str, default: Any = REQUIRED) -> list[float]:
+        return self._typed(section, key, default, lambda t: parse_list(t, parse_float),
+                           "numbers separated by spaces")
+
+    def get_spread(self, section: str, key: str, default: Any = REQUIRED) -> tuple[float, float, bool]:
+        """A ``ParameterWithSpread``: ``value`` or ``"value; spread"`` (spread may end in ``%``)."""
+        return self._typed(section, key, default, parse_spread, 'a value or "value; spread[%]"')
+
+    def get_list(self, section: str, key: str, default: Any = REQUIRED, separator: str = ",") -> list[str]:
+        """A name list such as ``Input=a,b`` or ``ConfigSection=a,b``: split, not trimmed (``Utils::split``)."""
+        if not self.has_key(section, key):
+            return self._absent(section, key, default)
+        return self.value(section, key).split(separator)
+
+    def get_path(self, section: str, key: str, default: Any = REQUIRED) -> str:
+        """A path-like property: ``${VAR}`` from the environment (unset: empty), relative to the INI's folder."""
+        if not self.has_key(section, key):
+            return self._absent(section, key, default)
+        text = self.expand_env(self.value(section, key))
+        if not text or os.path.isabs(text):
+            return text
+        return os.path.join(os.path.dirname(str(self.path)), text)
+
+    def expand_env(self, text: str) -> str:
+        """N2D2's ``Utils::expandEnvVars``: ``${VAR}`` becomes the variable's value, or nothing."""
+        return _ENV_RE.sub(lambda m: self.env.get(m.group(1), ""), text)
+
+    # ------------------------------------------------------------- helpers
     def _section(self, section: str) -> Section:
         if section not in self.sections:
-            raise IRCError(f"no section [{section}]", file=self.path)
+            raise IRCError(f"no section [{section}]", file=str(self.path),
+                           hint=f"sections: {', '.join(n for n in self.sections if n) or '(none)'}")
         return self.sections[section]
 
-    def _raw(self, section: str, key: str) -> tuple[str, str, int]:
-        sec = self._section(section)
-        if key in sec.properties:
-            p = sec.properties[key]
-            return p.raw, p.file, p.line
-        if (section, key) in self._computed:
-            return self._computed[(section, key)], sec.file, sec.line
-        raise IRCError(f"[{section}] needs {key}", file=sec.file, line=sec.line)
-
-    # ---------------------------------------------------------- resolving
-    def value(self, section: str, key: str, default=REQUIRED) -> str:
-        if not self.has_key(section, key):
-            if default is REQUIRED:
-                self._raw(section, key)
+    def _absent(self, section: str, key: str, default: Any) -> Any:
+        if default is not REQUIRED:
             return default
-        self._read.setdefault(section, set()).add(key)
-        raw, file, line = self._raw(section, key)
-        return self._resolve(raw, section, file, line, depth=0)
+        sec = self._section(section)
+        raise IRCError(f"[{section}] has no {key}", file=sec.file or str(self.path), line=sec.line,
+                       hint=f"add {key}=... to [{section}]")
 
-    def _resolve(self, value: str, section: str, file: str, line: int, depth: int) -> str:
-        if depth > 50:
-            raise IRCError("references loop back on themselves", file=file, line=line)
-        # 1. [section]property references
+    def _typed(self, section: str, key: str, default: Any, parse: Callable[[str], T], expected: str) -> T:
+        if not self.has_key(section, key):
+            return self._absent(section, key, default)
+        text = self.value(section, key)
+        try:
+            return parse(text)
+        except _Unreadable as e:
+            reason = f" ({e})" if str(e) else ""
+            raise self._origin(section, key).error(f"[{section}] {key}: expected {expected}, got {text!r}{reason}",
+                                                   _typed_hint(text)) from None
+
+    # ------------------------------------------------------------- resolution
+    def _origin(self, owner: str, key: str) -> _Origin:
+        file, line = self.where(owner, key)
+        return _Origin(file, line, owner, self.sections[owner].parent)
+
+    def _resolve_property(self, context: str, owner: str, key: str, chain: tuple[tuple[str, str], ...]) -> str:
+        """Resolve ``[owner] key`` as read from section ``context`` (N2D2 resolves in the reader's context)."""
+        link = (owner, key)
+        origin = self._origin(owner, key)
+        if link in chain:
+            cycle = " -> ".join(f"[{s}]{k}" for s, k in chain + (link,))
+            raise origin.error(f"circular reference: {cycle}")
+        raw = self.sections[owner].properties[key].raw
+        return self._resolve(raw, context, origin, chain + (link,))
+
+    def _resolve(self, text: str, context: str, origin: _Origin,
+                 chain: tuple[tuple[str, str], ...]) -> str:
+        text = self._substitute_references(text, context, origin, chain)
+        text, complete = self._substitute_variables(text, context, origin, chain)
+        if not complete:                 # N2D2 stops at a `${` with no `}`: no arithmetic either
+            return text
+        return _substitute_expressions(text, origin)
+
+    def _substitute_references(self, text: str, context: str, origin: _Origin,
+                               chain: tuple[tuple[str, str], ...]) -> str:
+        """``[section]prop`` -> that property's value; text in brackets that is no section stays."""
         pos = 0
-        while True:
-            start = value.find("[", pos)
-            if start < 0:
-                break
-            close = value.find("]", start + 1)
+        for _ in range(_MAX_SUBSTITUTIONS):
+            start = text.find("[", pos)
+            close = text.find("]", start + 1) if start >= 0 else -1
             if close < 0:
-                break
-            name = value[start + 1:close]
+                return text
+            name = text[start + 1:close]
             if name not in self.sections:
                 pos = start + 1
                 continue
-            m = _SPACE.search(value, close + 1)
-            end = m.start() if m else len(value)
-            prop = value[close + 1:end]
-            if not self.has_key(name, prop):
-                raise IRCError(f"[{name}]{prop}: section [{name}] has no property {prop}", file=file, line=line)
-            raw, rfile, rline = self._raw(name, prop)
-            self._read.setdefault(name, set()).add(prop)
-            replacement = self._resolve(raw, name, rfile, rline, depth + 1)
-            value = value[:start] + replacement + value[end:]
-            pos = start + len(replacement)
-        # 2. ${NAME} variables
+            space = _CPP_SPACE_RE.search(text, close + 1)
+            end = space.start() if space else len(text)
+            key = text[close + 1:end]
+            if key not in self.sections[name].properties:
+                raise origin.error(f"[{name}]{key}: section [{name}] has no property {key!r}",
+                                   _reference_hint(name, key))
+            text = text[:start] + self._resolve_property(context, name, key, chain) + text[end:]
+        raise origin.error("too many [section]property substitutions")
+
+    def _substitute_variables(self, text: str, context: str, origin: _Origin,
+                              chain: tuple[tuple[str, str], ...]) -> tuple[str, bool]:
+        """``${NAME}`` -> its value; unknown names stay.  False when a ``${`` is never closed."""
         pos = 0
-        while True:
-            start = value.find("${", pos)
+        for _ in range(_MAX_SUBSTITUTIONS):
+            start = text.find("${", pos)
             if start < 0:
-                break
-            end = value.find("}", start + 2)
+                return text, True
+            end = text.find("}", start + 2)
             if end < 0:
-                break
-            var = value[start + 2:end]
-            found = self._variable(var, section, file, line, depth)
+                return text, False
+            found = self._variable(text[start + 2:end], context, chain)
             if found is None:
                 pos = end + 1
                 continue
-            value = value[:start] + found + value[end + 1:]
-            pos = start + len(found)
-        # 3. $(...) arithmetic, innermost parentheses balanced
-        pos = 0
-        while True:
-            start = value.find("$(", pos)
-            if start < 0:
-                break
-            depth_p, i = 0, start + 1
-            while i < len(value):
-                if value[i] == "(":
-                    depth_p += 1
-                elif value[i] == ")":
-                    depth_p -= 1
-                    if depth_p == 0:
-                        break
-                i += 1
-            if depth_p:
-                break
-            result = evaluate(value[start + 2:i], file=file, line=line)
-            value = value[:start] + result + value[i + 1:]
-            pos = start + len(result)
-        return value
+            text = text[:start] + found + text[end + 1:]
+        raise origin.error("too many ${variable} substitutions")
 
-    def _variable(self, var: str, section: str, file: str, line: int, depth: int) -> str | None:
-        names = list(self.sections)
-        if var == "SECTION_NAME":
-            return section
-        if var == "PREV_SECTION_NAME":
-            i = names.index(section) if section in names else 0
-            if i <= 1:
-                return ""
-            parent = self.sections[section].properties.get("$PARENT_SECTION_NAME")
-            if parent is not None and parent.raw == names[i - 1]:
-                return names[i - 2] if i >= 2 else ""
-            return names[i - 1]
-        for sec in (section, ""):
-            props = self.sections[sec].properties
-            if "$" + var in props:
-                p = props["$" + var]
-                return self._resolve(p.raw, sec, p.file, p.line, depth + 1)
+    def _variable(self, name: str, context: str, chain: tuple[tuple[str, str], ...]) -> str | None:
+        if name == "SECTION_NAME":
+            return context
+        if name == "PREV_SECTION_NAME":
+            return self._previous_section(context)
+        for owner in (context, ""):
+            if "$" + name in self.sections[owner].properties:
+                return self._resolve_property(context, owner, "$" + name, chain)
         return None
 
-    # ------------------------------------------------------------- typed
-    def _typed(self, section: str, key: str, default, convert, what: str):
-        if not self.has_key(section, key):
-            if default is REQUIRED:
-                self._raw(section, key)
-            return default
-        text = self.value(section, key).strip()
+    def _previous_section(self, context: str) -> str:
+        """The section before ``context``, skipping the including section of a generated one."""
+        names = list(self.sections)
+        index = names.index(context)
+        if index == 0:
+            return ""
+        parent = self.sections[context].properties.get(PARENT_KEY)
+        if parent is not None and parent.raw == names[index - 1] and index >= 2:
+            return names[index - 2]
+        return names[index - 1]
+
+    # ------------------------------------------------------------- warnings
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, IniWarning, stacklevel=4)
+
+
+# =================================================================== resolution helpers
+def _substitute_expressions(text: str, origin: _Origin) -> str:
+    """``$(expr)`` -> its value, parentheses matched the way N2D2 matches them."""
+    pos = 0
+    for _ in range(_MAX_SUBSTITUTIONS):
+        start = text.find("$(", pos)
+        if start < 0:
+            return text
+        end = _closing_parenthesis(text, start)
+        if end < 0:
+            return text
+        result = _evaluate_at(text[start + 2:end], origin)
+        text = text[:start] + result + text[end + 1:]
+        pos = start
+    raise origin.error("too many $(...) substitutions")
+
+
+def _evaluate_at(expression: str, origin: _Origin) -> str:
+    """The printed value of ``$(expression)`` (trimmed, as N2D2 trims the interpreter's output)."""
+    try:
+        return evaluate(expression, file=origin.file, line=origin.line).strip(_CPP_SPACE)
+    except IRCError as e:
+        e.message += origin.note()
+        e.args = (e.format(),)
+        raise
+
+
+def _closing_parenthesis(text: str, start: int) -> int:
+    """The ``)`` that closes ``$(`` at ``start``: each ``(`` before a ``)`` pushes it one further."""
+    next_open = text.find("(", start + 2)
+    close = text.find(")", start + 2)
+    while next_open >= 0 and close >= 0 and next_open < close:
+        next_open = text.find("(", next_open + 1)
+        close = text.find(")", close + 1)
+    return close
+
+
+def _reference_hint(section: str, key: str) -> str:
+    if key.startswith("_"):
+        return f"N2D2 writes {key} into [{section}] while it builds the network; it exists once that layer is built"
+    return f"add {key}=... to [{section}], or fix the reference"
+
+
+def _wildcard(pattern: str) -> Callable[[str], bool]:
+    """N2D2's ``Utils::match``: ``*`` any run, ``?`` one character, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    compiled = re.compile(regex, re.S)
+    return lambda name: compiled.fullmatch(name) is not None
+
+
+def _cpp_showpoint(value: Any) -> str:
+    """``stream << std::showpoint << value`` for the types N2D2 sets; strings as they are."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "%#g" % value
+    return str(value)
+
+
+# =================================================================== typed parsing
+def _number_body(text: str) -> str:
+    """``>>`` skips leading whitespace; trailing text (even a space) is left unread, hence an error."""
+    return text.lstrip(_CPP_SPACE)
+
+
+def parse_int(text: str) -> int:
+    """An integer as N2D2's stream reads it: optional sign, ',' thousands groups, nothing after."""
+    body = _number_body(text)
+    if not _INT_RE.fullmatch(body):
+        raise _Unreadable()
+    return int(body.replace(",", ""))
+
+
+def parse_uint(text: str) -> int:
+    """An unsigned integer: N2D2 refuses a leading '-' (``Utils::signChecked``)."""
+    if _number_body(text).startswith("-"):
+        raise _Unreadable("negative")
+    return parse_int(text)
+
+
+def parse_float(text: str) -> float:
+    body = _number_body(text)
+    if not _FLOAT_RE.fullmatch(body):
+        raise _Unreadable()
+    value = float(body.replace(",", ""))
+    if value in (float("inf"), float("-inf")):
+        raise _Unreadable("out of range")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    """N2D2 reads bool without ``boolalpha``: the integers 0 and 1 only."""
+    value = parse_int(text)
+    if value not in (0, 1):
+        raise _Unreadable()
+    return bool(value)
+
+
+def parse_list(text: str, item: Callable[[str], T]) -> list[T]:
+    """A whitespace-separated list, every item read whole."""
+    return [item(token) for token in _CPP_SPACE_RE.split(text) if token]
+
+
+def parse_spread(text: str) -> tuple[float, float, bool]:
+    """``value`` -> (value, 0, True); ``value; spread`` -> (value, spread, spread ended in %)."""
+    parts = text.split(";")
+    if len(parts) == 1:
+        return parse_float(text), 0.0, True
+    if len(parts) > 2:
+        raise _Unreadable("the 'value; mean; spread' form is not supported")
+    value = parse_float(parts[0].rstrip(_CPP_SPACE))
+    match = _SPREAD_RE.fullmatch(parts[1].lstrip(_CPP_SPACE))
+    if match is None:
+        raise _Unreadable("bad spread")
+    return value, parse_float(match.group(1)), match.group(2) == "%"
+
+
+def _typed_hint(text: str) -> str | None:
+    if "," in text:
+        return _LIST_HINT
+    if text.strip().lower() in ("true", "false", "yes", "no"):
+        return "N2D2 reads booleans as 0 or 1"
+    return None
+
+
+# =================================================================== loading
+def _read_lines(path: str) -> list[SourceLine]:
+    """The file's lines as ``std::getline`` gives them: split on LF only, no empty line after the last LF."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            text = f.read()
+    except OSError as e:
+        raise IRCError(f"cannot read the INI file ({e.strerror})", file=path) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [SourceLine(line, path, number) for number, line in enumerate(lines, 1)]
+
+
+def _logical_lines(lines: Iterable[SourceLine]) -> Iterator[SourceLine]:
+    """BOM removal, ``\\`` continuation, comments and trimming; empty lines dropped."""
+    pending: SourceLine | None = None
+    for physical in lines:
+        text = physical.text[1:] if physical.text.startswith("\ufeff") else physical.text
+        if text.endswith("\\"):
+            start = pending or physical
+            pending = SourceLine((pending.text if pending else "") + text[:-1], start.file, start.line)
+            continue
+        origin = pending or physical
+        if pending is not None:
+            text, pending = pending.text + text, None
+        text = _strip_comment(text, origin).strip(_CPP_SPACE)
+        if text:
+            yield SourceLine(text, origin.file, origin.line)
+    # like N2D2, a continuation on the very last line is dropped
+
+
+def _strip_comment(text: str, origin: SourceLine) -> str:
+    """Cut at the first ``;`` or ``#`` outside a pair of double quotes."""
+    pos = 0
+    while True:
+        match = _COMMENT_OR_QUOTE_RE.search(text, pos)
+        if match is None:
+            return text
+        if match.group() != '"':
+            return text[:match.start()]
+        close = text.find('"', match.end())
+        if close < 0:
+            raise IRCError("malformed property: a double quote is never closed", file=origin.file, line=origin.line,
+                           hint='close the quote; outside "..." a ; or # starts a comment')
+        pos = close + 1
+
+
+@dataclass
+class _Header:
+    name: str
+    bases: list[str]
+    template: str | None
+
+
+def _parse_header(text: str) -> _Header | None:
+    """``[name] base...`` / ``[name@file.ini.tpl]``, or None when the line is not a header."""
+    close = text.find("]")
+    if not text.startswith("[") or close < 0:
+        return None
+    name = text[1:close]
+    bases = [b for b in re.split(r"[ \t]", text[close + 1:]) if b]
+    parts = [p for p in name.split("@") if p]
+    if len(parts) == 2:
+        return _Header(parts[0], bases, parts[1])
+    return _Header(name, bases, None)
+
+
+@dataclass
+class _PendingTemplate:
+    section: str
+    spec: str
+    header: SourceLine
+
+
+class _Loader:
+    """Feeds lines into a document as ``IniParser::load`` does; templates load through a nested loader."""
+
+    def __init__(self, doc: IniDocument, depth: int = 0):
+        self.doc = doc
+        self.depth = depth
+
+    def load(self, lines: Iterable[SourceLine], parent: str | None = None, template: str | None = None) -> None:
+        current = ""
+        pending: _PendingTemplate | None = None
+        for line in _logical_lines(lines):
+            header = _parse_header(line.text)
+            if header is None:
+                self._add_property(current, line)
+                continue
+            if pending is not None:
+                self._expand(pending)
+            current = self._open_section(header, line, parent, template)
+            pending = _PendingTemplate(current, header.template, line) if header.template else None
+        if pending is not None:
+            self._expand(pending)
+
+    def _open_section(self, header: _Header, line: SourceLine, parent: str | None, template: str | None) -> str:
+        doc, name = self.doc, header.name
+        if name in doc.sections:
+            first = doc.sections[name]
+            where = f" (first at {first.file}:{first.line})" if first.line is not None else ""
+            raise IRCError(f"section [{name}] is defined twice{where}", file=line.file, line=line.line,
+                           hint="section names must be unique (they are case-sensitive)")
+        section = Section(name, list(header.bases), line.file, line.line, template=template, parent=parent,
+                          includes=header.template)
+        for base in header.bases:
+            if base not in doc.sections:
+                raise IRCError(f"[{name}] inherits from [{base}], which is not defined before it", file=line.file,
+                               line=line.line, hint="a section can only inherit from sections above it")
+            for key, prop in doc.sections[base].properties.items():
+                section.properties.setdefault(key, prop)       # std::map::insert: the first base wins
+        if parent is not None:
+            section.properties[PARENT_KEY] = Property(parent, line.file, line.line)
+        doc.sections[name] = section
+        return name
+
+    def _add_property(self, current: str, line: SourceLine) -> None:
+        eq = line.text.find("=")
+        if eq < 0:
+            raise IRCError(f"missing value for property {line.text!r}", file=line.file, line=line.line,
+                           hint="properties are written key=value")
+        key = line.text[:eq].rstrip(_CPP_SPACE)
+        value = line.text[eq + 1:].lstrip(_CPP_SPACE)
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        section = self.doc.sections[current]
+        previous = section.properties.get(key)
+        if previous is not None and not self._inherited(section, key, previous):
+            self.doc._warn(f"{line.file}:{line.line}: [{current}] {key} is set again (was {previous.raw!r} at "
+                           f"line {previous.line}); the last value wins")
+        section.properties[key] = Property(value, line.file, line.line)
+
+    def _inherited(self, section: Section, key: str, prop: Property) -> bool:
+        """Whether ``prop`` is the copy of a base's property (overriding it is what inheritance is for)."""
+        return any(self.doc.sections[base].properties.get(key) is prop for base in section.bases)
+
+    # ------------------------------------------------------------- templates
+    def _expand(self, pending: _PendingTemplate) -> None:
+        """Render ``[name@file.ini.tpl]``'s template with the section's properties and load the result."""
+        if self.depth >= _MAX_TEMPLATE_DEPTH:
+            raise IRCError("templates include each other too deeply", file=pending.header.file,
+                           line=pending.header.line)
+        path = self._template_path(pending)
+        params = self._template_parameters(pending.section, path)
         try:
-            return convert(text)
-        except ValueError:
-            file, line = self.where(section, key)
-            raise IRCError(f"[{section}] {key}={text!r} is not {what}", file=file, line=line) from None
+            lines = render_template(path, params)
+            _Loader(self.doc, self.depth + 1).load(lines, parent=pending.section, template=path)
+        except IRCError as e:
+            raise _in_template(e, pending) from None
 
-    def get_str(self, section: str, key: str, default=REQUIRED) -> str:
-        return self._typed(section, key, default, lambda t: t, "a string")
+    def _template_path(self, pending: _PendingTemplate) -> str:
+        """The template file: ``${VAR}`` from the environment, relative to the INI file's folder."""
+        expanded = self.doc.expand_env(pending.spec)
+        folder = os.path.dirname(str(self.doc.path))
+        path = expanded if os.path.isabs(expanded) else os.path.join(folder, expanded)
+        if os.path.isfile(path):
+            return path
+        unset = [v for v in _ENV_RE.findall(pending.spec) if not self.doc.env.get(v)]
+        beside = os.path.join(folder, os.path.basename(expanded))
+        if unset and os.path.isfile(beside):
+            self.doc._warn(f"{pending.header.file}:{pending.header.line}: ${{{unset[0]}}} is not set; using the "
+                           f"template next to the INI file ({beside})")
+            return beside
+        hint = (f"set {', '.join(unset)} (unset variables expand to nothing)" if unset
+                else "a relative template path is looked up in the INI file's folder")
+        raise IRCError(f"template {pending.spec!r} not found ({path})", file=pending.header.file,
+                       line=pending.header.line, hint=hint)
 
-    def get_int(self, section: str, key: str, default=REQUIRED) -> int:
-        return self._typed(section, key, default, _int, "an integer")
-
-    def get_uint(self, section: str, key: str, default=REQUIRED) -> int:
-        return self._typed(section, key, default, _uint, "a non-negative integer")
-
-    def get_float(self, section: str, key: str, default=REQUIRED) -> float:
-        return self._typed(section, key, default, _float, "a number")
-
-    def get_bool(self, section: str, key: str, default=REQUIRED) -> bool:
-        return self._typed(section, key, default, _bool, "0 or 1")
-
-    def get_ints(self, section: str, key: str, default=REQUIRED) -> list[int]:
-        return self._typed(section, key, default, lambda t: [_int(v) for v in t.split()], "a list of integers")
-
-    def get_floats(self, section: str, key: str, default=REQUIRED) -> list[float]:
-        return self._typed(section, key, default, lambda t: [_float(v) for v in t.split()], "a list of numbers")
-
-    def get_spread(self, section: str, key: str, default=REQUIRED) -> tuple[float, float, bool]:
-        def parse(t: str):
-            value, _, spread = t.partition(";")
-            spread = spread.strip()
-            percent = spread.endswith("%")
-            return _float(value.strip()), _float(spread.rstrip("%").strip()) if spread else 0.0, percent
-        return self._typed(section, key, default, parse, "value[; spread[%]]")
-
-    def expand_env(self, text: str) -> str:
-        return _ENV.sub(lambda m: self.env.get(m.group(1), ""), text)
-
-    def get_path(self, section: str, key: str, default=REQUIRED) -> str:
-        if not self.has_key(section, key) and default is not REQUIRED:
-            return default
-        p = self.expand_env(self.value(section, key))
-        return p if os.path.isabs(p) else os.path.join(os.path.dirname(self.path), p)
+    def _template_parameters(self, section: str, path: str) -> dict[str, str]:
+        params = {"SECTION_NAME": section, "SECTION_FILE_NAME": path}
+        for key in self.doc.keys(section, variables=True):
+            params[key] = self.doc._resolve_property(section, section, key, ())
+        return params
 
 
-# ------------------------------------------------------------ number parsing
-def _clean(text: str) -> str:
-    return text.replace(",", "") if _THOUSANDS.fullmatch(text) else text
-
-
-def _int(text: str) -> int:
-    text = _clean(text)
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ValueError(text)
-    return int(text)
-
-
-def _uint(text: str) -> int:
-    if text.strip().startswith("-"):
-        raise ValueError(text)
-    return _int(text)
-
-
-def _float(text: str) -> float:
-    text = _clean(text)
-    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", text, re.I):
-        raise ValueError(text)
-    return float(text)
-
-
-def _bool(text: str) -> bool:
-    if text not in ("0", "1"):
-        raise ValueError(text)
-    return text == "1"
+def _in_template(error: IRCError, pending: _PendingTemplate) -> IRCError:
+    """Add which section included the template to an error raised inside it."""
+    note = f"in the template included by [{pending.section}]"
+    if note not in error.message:
+        error.message += f" ({note} at {pending.header.file}:{pending.header.line})"
+        error.args = (error.format(),)
+    return error
 
 
 def parse_ini(path: str, env: Mapping[str, str] | None = None) -> IniDocument:
-    """Read an N2D2 INI file (templates expanded in place)."""
-    if not os.path.exists(path):
-        raise IRCError("file not found", file=path)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise IRCError(f"cannot read it ({e.strerror})", file=path) from None
+    """Read an N2D2 INI file; ``env`` (default ``os.environ``) expands ``${VAR}`` in paths."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise IRCError("INI file not found", file=path)
     doc = IniDocument(path, env)
-    doc._load(text, path)
+    _Loader(doc).load(_read_lines(path))
     return doc

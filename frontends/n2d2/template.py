@@ -1,184 +1,387 @@
-"""N2D2's template language, for ``[name@file.ini.tpl]`` includes (src/utils/TemplateParser.cpp).
+"""N2D2's template language, for ``[name@file.ini.tpl]`` includes (``src/utils/TemplateParser.cpp``).
 
-``{{VAR}}`` (undefined: an error), ``{% if V ==|!=|exists|not_exists [value] %}
-... {% else %} ... {% endif %}``, ``{% for V in range([start,] stop) %}...
-{% endfor %}``, ``{% block ARR %}...{% endblock %}`` over ``ARR=n`` with
-``ARR[i].P`` visible as ``{{.P}}`` and the index as ``{{#}}``,
-``{% include file %}`` and ``{% set V %}...{% endset %}``.
+A template is INI text with
+
+* ``{{VAR}}`` -- the parameter's value; an undefined name is an error (names are
+  exact: ``{{ VAR }}`` looks up `` VAR ``);
+* ``{% if VAR ==|!=|exists|not_exists [value] %} ... {% else %} ... {% endif %}``;
+* ``{% for V in range([start,] stop) %} ... {% endfor %}`` (bounds are numbers or
+  parameter names; ``V`` is printed the way a C++ stream prints a double);
+* ``{% block ARR %} ... {% endblock %}`` -- repeated ``ARR`` times, with the
+  parameters ``ARR[i].P`` visible as ``{{.P}}`` and the index as ``{{#}}``;
+* ``{% set V %} ... {% endset %}`` -- ``V`` becomes the rendered body;
+* ``{% include file %}`` -- another template's text, parsed in place.
+
+Control words are split on spaces, parentheses and commas, as N2D2 does.  The
+output keeps, for every line, the template file and line it came from, so that
+an error in the generated INI text points into the template.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Mapping, Union
 
 from irc.errors import IRCError
 
-_CONTROL = re.compile(r"\{%\s*(.*?)\s*%\}", re.S)
+_CONTROL_DELIMITERS = re.compile(r"[ (),]+")
+_CPP_DOUBLE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_CPP_INT = re.compile(r"[+-]?\d+")
+_CPP_SPACE = " \t\n\v\f\r"
+_CLOSING_WORDS = ("else", "endif", "endfor", "endblock", "endset")
+_INVERSE_OP = {"==": "!=", "!=": "==", "exists": "not_exists", "not_exists": "exists"}
+_MAX_LOOP = 100_000
+_MAX_INCLUDE_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """One physical line of INI text and where it was written."""
+
+    text: str
+    file: str
+    line: int
+
+
+# ------------------------------------------------------------------ the tree
+@dataclass
+class _Text:
+    text: str
+    file: str
+    line: int
 
 
 @dataclass
-class _Node:
-    kind: str                      # text | if | for | block | set | include
-    text: str = ""
-    args: list[str] = field(default_factory=list)
-    body: list["_Node"] = field(default_factory=list)
-    orelse: list["_Node"] = field(default_factory=list)
-    line: int = 1
+class _Tag:
+    words: list[str]
+    file: str
+    line: int
 
 
-class Template:
-    def __init__(self, source: str, path: str):
+@dataclass
+class _If:
+    var: str
+    op: str
+    value: str
+    then: list
+    orelse: list | None
+    file: str
+    line: int
+
+
+@dataclass
+class _For:
+    var: str
+    start: str
+    stop: str
+    body: list
+    file: str
+    line: int
+
+
+@dataclass
+class _Block:
+    var: str
+    body: list
+    file: str
+    line: int
+
+
+@dataclass
+class _Set:
+    var: str
+    body: list
+    file: str
+    line: int
+
+
+_Node = Union[_Text, _If, _For, _Block, _Set]
+
+
+def _error(message: str, where: _Text | _Tag | _If | _For | _Block | _Set, hint: str | None = None) -> IRCError:
+    return IRCError(message, file=where.file, line=where.line, hint=hint)
+
+
+# ------------------------------------------------------------------ parsing
+def read_template(path: str) -> str:
+    """The template's text, line endings untouched (N2D2 reads bytes; a CR stays in the line)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            return f.read()
+    except OSError as e:
+        raise IRCError(f"cannot open the template file ({e.strerror})", file=path) from None
+
+
+def _tokenize(source: str, path: str) -> list[_Text | _Tag]:
+    """Split template text into literal text and ``{% ... %}`` controls, each with its line."""
+    tokens: list[_Text | _Tag] = []
+    pos, line = 0, 1
+    while True:
+        start = source.find("{%", pos)
+        if start < 0:
+            tokens.append(_Text(source[pos:], path, line))
+            return tokens
+        tokens.append(_Text(source[pos:start], path, line))
+        line += source.count("\n", pos, start)
+        end = source.find("%}", start + 2)
+        if end < 0:
+            raise IRCError("a {% control is never closed by %}", file=path, line=line)
+        words = [w for w in _CONTROL_DELIMITERS.split(source[start + 2:end]) if w]
+        if not words:
+            raise IRCError("empty {% %} control", file=path, line=line)
+        tokens.append(_Tag(words, path, line))
+        line += source.count("\n", start, end + 2)
+        pos = end + 2
+
+
+class _Parser:
+    """Builds the node tree of one template file (includes are parsed in place)."""
+
+    def __init__(self, path: str, including: tuple[str, ...] = ()):
         self.path = path
-        self.source = source
-        self.nodes, end, closing = self._parse(0, ())
-        if closing:
-            raise self._error(f"unexpected {{% {closing} %}}", end)
+        self.including = including + (os.path.abspath(path),)
+        self.tokens = _tokenize(read_template(path), path)
+        self.pos = 0
 
-    def _error(self, message: str, pos: int) -> IRCError:
-        return IRCError(message, file=self.path, line=self.source.count("\n", 0, pos) + 1)
+    def parse(self) -> list[_Node]:
+        nodes, _ = self._body((), None)
+        return nodes
 
-    def _parse(self, pos: int, closers: tuple[str, ...]) -> tuple[list[_Node], int, str | None]:
+    def _body(self, closers: tuple[str, ...], opener: _Tag | None) -> tuple[list[_Node], _Tag | None]:
+        """Nodes up to one of ``closers`` (returned too), or to the end when there are none."""
         nodes: list[_Node] = []
-        while True:
-            m = _CONTROL.search(self.source, pos)
-            if m is None:
-                if closers:
-                    raise self._error(f"missing {{% {closers[0]} %}}", len(self.source))
-                nodes.append(_Node("text", self.source[pos:]))
-                return nodes, len(self.source), None
-            nodes.append(_Node("text", self.source[pos:m.start()]))
-            words = m.group(1).split()
-            if not words:
-                raise self._error("empty {% %}", m.start())
-            head, pos = words[0], m.end()
-            line = self.source.count("\n", 0, m.start()) + 1
-            if head in closers or head == "else" and "endif" in closers:
-                return nodes, pos, head
-            if head in ("endif", "endfor", "endblock", "endset", "else"):
-                raise self._error(f"unexpected {{% {head} %}}", m.start())
-            if head == "if":
-                if len(words) < 3:
-                    raise self._error("if needs a variable and an operator", m.start())
-                body, pos, closer = self._parse(pos, ("endif",))
-                orelse: list[_Node] = []
-                if closer == "else":
-                    orelse, pos, _ = self._parse(pos, ("endif",))
-                nodes.append(_Node("if", args=words[1:], body=body, orelse=orelse, line=line))
-            elif head == "for":
-                rng = re.fullmatch(r"for\s+(\S+)\s+in\s+range\(\s*([^,)\s]+)\s*(?:,\s*([^)\s]+)\s*)?\)",
-                                   m.group(1).strip())
-                if rng is None:
-                    raise self._error("expected {% for V in range([start,] stop) %}", m.start())
-                body, pos, _ = self._parse(pos, ("endfor",))
-                nodes.append(_Node("for", args=[rng.group(1), rng.group(2), rng.group(3) or ""], body=body, line=line))
-            elif head in ("block", "set"):
-                if len(words) != 2:
-                    raise self._error(f"{head} needs one variable name", m.start())
-                body, pos, _ = self._parse(pos, ("end" + head,))
-                nodes.append(_Node(head, args=[words[1]], body=body, line=line))
-            elif head == "include":
-                if len(words) != 2:
-                    raise self._error("include needs one file name", m.start())
-                nodes.append(_Node("include", args=[words[1]], line=line))
+        while self.pos < len(self.tokens):
+            token = self.tokens[self.pos]
+            self.pos += 1
+            if isinstance(token, _Text):
+                nodes.append(token)
+                continue
+            keyword = token.words[0]
+            if keyword in closers:
+                if len(token.words) > 1:
+                    raise _error(f"{{% {keyword} %}} takes no arguments", token)
+                return nodes, token
+            if keyword in _CLOSING_WORDS:
+                raise _error(f"{{% {keyword} %}} without a matching opening statement", token)
+            nodes.extend(self._statement(token))
+        if opener is not None:
+            raise _error(f"{{% {opener.words[0]} %}} is never closed by {{% {closers[-1]} %}}", opener)
+        return nodes, None
+
+    def _statement(self, tag: _Tag) -> list[_Node]:
+        keyword = tag.words[0]
+        if keyword == "if":
+            return [self._if(tag)]
+        if keyword == "for":
+            return [self._for(tag)]
+        if keyword in ("block", "set"):
+            return [self._named(tag)]
+        if keyword == "include":
+            return self._include(tag)
+        raise _error(f"unknown template control {{% {keyword} %}}", tag,
+                     hint="controls: if/else/endif, for/endfor, block/endblock, set/endset, include")
+
+    def _if(self, tag: _Tag) -> _If:
+        if len(tag.words) not in (3, 4):
+            raise _error("expected {% if VAR ==|!=|exists|not_exists [value] %}", tag)
+        then, closer = self._body(("else", "endif"), tag)
+        orelse = None
+        if closer is not None and closer.words[0] == "else":
+            orelse, _ = self._body(("endif",), tag)
+        value = tag.words[3] if len(tag.words) == 4 else ""
+        return _If(tag.words[1], tag.words[2], value, then, orelse, tag.file, tag.line)
+
+    def _for(self, tag: _Tag) -> _For:
+        words = tag.words
+        if len(words) < 5 or words[2] != "in" or words[3] != "range":
+            raise _error("expected {% for VAR in range([start,] stop) %}", tag)
+        body, _ = self._body(("endfor",), tag)
+        stop = words[5] if len(words) > 5 else ""
+        return _For(words[1], words[4], stop, body, tag.file, tag.line)
+
+    def _named(self, tag: _Tag) -> _Block | _Set:
+        keyword = tag.words[0]
+        if len(tag.words) != 2:
+            raise _error(f"expected {{% {keyword} NAME %}}", tag)
+        body, _ = self._body(("end" + keyword,), tag)
+        kind = _Block if keyword == "block" else _Set
+        return kind(tag.words[1], body, tag.file, tag.line)
+
+    def _include(self, tag: _Tag) -> list[_Node]:
+        if len(tag.words) < 2:
+            raise _error("expected {% include FILE %}", tag)
+        path = tag.words[1]
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(self.path), path)
+        if not os.path.isfile(path):
+            raise _error(f"included template {tag.words[1]!r} not found ({path})", tag,
+                         hint="a relative include is looked up in the including template's folder")
+        if os.path.abspath(path) in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
+            raise _error(f"template {tag.words[1]!r} includes itself", tag)
+        return _Parser(path, self.including).parse()
+
+
+def parse_template(path: str) -> list[_Node]:
+    """The node tree of a template file; syntax errors name the template file and line."""
+    return _Parser(path).parse()
+
+
+# ------------------------------------------------------------------ rendering
+class _Renderer:
+    """Renders nodes into text fragments that remember their template file and line."""
+
+    def __init__(self) -> None:
+        # (text, file, line, literal): literal text advances the line at each newline,
+        # a substituted value keeps the line of its {{ }}
+        self.fragments: list[tuple[str, str, int, bool]] = []
+
+    def text(self) -> str:
+        return "".join(f[0] for f in self.fragments)
+
+    def render(self, nodes: list[_Node], params: dict[str, str]) -> None:
+        for node in nodes:
+            if isinstance(node, _Text):
+                self._text(node, params)
+            elif isinstance(node, _If):
+                self._if(node, params)
+            elif isinstance(node, _For):
+                self._for(node, params)
+            elif isinstance(node, _Block):
+                self._block(node, params)
             else:
-                raise self._error(f"unknown template statement {head!r}", m.start())
+                self._set(node, params)
 
-    # ------------------------------------------------------------ render
-    def render(self, params: dict[str, str]) -> str:
-        out: list[str] = []
-        self._render(self.nodes, dict(params), out)
-        return "".join(out)
-
-    def _render(self, nodes: list[_Node], params: dict[str, str], out: list[str]) -> None:
-        for n in nodes:
-            if n.kind == "text":
-                out.append(self._substitute(n.text, params))
-            elif n.kind == "if":
-                self._render(n.body if self._predicate(n, params) else n.orelse, params, out)
-            elif n.kind == "for":
-                var, start, stop = n.args
-                if var in params:
-                    raise IRCError(f"loop variable {var} already exists", file=self.path, line=n.line)
-                lo, hi = self._number(params.get(start, start), n), None
-                if stop:
-                    hi = self._number(params.get(stop, stop), n)
-                else:
-                    lo, hi = 0.0, lo
-                i = lo
-                while i < hi:
-                    params[var] = _cpp_number(i)
-                    self._render(n.body, params, out)
-                    i += 1
-                params.pop(var, None)
-            elif n.kind == "block":
-                var = n.args[0]
-                if var not in params:
-                    raise IRCError(f"undefined block variable {var}", file=self.path, line=n.line)
-                size = int(self._number(params[var], n))
-                for i in range(size):
-                    prefix = f"{var}[{i}]"
-                    inner = dict(params)
-                    inner["#"] = str(i)
-                    for key, value in params.items():
-                        if key.startswith(prefix):
-                            inner[key[len(prefix):]] = value
-                    self._render(n.body, inner, out)
-            elif n.kind == "set":
-                buf: list[str] = []
-                self._render(n.body, params, buf)
-                params[n.args[0]] = "".join(buf)
-            elif n.kind == "include":
-                path = os.path.join(os.path.dirname(self.path), self._substitute(n.args[0], params))
-                out.append(load_template(path).render(params))
-
-    def _predicate(self, n: _Node, params: dict[str, str]) -> bool:
-        var, op = n.args[0], n.args[1]
-        if op == "exists":
-            return var in params
-        if op == "not_exists":
-            return var not in params
-        if var not in params:
-            raise IRCError(f"undefined variable {var} in an if statement", file=self.path, line=n.line)
-        value = " ".join(n.args[2:])
-        if op == "==":
-            return params[var] == value
-        if op == "!=":
-            return params[var] != value
-        raise IRCError(f"unknown operator {op!r} in an if statement", file=self.path, line=n.line)
-
-    def _number(self, text: str, n: _Node) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise IRCError(f"unreadable number {text!r}", file=self.path, line=n.line) from None
-
-    def _substitute(self, text: str, params: dict[str, str]) -> str:
-        out, pos = [], 0
+    def _text(self, node: _Text, params: dict[str, str]) -> None:
+        text, pos, line = node.text, 0, node.line
         while True:
             start = text.find("{{", pos)
             if start < 0:
-                out.append(text[pos:])
-                return "".join(out)
+                self.fragments.append((text[pos:], node.file, line, True))
+                return
+            self.fragments.append((text[pos:start], node.file, line, True))
+            line += text.count("\n", pos, start)
             end = text.find("}}", start + 2)
             if end < 0:
-                raise IRCError("missing closing braces }}", file=self.path)
+                raise IRCError("{{ is never closed by }}", file=node.file, line=line)
             name = text[start + 2:end]
             if name not in params:
-                raise IRCError(f"undefined template variable {{{{{name}}}}}", file=self.path)
-            out.append(text[pos:start])
-            out.append(params[name])
+                raise IRCError(f"undefined template variable {{{{{name}}}}}", file=node.file, line=line,
+                               hint=_undefined_hint(name))
+            self.fragments.append((params[name], node.file, line, False))
+            line += text.count("\n", start, end + 2)
             pos = end + 2
 
+    def _if(self, node: _If, params: dict[str, str]) -> None:
+        # N2D2 turns {% else %} into a second `if` with the inverse test, evaluated
+        # after the first branch has rendered (a {% set %} there can change it)
+        if _predicate(node, node.op, params):
+            self.render(node.then, params)
+        if node.orelse is not None and _predicate(node, _INVERSE_OP.get(node.op, ""), params):
+            self.render(node.orelse, params)
 
-def _cpp_number(value: float) -> str:
-    """How a C++ stream prints the loop counter (1, not 1.0)."""
-    return str(int(value)) if float(value).is_integer() else repr(value)
+    def _for(self, node: _For, params: dict[str, str]) -> None:
+        if node.var in params:
+            raise _error(f"loop variable {node.var} already exists in this context", node)
+        start = _range_bound(node.start, params, node)
+        if node.stop:
+            stop = _range_bound(node.stop, params, node)
+        else:
+            start, stop = 0.0, start
+        if stop - start > _MAX_LOOP:
+            raise _error(f"range({node.start}, {node.stop}) has more than {_MAX_LOOP} steps", node)
+        i = start
+        while i < stop:
+            params[node.var] = cpp_double_text(i)
+            self.render(node.body, params)
+            i += 1
+        params.pop(node.var, None)
+
+    def _block(self, node: _Block, params: dict[str, str]) -> None:
+        if node.var not in params:
+            raise _error(f"undefined variable {node.var} in a block statement", node,
+                         hint=f"the including section must set {node.var}=<count> and {node.var}[i].NAME=...")
+        size_text = params[node.var]
+        if not _CPP_INT.fullmatch(size_text.lstrip(_CPP_SPACE)):
+            raise _error(f"block size {node.var}={size_text!r} is not an integer", node)
+        size = int(size_text.lstrip(_CPP_SPACE))
+        if size > _MAX_LOOP:
+            raise _error(f"block size {node.var}={size} is too large", node)
+        for i in range(size):
+            self.render(node.body, _block_params(params, node.var, i))
+
+    def _set(self, node: _Set, params: dict[str, str]) -> None:
+        inner = _Renderer()
+        inner.render(node.body, params)
+        params[node.var] = inner.text()
 
 
-def load_template(path: str) -> Template:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return Template(f.read(), path)
-    except OSError:
-        raise IRCError("cannot open the template file", file=path) from None
+def _undefined_hint(name: str) -> str:
+    if name != name.strip():
+        return "names are exact: write {{NAME}} without spaces inside the braces"
+    return f"set {name}=... in the including section (the lines after [name@file.ini.tpl])"
+
+
+def _predicate(node: _If, op: str, params: Mapping[str, str]) -> bool:
+    if op == "exists":
+        return node.var in params
+    if op == "not_exists":
+        return node.var not in params
+    if node.var not in params:
+        raise _error(f"undefined variable {node.var} in an if statement", node)
+    if op == "==":
+        return params[node.var] == node.value
+    if op == "!=":
+        return params[node.var] != node.value
+    raise _error(f"unknown operator {node.op!r} in an if statement", node, hint="operators: == != exists not_exists")
+
+
+def _range_bound(text: str, params: Mapping[str, str], node: _For) -> float:
+    value = params.get(text, text)
+    if not _CPP_DOUBLE.fullmatch(value.lstrip(_CPP_SPACE)):
+        raise _error(f"unreadable loop range value {value!r}", node)
+    return float(value)
+
+
+def _block_params(params: Mapping[str, str], var: str, index: int) -> dict[str, str]:
+    """The parameters inside one block repetition: ARR[i].P visible as .P, and # = i."""
+    prefix = f"{var}[{index}]"
+    inner = dict(params)
+    inner["#"] = str(index)
+    for name, value in params.items():
+        if name.startswith(prefix):
+            inner[name[len(prefix):]] = value
+    return inner
+
+
+def cpp_double_text(value: float) -> str:
+    """How ``std::ostream << double`` prints a number by default (``%g``: 3, 0.5, 1e+06)."""
+    return "%g" % value
+
+
+def _fragments_to_lines(fragments: list[tuple[str, str, int, bool]], path: str) -> list[SourceLine]:
+    """Split rendered text into lines, each tagged with the template line of its first character."""
+    lines: list[SourceLine] = []
+    parts: list[str] = []
+    origin: tuple[str, int] | None = None
+    last = (path, 1)
+    for text, file, line, literal in fragments:
+        for k, piece in enumerate(text.split("\n")):
+            here = (file, line + k if literal else line)
+            if k > 0:
+                lines.append(SourceLine("".join(parts), *(origin or last)))
+                parts, origin = [], None
+            if piece:
+                origin = origin or here
+                parts.append(piece)
+            last = here
+    if parts:                                   # std::getline: no empty line after a final newline
+        lines.append(SourceLine("".join(parts), *(origin or last)))
+    return lines
+
+
+def render_template(path: str, params: Mapping[str, str]) -> list[SourceLine]:
+    """Render a template file with ``params``; the INI lines it produces, with their origins."""
+    renderer = _Renderer()
+    renderer.render(parse_template(path), dict(params))
+    return _fragments_to_lines(renderer.fragments, path)
