@@ -116,10 +116,10 @@ def main() -> None:
     conv = [n for n in graph.find("Conv") if n.inputs[0].type.domain.value == "spike"][0]
     fan = int(np.prod(graph.param(conv.inputs[1]).shape[2:])) * graph.param(conv.inputs[1]).shape[0]
     m = conv.output.type.static_size()
-    rate_probe = probe_rate(fan // 9, m, 200_000, args.repeats)
+    rate_probe = probe_rate(fan // 9, m, 2_000_000, max(args.repeats, 9))
     one = SpikeLLVMProgram(graph, dict(opts, threads=1))
     xs = x[:args.samples]
-    t1 = median_time(lambda: one.run(xs), args.repeats)
+    t1 = median_time(lambda: one.run(xs), max(args.repeats, 9))
     rate_llvm = one.stats["synaptic_ops"] / t1
     print("1. synaptic ops per second on one core")
     print(f"   scatter-add probe (fan-out {fan // 9} per tap): {rate_probe / 1e9:.2f} G/s")
