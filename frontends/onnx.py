@@ -380,14 +380,16 @@ def MatMul(L, n):
     return [L.emit("MatMul", [A, B])]
 
 
-def _binary(op: str):
+def _elementwise(op: str):
+    """An ONNX op whose IR op has the same name and operands (broadcasting arithmetic, comparisons)."""
     def fn(L, n):
-        return [L.emit(op, [L.arg(n, 0), L.arg(n, 1)])]
+        return [L.emit(op, [L.arg(n, i) for i in range(len(n.input))])]
     return fn
 
 
-for _onnx, _ir in (("Add", "Add"), ("Sub", "Sub"), ("Mul", "Mul"), ("Div", "Div")):
-    HANDLERS[_onnx] = _binary(_ir)
+for _op in ("Add", "Sub", "Mul", "Div", "Exp", "Log", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal",
+            "Or", "And", "Where", "Max", "Min"):
+    HANDLERS[_op] = _elementwise(_op)
 
 
 @handler("Relu")
@@ -594,7 +596,16 @@ def Gather(L, n):
 def Cast(L, n):
     from onnx import helper
 
-    to = helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"])
+    return _cast(L, n, helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"]))
+
+
+@handler("CastLike")
+def CastLike(L, n):
+    return _cast(L, n, L.type_of(n.input[1]).np_dtype)
+
+
+def _cast(L, n, to) -> list:
+    """Constants are cast at compile time; run-time data only to its own type (a no-op)."""
     x = L.arg(n, 0)
     if isinstance(x, np.ndarray):
         if x.dtype == np.int64 and (x == SYM_BATCH).any() and to != np.int64:
@@ -632,26 +643,26 @@ def ConstantOfShape(L, n):
     return [np.full(tuple(int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
 
 
-def _global_reduce(op: str):
-    """ReduceMean/ReduceMax over every spatial axis is a global pool (x.mean(dim=(2, 3)))."""
-    def fn(L, n):
-        a = attrs_of(n)
-        x = L.arg(n, 0)
-        t = L.type_of(n.input[0])
-        if L.opset >= 18 and n.op_type in ("ReduceMean", "ReduceMax"):
-            axes = [int(v) for v in L.const(n, 1, "axes")] if L.has(n, 1) else None
-        else:
-            axes = list(a["axes"]) if "axes" in a else None
-        axes = sorted(ax % t.rank for ax in (axes if axes is not None else range(t.rank)))
-        if t.rank < 3 or axes != list(range(2, t.rank)):
-            raise UnsupportedError(f"{n.op_type} over axes {axes} is supported only over all spatial axes "
-                                   f"(a global pool)")
-        y = L.emit(op, [x])
-        if not a.get("keepdims", 1):
-            y = L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})
-        return [y]
-    return fn
+_GLOBAL_POOLS = {"ReduceMean": "GlobalAvgPool", "ReduceMax": "GlobalMaxPool"}
 
 
-HANDLERS["ReduceMean"] = _global_reduce("GlobalAvgPool")
-HANDLERS["ReduceMax"] = _global_reduce("GlobalMaxPool")
+@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
+def Reduce(L, n):
+    """A reduction; over every spatial axis of (N, C, ...) a mean or max is a global pool (x.mean(dim=(2, 3)))."""
+    a = attrs_of(n)
+    x = L.arg(n, 0)
+    t = L.type_of(n.input[0])
+    axes_are_input = L.opset >= (13 if n.op_type == "ReduceSum" else 18)
+    if axes_are_input:
+        axes = [int(v) for v in L.const(n, 1, "axes")] if L.has(n, 1) else []
+    else:
+        axes = list(a.get("axes", []))
+    keepdims = bool(a.get("keepdims", 1))
+    if not axes and axes_are_input and a.get("noop_with_empty_axes", 0):
+        return [x]
+    axes = sorted({ax % t.rank for ax in axes}) if axes else list(range(t.rank))
+    pool = _GLOBAL_POOLS.get(n.op_type)
+    if pool and t.rank >= 3 and axes == list(range(2, t.rank)):
+        y = L.emit(pool, [x])
+        return [y if keepdims else L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})]
+    return [L.emit(n.op_type, [x], {"axes": axes, "keepdims": keepdims})]

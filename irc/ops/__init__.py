@@ -220,6 +220,6 @@ def prod(dims: Sequence[int]) -> int:
     return int(math.prod(dims))
 
 
-from . import nn, pool, elementwise, shape, spiking  # noqa: E402,F401  (registration)
+from . import nn, pool, elementwise, reduce, shape, spiking  # noqa: E402,F401  (registration)
 
 __all__ = ["Attr", "OpDef", "register", "get_op", "has_op", "all_ops", "BATCH", "conv_out_dim"]

@@ -156,3 +156,152 @@ class Dropout(_PassThrough):
     name = "Dropout"
     attrs = {"ratio": Attr("float", 0.5)}
     doc = "Identity at inference; kept in the IR until the simplify pass drops it."
+
+
+class _Unary(OpDef):
+    """An elementwise function of analog values that is not fused into its producer."""
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        return [ins[0]]
+
+    def kernel_args(self, ins, outs, a):
+        return {}
+
+
+@register
+class Exp(_Unary):
+    name = "Exp"
+    kernel = "exp"
+
+
+@register
+class Log(_Unary):
+    name = "Log"
+    kernel = "log"
+
+
+class _Compare(OpDef):
+    """An elementwise comparison with broadcasting: a boolean mask (analog only)."""
+
+    inputs = ("a", "b")
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        x, y = ins
+        if x.dtype != y.dtype:
+            raise IRCError(f"{self.name}: operand types {x.dtype} and {y.dtype} differ")
+        return [TensorType(broadcast_shapes(x.shape, y.shape), "bool")]
+
+    def kernel_args(self, ins, outs, a):
+        return {}
+
+
+@register
+class Less(_Compare):
+    name = "Less"
+    kernel = "less"
+
+
+@register
+class Greater(_Compare):
+    name = "Greater"
+    kernel = "greater"
+
+
+@register
+class Equal(_Compare):
+    name = "Equal"
+    kernel = "equal"
+
+
+@register
+class LessOrEqual(_Compare):
+    name = "LessOrEqual"
+    kernel = "less_or_equal"
+
+
+@register
+class GreaterOrEqual(_Compare):
+    name = "GreaterOrEqual"
+    kernel = "greater_or_equal"
+
+
+class _Logical(OpDef):
+    """An elementwise logical operation of two boolean masks, with broadcasting."""
+
+    inputs = ("a", "b")
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        if any(t.dtype != "bool" for t in ins):
+            raise IRCError(f"{self.name} takes bool operands, got {[t.dtype for t in ins]}")
+        return [TensorType(broadcast_shapes(ins[0].shape, ins[1].shape), "bool")]
+
+    def kernel_args(self, ins, outs, a):
+        return {}
+
+
+@register
+class Or(_Logical):
+    name = "Or"
+    kernel = "logical_or"
+
+
+@register
+class And(_Logical):
+    name = "And"
+    kernel = "logical_and"
+
+
+@register
+class Where(OpDef):
+    """``condition ? a : b`` elementwise, the three operands broadcast together."""
+
+    name = "Where"
+    inputs = ("condition", "a", "b")
+    kernel = "where"
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        cond, x, y = ins
+        if cond.dtype != "bool":
+            raise IRCError(f"Where: the condition must be bool, got {cond.dtype}")
+        if x.dtype != y.dtype:
+            raise IRCError(f"Where: operand types {x.dtype} and {y.dtype} differ")
+        return [TensorType(broadcast_shapes(cond.shape, broadcast_shapes(x.shape, y.shape)), x.dtype)]
+
+    def kernel_args(self, ins, outs, a):
+        return {}
+
+
+class _Extremum(OpDef):
+    """The elementwise maximum or minimum of any number of operands, broadcast together."""
+
+    inputs = ("inputs*",)
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        if not ins:
+            raise IRCError(f"{self.name} needs at least one input")
+        shape = ins[0].shape
+        for t in ins[1:]:
+            if t.dtype != ins[0].dtype:
+                raise IRCError(f"{self.name}: operand types {ins[0].dtype} and {t.dtype} differ")
+            shape = broadcast_shapes(shape, t.shape)
+        return [TensorType(shape, ins[0].dtype)]
+
+    def kernel_args(self, ins, outs, a):
+        return {}
+
+
+@register
+class Max(_Extremum):
+    name = "Max"
+    kernel = "maximum"
+
+
+@register
+class Min(_Extremum):
+    name = "Min"
+    kernel = "minimum"

@@ -67,6 +67,8 @@ def conv(x, w, b=None, mask=None, *, strides, pads, dilations, group, out_dims,
     """
     if mask is not None:
         w = w * mask.reshape(mask.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
+    if w.ndim == 4 and group == 1 and list(strides) == [1, 1]:
+        return _conv2d_unit_stride(x, w, b, pads, dilations, out_dims, activation, activation_params)
     nd = w.ndim - 2
     n, c = x.shape[0], x.shape[1]
     m = w.shape[0]
@@ -82,6 +84,51 @@ def conv(x, w, b=None, mask=None, *, strides, pads, dilations, group, out_dims,
     out = np.empty(y.shape, dtype=np.result_type(x, w))
     if b is not None:
         np.add(y, _channel(b, y.ndim), out=out)
+    else:
+        np.copyto(out, y)
+    return _activate(out, activation, activation_params)
+
+
+def _conv2d_unit_stride(x, w, b, pads, dilations, out_dims, activation, activation_params):
+    """A stride-1 2-d convolution as shifted GEMMs over the flattened padded image, no im2col.
+
+    With the padded input laid out (C, N*Hp*Wp), the kernel tap (i, j) reads
+    every output position's input at one fixed offset, i*dh*Wp + j*dw: a
+    contiguous slice of each channel row.  Each tap is then one GEMM on a
+    view (few, wide input channels) or one row copy into a (C*K, R) column
+    block (many narrow taps), over the whole padded grid; the rows and
+    columns past the output's edge are computed and dropped.  Copying the
+    columns of a sliding-window view is what made im2col slow.
+    """
+    n, c, h, wd = x.shape
+    m, _, kh, kw = w.shape
+    oh, ow = out_dims
+    dh, dw = dilations
+    hp = max(h + pads[0] + pads[2], oh + dh * (kh - 1))
+    wp = max(wd + pads[1] + pads[3], ow + dw * (kw - 1))
+    dtype = np.result_type(x, w)
+    padded = np.zeros((c, n, hp, wp), dtype)
+    padded[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x.transpose(1, 0, 2, 3)
+    rows = padded.reshape(c, n * hp * wp)
+    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+    span = n * hp * wp - offsets[-1]
+    grid = np.empty((m, n * hp * wp), dtype)
+    taps = w.transpose(2, 3, 0, 1).reshape(kh * kw, m, c).astype(dtype, copy=False)
+    if c >= 16 or len(offsets) == 1:
+        part = np.empty((m, span), dtype)
+        np.matmul(taps[0], rows[:, offsets[0]:offsets[0] + span], out=grid[:, :span])
+        for tap, offset in zip(taps[1:], offsets[1:]):
+            np.matmul(tap, rows[:, offset:offset + span], out=part)
+            grid[:, :span] += part
+    else:
+        cols = np.empty((len(offsets), c, span), dtype)
+        for k, offset in enumerate(offsets):
+            cols[k] = rows[:, offset:offset + span]
+        np.matmul(taps.transpose(1, 0, 2).reshape(m, -1), cols.reshape(-1, span), out=grid[:, :span])
+    y = grid.reshape(m, n, hp, wp)[:, :, :oh, :ow].transpose(1, 0, 2, 3)
+    out = np.empty(y.shape, dtype)
+    if b is not None:
+        np.add(y, _channel(b, 4), out=out)
     else:
         np.copyto(out, y)
     return _activate(out, activation, activation_params)
@@ -132,9 +179,8 @@ def _pool_slices(x, kernel, strides, pads, dilations, out_dims, pad_value):
 
 
 def max_pool(x, *, kernel, strides, pads, dilations, out_dims):
-    lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
     out = None
-    for part in _pool_slices(x, kernel, strides, pads, dilations, out_dims, lowest):
+    for part in _pool_slices(x, kernel, strides, pads, dilations, out_dims, _lowest(x.dtype)):
         out = part.copy() if out is None else np.maximum(out, part, out=out)
     return out
 
@@ -186,6 +232,62 @@ def div(a, b):
     return np.true_divide(a, b)
 
 
+def exp(x):
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def log(x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x)
+
+
+def less(a, b):
+    return np.less(a, b)
+
+
+def greater(a, b):
+    return np.greater(a, b)
+
+
+def equal(a, b):
+    return np.equal(a, b)
+
+
+def less_or_equal(a, b):
+    return np.less_equal(a, b)
+
+
+def greater_or_equal(a, b):
+    return np.greater_equal(a, b)
+
+
+def logical_or(a, b):
+    return np.logical_or(a, b)
+
+
+def logical_and(a, b):
+    return np.logical_and(a, b)
+
+
+def where(condition, a, b):
+    return np.where(condition, a, b)
+
+
+def maximum(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = np.maximum(out, x)
+    return np.array(out, copy=len(xs) == 1)
+
+
+def minimum(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = np.minimum(out, x)
+    return np.array(out, copy=len(xs) == 1)
+
+
 def relu(x):
     return np.maximum(x, 0)
 
@@ -219,6 +321,37 @@ def log_softmax(x, *, axis):
 
 def identity(x):
     return x
+
+
+# ------------------------------------------------------------- reductions
+def _lowest(dtype):
+    """The identity of max: what a max over nothing (an empty set, a padded window) is."""
+    if dtype == np.bool_:
+        return False
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+def _highest(dtype):
+    if dtype == np.bool_:
+        return True
+    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+
+
+def reduce_max(x, *, axes, keepdims):
+    return np.max(x, axis=tuple(axes), keepdims=keepdims, initial=_lowest(x.dtype))
+
+
+def reduce_min(x, *, axes, keepdims):
+    return np.min(x, axis=tuple(axes), keepdims=keepdims, initial=_highest(x.dtype))
+
+
+def reduce_sum(x, *, axes, keepdims):
+    return np.sum(x, axis=tuple(axes), keepdims=keepdims, dtype=x.dtype)
+
+
+def reduce_mean(x, *, axes, keepdims):
+    acc = np.float64 if x.dtype == np.float64 else np.float32
+    return np.mean(x, axis=tuple(axes), keepdims=keepdims, dtype=acc).astype(x.dtype, copy=False)
 
 
 # ---------------------------------------------------------------- layout
