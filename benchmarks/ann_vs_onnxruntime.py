@@ -79,6 +79,26 @@ def profile(prog, graph, repeats: int) -> None:
     total = sum(statistics.median(v) for v in times.values())
     for k, v in sorted(times.items(), key=lambda kv: -statistics.median(kv[1])):
         print(f"    {statistics.median(v) * 1e3:8.3f} ms {100 * statistics.median(v) / total:5.1f}%  {k}")
+    floor = gemm_floor(prog.graph, 256, repeats)
+    print(f"    the network's GEMMs alone, on numpy's BLAS with the same shapes: {floor * 1e3:.3f} ms "
+          f"of {total * 1e3:.3f} ms")
+
+
+def gemm_floor(graph, batch: int, repeats: int) -> float:
+    """Seconds numpy's matmul needs for the GEMMs of every Conv and Dense at this batch: the floor of any
+    numpy-only program that lowers them to BLAS, whatever it does around them."""
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for node in graph.nodes:
+        if node.op not in ("Conv", "Dense"):
+            continue
+        w = graph.param(node.inputs[1])
+        groups = node.attrs.get("group", 1) if node.op == "Conv" else 1
+        positions = batch * int(np.prod(node.output.type.sample_shape[1:])) if node.op == "Conv" else batch
+        a = rng.standard_normal((groups, w.shape[0] // groups, int(np.prod(w.shape[1:])))).astype(np.float32)
+        b = rng.standard_normal((groups, a.shape[2], positions)).astype(np.float32)
+        total += median_time(lambda: np.matmul(a, b), max(3, repeats // 3))
+    return total
 
 
 if __name__ == "__main__":

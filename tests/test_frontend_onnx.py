@@ -100,3 +100,30 @@ def test_softmax_before_opset_13_flattens_trailing_axes(tmp_path):
     got = irc.compile(irc.load(path)).run(x)
     np.testing.assert_allclose(got, ort_run(path, {"x": x})[0], rtol=1e-5, atol=1e-6)
     assert abs(got[0].sum() - 1) < 1e-5  # normalised over both trailing axes together
+
+
+@pytest.mark.parametrize("kernel, pads, dilations, channels", [
+    ((3, 3), [1, 1, 1, 1], [1, 1], 16),
+    ((3, 5), [0, 2, 1, 0], [2, 1], 24),      # asymmetric pads, a dilated axis, an odd kernel
+    ((2, 2), [0, 0, 0, 0], [1, 1], 16),
+    ((3, 3), [1, 1, 1, 1], [1, 1], 8),       # few channels: the im2col path
+])
+def test_unit_stride_conv_paths_match_onnxruntime(tmp_path, kernel, pads, dilations, channels):
+    """A single wide Conv (the numpy kernel's shifted-GEMM path) against onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, channels, *kernel)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(kernel), pads=pads,
+                            dilations=dilations)
+    model = helper.make_model(helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, 9, 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 12, "H", "W"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "conv.onnx")
+    onnx.save(model, path)
+    x = rng.standard_normal((3, channels, 9, 11)).astype(np.float32)
+    got = irc.compile(irc.load(path), target="numpy").run(x)
+    np.testing.assert_allclose(got, ort_run(path, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -227,19 +227,13 @@ class GreaterOrEqual(_Compare):
     kernel = "greater_or_equal"
 
 
-class _Logical(OpDef):
+class _Logical(_Compare):
     """An elementwise logical operation of two boolean masks, with broadcasting."""
 
-    inputs = ("a", "b")
-
     def infer(self, ins, a):
-        self.require_analog(ins)
         if any(t.dtype != "bool" for t in ins):
             raise IRCError(f"{self.name} takes bool operands, got {[t.dtype for t in ins]}")
-        return [TensorType(broadcast_shapes(ins[0].shape, ins[1].shape), "bool")]
-
-    def kernel_args(self, ins, outs, a):
-        return {}
+        return super().infer(ins, a)
 
 
 @register
