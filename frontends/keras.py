@@ -44,6 +44,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
+from irc.ops import same_pads
 from irc.types import BATCH, TensorType
 
 CONTAINERS = ("Sequential", "Functional", "Model")
@@ -81,6 +82,28 @@ def read_model(path: str) -> "KerasModel":
 
 
 # =================================================================== the config
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError)
+"""What reading a config Keras did not write (a missing key, a string for a number) raises in plain Python."""
+
+
+def malformed(error: Exception, what: str, node: str | None = None) -> IRCError:
+    """The IRCError for a config value irc cannot read, keeping the Python error as its cause."""
+    detail = f"{type(error).__name__}: {error}"
+    return IRCError(f"{what} is malformed ({detail})", node=node,
+                    hint="the file was not written by Keras, or was edited or damaged; save the model again")
+
+
+def checked_config(fn: Callable) -> Callable:
+    """Decorate a reader of the model's structure: malformed entries become one clear IRCError."""
+    def reader(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MALFORMED as e:
+            raise malformed(e, "the model's layer graph") from e
+    reader.__name__, reader.__doc__ = fn.__name__, fn.__doc__
+    return reader
+
+
 def layer_name(layer: LayerEntry) -> str:
     return str(layer.get("config", {}).get("name") or layer.get("name") or "?")
 
@@ -120,7 +143,33 @@ def parse_config(raw: bytes | str) -> LayerEntry:
     if config.get("class_name") not in CONTAINERS:
         raise UnsupportedError(f"the file holds a {config.get('class_name')!r}; irc reads Sequential and "
                                "Functional models", hint="subclassed models have no layer graph in the file")
+    check_structure(config, "the model")
     return config
+
+
+def check_structure(model: LayerEntry, where: str) -> None:
+    """Every layer entry a dict with a class name, a config dict and a name; functional models their ends."""
+    def bad(why: str) -> IRCError:
+        return IRCError(f"the model config is malformed: {where} {why}",
+                        hint="the file was not written by Keras, or was edited or damaged; save the model again")
+
+    layers = model["config"].get("layers", [])
+    if not isinstance(layers, list):
+        raise bad("has a 'layers' entry that is not a list")
+    if model.get("class_name") != "Sequential":
+        for key in ("input_layers", "output_layers"):
+            if key not in model["config"]:
+                raise bad(f"has no {key!r}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str):
+            raise bad(f"has a layer entry {i} without a class name")
+        if not isinstance(layer.get("config"), dict):
+            raise bad(f"has a {layer['class_name']} layer without a config")
+        name = layer["config"].get("name", layer.get("name"))
+        if not isinstance(name, str):
+            raise bad(f"has a {layer['class_name']} layer without a name (entry {i})")
+        if is_container(layer):
+            check_structure(layer, f"the nested model {name!r}")
 
 
 # ================================================================ weight specs
@@ -162,13 +211,19 @@ def read_archive(path: str) -> "KerasModel":
                        hint="the file may be truncated or damaged; save it again") from None
     weights: dict[int, list[np.ndarray]] = {}
     with open_h5(io.BytesIO(blob), "model.weights.h5 in the archive") as f:
-        if "layers" not in f:
+        if "layers" not in f or not is_group(f["layers"]):
             raise IRCError("model.weights.h5 has no 'layers' group")
         try:
             read_archive_container(config, f["layers"], "layers", weights)
         except OSError as e:
             raise IRCError(f"the archive's weights are unreadable ({e})") from None
     return KerasModel(config, weights)
+
+
+def is_group(node: Any) -> bool:
+    import h5py
+
+    return isinstance(node, h5py.Group)
 
 
 def snake_case(class_name: str) -> str:
@@ -194,7 +249,7 @@ def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, 
     for layer, key in zip(layers, archive_keys(layers)):
         sub = group[key] if key in group else None
         if is_container(layer):
-            if sub is None or "layers" not in sub:
+            if not is_group(sub) or "layers" not in sub or not is_group(sub["layers"]):
                 raise IRCError(f"no weight group {where}/{key}/layers for the nested model", node=layer_name(layer))
             read_archive_container(layer, sub["layers"], f"{where}/{key}/layers", out)
         else:
@@ -204,7 +259,10 @@ def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, 
 def read_archive_vars(layer: LayerEntry, group, where: str) -> list[np.ndarray]:
     """A layer's ``vars/0``, ``vars/1``, ... checked against what its class and options need."""
     wanted = layer_vars(layer)
-    stored = group["vars"] if group is not None and "vars" in group else {}
+    stored = group["vars"] if is_group(group) and "vars" in group else {}
+    if not is_group(stored) and not isinstance(stored, dict):
+        raise IRCError(f"{where}/vars is not a group of arrays", node=layer_name(layer),
+                       hint="the file is damaged or was not written by Keras; save the model again")
     indices = sorted(int(k) for k in stored.keys() if k.isdigit())
     if indices != list(range(len(wanted))):
         have = ", ".join(f"vars/{i}" for i in indices) or "none"
@@ -212,7 +270,7 @@ def read_archive_vars(layer: LayerEntry, group, where: str) -> list[np.ndarray]:
                        f"({', '.join(v.role for v in wanted) or 'none'}) in {where}/vars, the file has {have}",
                        node=layer_name(layer),
                        hint="the file is missing weights or was saved with other layer options")
-    return [np.array(stored[str(i)]) for i in indices]
+    return [read_array(stored[str(i)], f"{where}/vars/{i}", layer_name(layer)) for i in indices]
 
 
 # ======================================================== reading legacy .h5 files
@@ -254,13 +312,28 @@ class open_h5:
 
 
 def as_text(raw: Any) -> str:
-    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError as e:
+        raise IRCError(f"a name or config in the file is not UTF-8 text ({e})",
+                       hint="the file may be damaged; save it again") from None
+
+
+def read_array(node: Any, where: str, layer: str) -> np.ndarray:
+    """An HDF5 dataset of numbers as an array; anything else stored there is an IRCError."""
+    import h5py
+
+    if not isinstance(node, h5py.Dataset) or not (np.issubdtype(node.dtype, np.number) or node.dtype == bool):
+        raise IRCError(f"{where} is not an array of numbers", node=layer,
+                       hint="the file is damaged or was not written by Keras; save the model again")
+    return np.array(node)
 
 
 def h5_name_list(group, attr: str) -> list[str]:
     """A list attribute, also when Keras split it into ``attr0``, ``attr1``, ... (HDF5's 64 kB limit)."""
     if attr in group.attrs:
-        return [as_text(n) for n in group.attrs[attr]]
+        value = group.attrs[attr]
+        return [as_text(n) for n in (value if isinstance(value, (list, tuple, np.ndarray)) else [value])]
     names: list[str] = []
     k = 0
     while f"{attr}{k}" in group.attrs:
@@ -275,12 +348,15 @@ def stored_arrays(root, layer: LayerEntry) -> list[tuple[str, np.ndarray]]:
     if name not in root:
         return []
     group = root[name]
+    if not is_group(group) or not is_group(root):
+        raise IRCError(f"model_weights/{name} is not a group of arrays", node=name,
+                       hint="the file is damaged or was not written by Keras; save the model again")
     out = []
     for wname in h5_name_list(group, "weight_names"):
         if wname not in group:
             raise IRCError(f"weight {wname!r} is listed in weight_names but missing from the file", node=name,
                            hint="the file is damaged; save the model again")
-        out.append((wname, np.array(group[wname])))
+        out.append((wname, read_array(group[wname], f"model_weights/{name}/{wname}", name)))
     return out
 
 
@@ -359,7 +435,10 @@ def layer_problems(layer: LayerEntry) -> list[str]:
         problems.append("quantized")
     if "activation" in cfg and activation_name(cfg["activation"]) not in ACTIVATIONS:
         problems.append(f"activation {activation_name(cfg['activation'])!r}; supported: {', '.join(ACTIVATIONS)}")
-    problems += RULES[cls].check(cfg)
+    try:
+        problems += RULES[cls].check(cfg)
+    except MALFORMED as e:
+        raise malformed(e, f"the config of {cls} {layer_name(layer)!r}", layer_name(layer)) from e
     return problems
 
 
@@ -378,7 +457,13 @@ def activation_name(spec: Any) -> str:
         return "linear"
     if isinstance(spec, dict):
         inner = spec.get("config")
-        return inner if isinstance(inner, str) else str(spec.get("class_name", "?"))
+        if not isinstance(inner, str):
+            return str(spec.get("class_name", "?"))
+        module, registered = spec.get("module"), spec.get("registered_name")
+        if module not in (None, "keras.activations", "keras.src.activations") or registered not in (
+                None, "function", inner):
+            return f"{inner} (a custom function {registered or module!s})"   # never a built-in by name alone
+        return inner
     return str(spec)
 
 
@@ -446,8 +531,10 @@ class Lowering:
         return [self.graph_input(name, shape) for name, shape in input_specs(model)]
 
     def graph_input(self, name: str, batch_shape: list) -> Tensor:
-        dims = list(batch_shape)[1:]
-        if any(not isinstance(d, int) for d in dims):
+        dims = list(batch_shape)[1:] if isinstance(batch_shape, (list, tuple)) else [None]
+        if any(type(d) is int and d <= 0 for d in dims):
+            raise IRCError(f"input {name!r} has a size {list(batch_shape)} that is not positive")
+        if any(type(d) is not int for d in dims):
             raise UnsupportedError(f"input {name!r} has a dynamic size {list(batch_shape)}",
                                    hint="build the model with a fixed input shape (keras.Input((8, 8, 1)))")
         v = self.graph.add_input(name, TensorType((BATCH, *dims)))
@@ -501,6 +588,8 @@ class Lowering:
                 e.node = layer_name(layer)
                 e.args = (e.format(),)
             raise
+        except MALFORMED as e:
+            raise malformed(e, f"the config of this {cls}", layer_name(layer)) from e
         return out if isinstance(out, list) else [out]
 
     def layer_weights(self, layer: LayerEntry) -> Weights:
@@ -571,6 +660,7 @@ class Lowering:
         return Tensor(v, t.axes)
 
 
+@checked_config
 def input_specs(model: LayerEntry) -> list[tuple[str, list]]:
     """(name, batch shape) of each model input."""
     cfg = model["config"]
@@ -594,6 +684,7 @@ def input_specs(model: LayerEntry) -> list[tuple[str, list]]:
     return specs
 
 
+@checked_config
 def refs_of(spec: Any) -> list[Ref]:
     """``input_layers``/``output_layers``: one [name, node, index] triple or a (nested) list of them."""
     if isinstance(spec, dict):
@@ -605,6 +696,7 @@ def refs_of(spec: Any) -> list[Ref]:
     raise IRCError(f"cannot read the model's input/output list {spec!r}")
 
 
+@checked_config
 def inbound_calls(layer: LayerEntry) -> list[list[Ref]]:
     """The tensors each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists)."""
     calls = []
@@ -618,6 +710,7 @@ def inbound_calls(layer: LayerEntry) -> list[list[Ref]]:
     return calls
 
 
+@checked_config
 def keras_tensors(obj: Any) -> list[Ref]:
     """Every ``__keras_tensor__`` reference in a call's arguments, in order."""
     if isinstance(obj, dict):
@@ -668,12 +761,7 @@ def window_pads(padding: str, sizes: tuple, kernel: list[int], strides: list[int
         return [0] * (2 * nd)
     if padding == "causal":
         return [dilations[0] * (kernel[0] - 1), 0]
-    begin, end = [], []
-    for size, k, s, d in zip(sizes, kernel, strides, dilations):
-        total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
-        begin.append(total // 2)
-        end.append(total - total // 2)
-    return begin + end
+    return same_pads(sizes, kernel, strides, dilations)
 
 
 def depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -933,8 +1021,8 @@ def activation(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor
 
 def relu_check(cfg: dict) -> list[str]:
     threshold = float(cfg.get("threshold") or 0.0)
-    if threshold != 0.0:
-        return [f"threshold={threshold}: a step at the threshold that no IR activation computes"]
+    if threshold < 0.0:
+        return [f"threshold={threshold}: Keras's ReLU takes a threshold >= 0"]
     return []
 
 
@@ -944,12 +1032,35 @@ def relu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     t = one(args)
     slope = float(cfg.get("negative_slope") or 0.0)
     max_value = cfg.get("max_value")
+    threshold = float(cfg.get("threshold") or 0.0)
+    if threshold:
+        return thresholded_relu(L, t, threshold, slope, None if max_value is None else float(max_value), cfg["name"])
     if slope:
         y = L.apply("LeakyRelu", t, {"alpha": slope}, cfg["name"])
         return y if max_value is None else L.apply("Clip", y, {"max": float(max_value)}, cfg["name"] + ".max")
     if max_value is not None:
         return L.apply("Clip", t, {"min": 0.0, "max": float(max_value)}, cfg["name"])
     return L.apply("Relu", t, None, cfg["name"])
+
+
+def thresholded_relu(L: Lowering, t: Tensor, threshold: float, slope: float, max_value: float | None,
+                     name: str) -> Tensor:
+    """Keras's ``relu`` with a threshold, step by step as Keras computes it: x where x > threshold, else 0;
+    clipped to [0, max_value]; minus negative_slope * relu(threshold - x)."""
+    def const(value: float, label: str) -> Value:
+        return L.param(f"{name}.{label}", np.float32(value))
+
+    above = L.node("Greater", [t.value, const(threshold, "threshold")], None, f"{name}.above")
+    y = L.node("Where", [above, t.value, const(0.0, "zero")], None, name if max_value is None and not slope
+               else f"{name}.step")
+    if max_value is not None:
+        y = L.node("Clip", [y], {"min": 0.0, "max": max_value}, name if not slope else f"{name}.max")
+    if slope:
+        below = L.node("Relu", [L.node("Sub", [const(threshold, "threshold"), t.value], None, f"{name}.below")],
+                       None, f"{name}.below_relu")
+        negative = L.node("Mul", [below, const(slope, "slope")], None, f"{name}.negative")
+        y = L.node("Sub", [y, negative], None, name)
+    return Tensor(y, t.axes)
 
 
 @rule("LeakyReLU")

@@ -17,7 +17,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
-from irc.ops import get_op
+from irc.ops import get_op, same_pads
 from irc.types import BATCH, TensorType, dtype_name
 
 SYM_BATCH = np.int64(-(2**40) - 7)
@@ -252,18 +252,7 @@ def _spatial_pads(n, a: dict, in_shape: tuple, kernel: list[int], strides: list[
     if auto_pad == "VALID":
         return [0] * (2 * nd)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for i in range(nd):
-            size = in_shape[2 + i]
-            out = -(-size // strides[i])
-            eff = dilations[i] * (kernel[i] - 1) + 1
-            total = max((out - 1) * strides[i] + eff - size, 0)
-            small = total // 2
-            if auto_pad == "SAME_UPPER":
-                begin.append(small), end.append(total - small)
-            else:
-                begin.append(total - small), end.append(small)
-        return begin + end
+        return same_pads(in_shape[2:2 + nd], kernel, strides, dilations, upper=auto_pad == "SAME_UPPER")
     raise IRCError(f"unknown auto_pad {auto_pad!r}")
 
 

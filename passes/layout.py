@@ -107,7 +107,7 @@ def fold_transpose_into_dense(graph: Graph) -> bool:
             weight = graph.param(dense.inputs[1])
             permuted = np.empty_like(weight)
             permuted[:, source] = weight       # column j read feature j, which now sits at source[j]
-            dense.inputs[1] = graph.add_param(dense.inputs[1].name + ".unpermuted", permuted)
+            dense.inputs[1] = graph.add_param(dense.inputs[1].name + ".permuted", permuted)
         flat.inputs = [x]
         graph.remove_node(tr)
         changed = True

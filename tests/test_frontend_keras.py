@@ -144,3 +144,40 @@ def test_keras_digits_network_converts_to_spikes():
                            .run(x).argmax(1) == y).mean())
     assert analog > 95
     assert analog - spiking <= 1.0, (analog, spiking)
+
+
+def _layer(cfg, class_name):
+    return next(layer for layer in cfg["config"]["layers"] if layer["class_name"] == class_name)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda cfg: cfg["config"].update(layers=5),
+    lambda cfg: cfg["config"].update(layers=["x"]),
+    lambda cfg: _layer(cfg, "Conv2D").pop("class_name"),
+    lambda cfg: _layer(cfg, "Conv2D").update(class_name=["Conv2D"]),
+    lambda cfg: _layer(cfg, "Conv2D")["config"].pop("name"),
+    lambda cfg: _layer(cfg, "Conv2D")["config"].pop("padding"),
+    lambda cfg: _layer(cfg, "Conv2D")["config"].update(strides="ab"),
+    lambda cfg: _layer(cfg, "Conv2D")["config"].update(strides=[0, 0]),
+    lambda cfg: _layer(cfg, "MaxPooling2D")["config"].pop("pool_size"),
+    lambda cfg: _layer(cfg, "BatchNormalization")["config"].update(axis="c"),
+    lambda cfg: _layer(cfg, "Dropout")["config"].update(rate="x"),
+    lambda cfg: cfg["config"]["layers"][0]["config"].update(batch_shape=[None, -16, 16, 3]),
+], ids=["layers-int", "layers-str", "no-class", "class-list", "no-name", "no-padding", "strides-str",
+        "strides-zero", "no-pool-size", "axis-str", "rate-str", "negative-size"])
+def test_malformed_config_is_an_irc_error(tmp_path, damage):
+    def edit(cfg):
+        damage(cfg)
+        return cfg
+    _rewrite_keras(os.path.join(KERAS, "seq_cnn.keras"), str(tmp_path / "bad.keras"), config=edit)
+    with pytest.raises(irc.IRCError, match="bad.keras"):
+        irc.compile(irc.load(str(tmp_path / "bad.keras")))
+
+
+def test_weights_that_are_not_arrays_are_an_irc_error(tmp_path):
+    def replace(f):
+        del f["layers/dense/vars/0"]
+        f.create_group("layers/dense/vars/0")
+    _rewrite_keras(os.path.join(KERAS, "seq_cnn.keras"), str(tmp_path / "g.keras"), weights=replace)
+    with pytest.raises(irc.IRCError, match=r"g.keras.*vars/0 is not an array of numbers"):
+        irc.load(str(tmp_path / "g.keras"))

@@ -212,6 +212,19 @@ def conv_out_dim(size: int, k: int, stride: int, pad_begin: int, pad_end: int, d
     return out
 
 
+def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+              upper: bool = True) -> list[int]:
+    """Begin pads then end pads that keep ceil(size / stride) outputs ('same' padding: ONNX's SAME_UPPER and
+    Keras put the odd pixel at the end, SAME_LOWER at the beginning)."""
+    begin, end = [], []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if upper else large)
+        end.append(large if upper else small)
+    return begin + end
+
+
 def batch_of(t: TensorType) -> Any:
     return t.shape[0]
 
@@ -222,4 +235,4 @@ def prod(dims: Sequence[int]) -> int:
 
 from . import nn, pool, elementwise, reduce, shape, spiking  # noqa: E402,F401  (registration)
 
-__all__ = ["Attr", "OpDef", "register", "get_op", "has_op", "all_ops", "BATCH", "conv_out_dim"]
+__all__ = ["Attr", "OpDef", "register", "get_op", "has_op", "all_ops", "BATCH", "conv_out_dim", "same_pads"]
