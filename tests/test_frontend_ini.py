@@ -2,6 +2,7 @@
 import glob
 import os
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -185,6 +186,74 @@ def test_unsupported_layer_type_names_the_section(tmp_path):
         """)
     with pytest.raises(irc.UnsupportedError, match=r"\[lrn\] has Type=LRN"):
         irc.load(ini)
+
+
+SMALL_NET = """
+    {glob}
+    [sp]
+    SizeX=4
+    SizeY=4
+    {sp}
+    [conv]
+    Input=sp
+    Type=Conv
+    KernelSize=3
+    NbOutputs=2
+    {conv}
+    [fc]
+    Input=conv
+    Type=Fc
+    NbOutputs=3
+    {fc}
+    [fc.Target]
+    """
+
+
+def small_net(tmp_path, glob="", sp="", conv="", fc="") -> str:
+    return write_ini(tmp_path, SMALL_NET.format(glob=glob, sp=sp, conv=conv, fc=fc))
+
+
+@pytest.mark.parametrize("where, key, line", [
+    ("glob", "DefaultModle=Frame", 2),
+    ("sp", "SizeZ=3", 6),
+    ("conv", "KernelDim=3", 12),
+])
+def test_unknown_key_in_a_strict_section_is_an_error_at_its_line(tmp_path, where, key, line):
+    """N2D2 throws 'Unknown property' for the global section, [sp] and Conv layers without an activation."""
+    ini = small_net(tmp_path, **{where: key})
+    with pytest.raises(irc.IRCError, match=rf"net.ini:{line}: unknown property {key.split('=')[0]!r}"):
+        irc.load(ini)
+
+
+def test_unknown_key_elsewhere_is_a_warning(tmp_path):
+    """An Fc, and a Conv with an activation, ignore keys they do not know: N2D2 is silent, irc warns."""
+    ini = small_net(tmp_path, conv="ActivationFunction=Rectifier\nKernelDim=3", fc="NbOutput=3")
+    with pytest.warns(UserWarning, match=r"net.ini:18: \[fc\] \(Type=Fc\) has a key N2D2 does not read here: "
+                                         r"'NbOutput'") as record:
+        irc.load(ini)
+    assert any("[conv] (Type=Conv) has a key N2D2 does not read here: 'KernelDim'" in str(w.message) for w in record)
+
+
+def test_keys_n2d2_knows_but_irc_does_not_use_are_accepted(tmp_path):
+    ini = small_net(tmp_path, glob="CheckWeightRange=1", sp="BatchSize=24",
+                    conv="WeightsFiller=XavierFiller\nWeightsSolver.LearningRate=0.01\nStrideX=1\nMapping.Size=1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*filler.*")   # the network has no weights: fillers warn
+        warnings.filterwarnings("ignore", message=".*fillers.*")
+        irc.load(ini)
+
+
+def test_later_layers_read_the_sizes_n2d2_writes_back(tmp_path):
+    """[conv]_NbChannels, _ChannelsWidth and _OutputsWidth exist once conv is built (CellGenerator.cpp)."""
+    ini = small_net(tmp_path, fc="ActivationFunction=Linear\n[fc2]\nInput=fc\nType=Fc\n"
+                                 "NbOutputs=$([conv]_NbChannels + [conv]_ChannelsWidth + [conv]_OutputsWidth )")
+    ini_text = open(ini).read().replace("[fc.Target]", "[fc2.Target]")
+    open(ini, "w").write(ini_text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = irc.load(ini)
+    assert g.outputs[0].type.shape == ("N", 1 + 4 + 2)     # 1 input channel, 4 wide in, 2 wide out
 
 
 # ------------------------------------------------------------------- corpus

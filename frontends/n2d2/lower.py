@@ -28,6 +28,7 @@ from irc.graph import Graph, Value
 from irc.types import BATCH, TensorType
 
 from . import weights as W
+from .keys import check_keys
 from .mapping import mapping_matrix
 
 SUPPORTED = ("Conv", "Pool", "Fc", "Softmax", "Dropout", "BatchNorm", "ElemWise", "Padding")
@@ -103,10 +104,12 @@ class _Lowering:
         self.build_input(env)
         for s in self.build_order(env, layers):
             handler = getattr(self, "layer_" + self.doc.get_str(s, "Type"))
-            self.outs[s] = handler(s, self.parents(s, env))
-            self.write_back(s)
+            parents = self.parents(s, env)
+            self.outs[s] = handler(s, parents)
+            self.write_back(s, [o for _, o in parents])
         self.set_outputs(layers)
         self.record_spiking(env)
+        check_keys(self.doc, env, layers)
         self.graph.meta["source_format"] = "n2d2-ini"
         self.graph.prune()
         if self.weights is None:
@@ -173,8 +176,12 @@ class _Lowering:
     def parents(self, section: str, env: str) -> list[tuple[str, Out]]:
         return [(n, self.outs[n]) for n in self.input_names(section, env)]
 
-    def write_back(self, section: str) -> None:
+    def write_back(self, section: str, inputs: list[Out]) -> None:
+        """The sizes N2D2 writes into a layer's section once built, readable as ``[layer]_NbOutputs`` etc."""
         o = self.outs[section]
+        self.doc.set(section, "_NbChannels", str(sum(i.channels for i in inputs)))
+        self.doc.set(section, "_ChannelsWidth", str(inputs[0].width))
+        self.doc.set(section, "_ChannelsHeight", str(inputs[0].height))
         self.doc.set(section, "_NbOutputs", str(o.channels))
         self.doc.set(section, "_OutputsWidth", str(o.width))
         self.doc.set(section, "_OutputsHeight", str(o.height))

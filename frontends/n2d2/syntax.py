@@ -162,7 +162,7 @@ class IniDocument:
 
     def keys_matching(self, section: str, pattern: str) -> list[str]:
         """Keys matching an N2D2 wildcard (``*``, ``?``), e.g. ``Mapping.*`` (``IniParser::isProperty``)."""
-        matches = _wildcard(pattern)
+        matches = wildcard(pattern)
         return [k for k in self.keys(section, variables=True) if matches(k)]
 
     def where(self, section: str, key: str) -> tuple[str, int | None]:
@@ -175,7 +175,7 @@ class IniDocument:
 
     def sections_matching(self, pattern: str) -> list[str]:
         """Named sections matching an N2D2 wildcard (``*``, ``?``), in file order."""
-        matches = _wildcard(pattern)
+        matches = wildcard(pattern)
         return [name for name in self.sections if name and matches(name)]
 
     def unread(self, section: str) -> list[str]:
@@ -417,7 +417,7 @@ def _reference_hint(section: str, key: str) -> str:
     return f"add {key}=... to [{section}], or fix the reference"
 
 
-def _wildcard(pattern: str) -> Callable[[str], bool]:
+def wildcard(pattern: str) -> Callable[[str], bool]:
     """N2D2's ``Utils::match``: ``*`` any run, ``?`` one character, everything else literal."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     compiled = re.compile(regex, re.S)
