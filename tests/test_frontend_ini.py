@@ -256,6 +256,28 @@ def test_later_layers_read_the_sizes_n2d2_writes_back(tmp_path):
     assert g.outputs[0].type.shape == ("N", 1 + 4 + 2)     # 1 input channel, 4 wide in, 2 wide out
 
 
+@pytest.mark.parametrize("sp, conv, line, match", [
+    ("", "NbOutputs=99999999999", 12, r"NbOutputs=99999999999 is not a size between 1 and 65,536"),
+    ("NbChannels=0", "", 6, r"NbChannels=0 is not a size"),
+    ("NbChannels=4096", "NbOutputs=4096\nKernelDims=128 128", 12, r"would have 274,877,906,944 weights"),
+])
+def test_sizes_no_machine_could_hold_are_refused_at_their_line(tmp_path, sp, conv, line, match):
+    """(A repeated key: the later line wins, as in N2D2.)"""
+    ini = small_net(tmp_path, sp=sp.replace("\n", "\n    "), conv=conv)
+    with pytest.raises(irc.IRCError, match=rf"net.ini:{line}: .*{match}"):
+        irc.load(ini)
+
+
+def test_a_huge_mapping_pattern_is_cheap_and_exact(tmp_path):
+    """Offsets wrap around the matrix: a trillion iterations connect what a full cycle connects."""
+    ini = small_net(tmp_path, sp="NbChannels=3", conv="Mapping.NbIterations=1000000000000\nMapping.StrideY=1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = irc.load(ini)
+    conv = g.find("Conv")[0]
+    assert len(conv.inputs) < 4 or np.all(g.param(conv.inputs[3]) == 1)   # every pair connected: no mask
+
+
 # ------------------------------------------------------------------- corpus
 def corpus_files():
     return sorted(glob.glob(os.path.join(CORPUS, "**", "*.ini"), recursive=True))

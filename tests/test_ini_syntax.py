@@ -674,3 +674,51 @@ def test_every_corpus_file_parses_and_its_values_resolve():
 def test_missing_ini_file():
     with pytest.raises(IRCError, match="nowhere.ini: INI file not found"):
         parse_ini("nowhere.ini")
+
+
+# ------------------------------------------------------- bounded work
+# A model file is untrusted input: whatever it asks for, reading it ends quickly, with an IRCError at its line.
+def _chain(name: str, first: str, step: str, n: int) -> str:
+    return "\n".join([f"${name}0={first}"] + [f"${name}{i}=" + step.format(p=f"${{{name}{i - 1}}}")
+                                              for i in range(1, n)]) + "\n"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[s]\nK=$(((3**30000)*(3**30000))*((3**30000)*(3**30000)))\n", r"is too large"),
+    ("[s]\nK=$(round(1, -10**9))\n", r"round\(\) to -1000000000 digits is out of range"),
+    ("[s]\nK=$(" + "1+" * 6000 + "1)\n", r"longer than 10,000 characters"),
+    (_chain("A", "ab", "{p}{p}", 40) + "[s]\nK=${A39}\n", r"longer than 1,000,000 characters"),
+    (_chain("V", "1", "{p}", 250) + "[s]\nK=${V249}\n", r"nested more than 100 deep"),
+])
+def test_runaway_values_are_refused_at_their_line(tmp_path, text, match):
+    doc = ini(tmp_path, text)
+    with pytest.raises(IRCError, match=match):
+        doc.value("s", "K")
+
+
+def test_a_value_read_many_times_over_is_resolved_once(tmp_path):
+    """Each level reads the one below three times: 3**60 reads unless each is resolved once per value."""
+    doc = ini(tmp_path, _chain("B", "1", "$({p}+{p}-{p})", 60) + "[s]\nK=${B59}\n")
+    assert doc.value("s", "K") == "1"
+
+
+@pytest.mark.parametrize("template, match", [
+    ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+     "{% endfor %}{% endfor %}{% endfor %}", r"more than 1,000,000 loop iterations"),
+    ("{% set X %}ab{% endset %}" + "{% set X %}{{X}}{{X}}{% endset %}" * 40, r"more than 2,000,000 characters"),
+    ("{% if A exists %}" * 1000 + "{% endif %}" * 1000, r"nests its statements too deeply"),
+])
+def test_runaway_templates_are_refused(tmp_path, template, match):
+    (tmp_path / "t.ini.tpl").write_text("[{{SECTION_NAME}}_x]\n" + template + "\n")
+    with pytest.raises(IRCError, match=match):
+        ini(tmp_path, "[blk@t.ini.tpl]\nA=1\n")
+
+
+def test_an_include_diamond_is_bounded(tmp_path):
+    """Six files, each including the next ten times: a million leaves, refused once the text outgrows the limit."""
+    for i in range(6):
+        body = "K=" + "1" * 100 + "\n" if i == 5 else "".join(f"{{% include t{i + 1}.tpl %}}" for _ in range(10))
+        (tmp_path / f"t{i}.tpl").write_text(body)
+    (tmp_path / "top.ini.tpl").write_text("[{{SECTION_NAME}}_x]\n{% include t0.tpl %}\n")
+    with pytest.raises(IRCError, match=r"more than 2,000,000 characters"):
+        ini(tmp_path, "[blk@top.ini.tpl]\nA=1\n")

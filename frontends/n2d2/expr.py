@@ -32,7 +32,9 @@ _COMPARE: dict[type, Callable[[Number, Number], bool]] = {
 }
 FUNCTIONS: dict[str, Callable[..., Number]] = {"int": int, "float": float, "round": round, "abs": abs,
                                                 "min": min, "max": max}
-_MAX_RESULT_BITS = 100_000      # an integer power beyond this would only burn memory
+_MAX_RESULT_BITS = 100_000      # an integer power or product beyond this would only burn memory
+_MAX_DIGITS = 400               # round()'s digits: a float has fewer than 400 decimal places either side
+_MAX_LENGTH = 10_000            # characters in one expression
 _HINT = ("irc evaluates arithmetic only: numbers, + - * / // % **, comparisons, `a if c else b`, "
          "and/or/not, and int float round abs min max; nothing in a model file is executed")
 
@@ -52,6 +54,8 @@ def evaluate(expression: str, *, file: str | None = None, line: int | None = Non
 
 def evaluate_value(expression: str, *, file: str | None = None, line: int | None = None) -> Number:
     """The number an arithmetic expression stands for; IRCError for anything else."""
+    if len(expression) > _MAX_LENGTH:
+        raise _error(expression[:60] + "...", f"longer than {_MAX_LENGTH:,} characters", file, line)
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
@@ -109,6 +113,10 @@ def _binary(node: ast.BinOp) -> Number:
     left, right = _evaluate(node.left), _evaluate(node.right)
     if isinstance(node.op, ast.Pow):
         _check_power(left, right)
+    if isinstance(node.op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
+        if abs(left).bit_length() + abs(right).bit_length() > _MAX_RESULT_BITS:
+            raise _Refused(f"a product of {abs(left).bit_length()}- and {abs(right).bit_length()}-bit integers "
+                           "is too large")
     return _BINARY[type(node.op)](left, right)
 
 
@@ -145,7 +153,10 @@ def _call(node: ast.Call) -> Number:
         raise _Refused(f"calling {name} is not allowed (only {', '.join(FUNCTIONS)})")
     if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
         raise _Refused(f"{node.func.id}() takes plain positional arguments only")
-    return FUNCTIONS[node.func.id](*[_evaluate(a) for a in node.args])
+    args = [_evaluate(a) for a in node.args]
+    if node.func.id == "round" and len(args) == 2 and isinstance(args[1], int) and abs(args[1]) > _MAX_DIGITS:
+        raise _Refused(f"round() to {args[1]} digits is out of range (at most {_MAX_DIGITS})")
+    return FUNCTIONS[node.func.id](*args)
 
 
 def _describe_refusal(node: ast.AST) -> str:

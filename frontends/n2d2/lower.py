@@ -37,6 +37,8 @@ INPUT_SECTIONS = ("cenv", "env", "sp")
 SPIKE_KEYS = ("Threshold", "BipolarThreshold", "Leak", "TerminateDelta", "TerminateMax", "Refractory",
               "IncomingDelay", "WeightsRelInit")
 TANH_LECUN_ALPHA = 1.7159 * (2.0 / 3.0)
+MAX_SIZE = 1 << 16               # widths, heights, channel and output counts
+MAX_WEIGHTS = 1 << 28            # one layer's weights (1 GiB of float32)
 
 
 @dataclass
@@ -135,6 +137,10 @@ class _Lowering:
             channels = doc.get_uint(env, "NbChannels", 1)
         if doc.has_key(env, "SizeD"):
             raise self.err(env, "3-D inputs (SizeD) are not supported", "SizeD")
+        key = "Size" if doc.has_key(env, "Size") else None
+        self.check_size(env, key or "SizeX", width)
+        self.check_size(env, key or "SizeY", height)
+        self.check_size(env, key or "NbChannels", channels)
         x = self.graph.add_input(env, TensorType((BATCH, channels, height, width)))
         self.outs["env"] = Out(x, channels, height, width)
         self.graph.meta["input_transformations"] = json.dumps(self.transformations(env))
@@ -236,6 +242,18 @@ class _Lowering:
             return [doc.get_uint(section, base + "Width"), doc.get_uint(section, base + "Height")]
         return [get1(section, base + "X", default), get1(section, base + "Y", default)]
 
+    def check_size(self, section: str, key: str, value: int) -> int:
+        """A layer or input size: N2D2 would try to allocate anything; irc stops at what can exist."""
+        if not 1 <= value <= MAX_SIZE:
+            raise self.err(section, f"{key}={value} is not a size between 1 and {MAX_SIZE:,}", key)
+        return value
+
+    def check_weights(self, section: str, shape: tuple[int, ...]) -> None:
+        count = math.prod(shape)
+        if count > MAX_WEIGHTS:
+            raise self.err(section, f"the layer would have {count:,} weights {list(shape)} "
+                           f"(irc's limit is {MAX_WEIGHTS:,})", "NbOutputs")
+
     # --------------------------------------------------------- activations
     def activation(self, section: str, value: Value, default: str | None) -> Value:
         doc = self.doc
@@ -318,8 +336,11 @@ class _Lowering:
         subsample = self.dims(section, "SubSample", 2, 1)
         if subsample != [1, 1]:
             raise self.err(section, "SubSample other than 1 is not supported", "SubSample")
-        m = doc.get_uint(section, "NbOutputs")
+        m = self.check_size(section, "NbOutputs", doc.get_uint(section, "NbOutputs"))
+        for key, k in (("Kernel", kx), ("Kernel", ky)):
+            self.check_size(section, key, k)
         src = self.concat(section, parents)
+        self.check_weights(section, (m, src.channels, ky, kx))
         if src.value.type.rank != 4 or (src.height == 1 and src.width == 1 and kx * ky > 1):
             raise self.err(section, "a Conv needs a 2-D input", "Input")
         mask = np.concatenate([mapping_matrix(doc, section, name, o.channels, m) for name, o in parents], axis=0)
@@ -354,7 +375,7 @@ class _Lowering:
         pooling = doc.get_str(section, "Pooling")
         if pooling not in ("Max", "Average"):
             raise self.err(section, f"Pooling={pooling} (expected Max or Average)", "Pooling")
-        m = doc.get_uint(section, "NbOutputs")
+        m = self.check_size(section, "NbOutputs", doc.get_uint(section, "NbOutputs"))
         mask = np.concatenate([mapping_matrix(doc, section, name, o.channels, m) for name, o in parents], axis=0)
         src = self.concat(section, parents)
         if src.value.type.rank != 4:
@@ -374,7 +395,7 @@ class _Lowering:
     def layer_Fc(self, section: str, parents: list[tuple[str, Out]]) -> Out:
         doc = self.doc
         cfg = self.config(section)
-        m = doc.get_uint(section, "NbOutputs")
+        m = self.check_size(section, "NbOutputs", doc.get_uint(section, "NbOutputs"))
         for key in ("InputOffsetX", "InputOffsetY", "InputWidth", "InputHeight"):
             if doc.has_key(section, key) and doc.get_uint(section, key):
                 raise self.err(section, f"{key} (an input crop) is not supported", key)
@@ -382,6 +403,7 @@ class _Lowering:
                 for _, o in parents]
         x = flat[0] if len(flat) == 1 else self.node(section, "Concat", flat, {"axis": 1})
         inputs = x.type.shape[1]
+        self.check_weights(section, (m, inputs))
         has_bias = not self.param(section, cfg, "NoBias", "bool", False)
         if self.weights is not None:
             fmt = self.param(section, cfg, "WeightsExportFormat", "str", "OC")

@@ -90,15 +90,15 @@ def mapping_matrix(doc, section: str, parent: str, channels: int, outputs: int) 
     if not is_function:
         return np.ones((channels, outputs), bool)
     p = _pattern(doc, section, matrix_key, layer_default)
-    iterations = p.iterations or max(outputs, channels)
-    size_y = p.size_y or channels
-    size_x = p.size_x or outputs
+    # the offsets wrap around, so a window wider than the matrix, or more iterations than it has
+    # (offset x, offset y) positions, set nothing more: clamping keeps huge counts cheap and exact
+    iterations = min(p.iterations or max(outputs, channels), channels * outputs)
+    size_y = min(p.size_y or channels, channels)
+    size_x = min(p.size_x or outputs, outputs)
     m = np.zeros((channels, outputs), bool)
     x, y = p.offset_x, p.offset_y
     for _ in range(iterations):
-        for px in range(size_x):
-            for py in range(size_y):
-                m[(y + py) % channels, (x + px) % outputs] = True
+        m[np.ix_((y + np.arange(size_y)) % channels, (x + np.arange(size_x)) % outputs)] = True
         x += p.stride_x
         y += p.stride_y
     return m

@@ -50,6 +50,9 @@ _SPREAD_RE = re.compile(rf"({_FLOAT_RE.pattern})(%?)")
 _ENV_RE = re.compile(r"\$\{([^}]*)\}")
 _COMMENT_OR_QUOTE_RE = re.compile(r'["#;]')
 _MAX_SUBSTITUTIONS = 10_000
+_MAX_CHAIN = 100                 # properties referring to properties referring to ... in one value
+_MAX_RESOLUTIONS = 100_000       # property resolutions in one read, nested ones included
+_MAX_VALUE_CHARS = 1_000_000     # a resolved value's length
 _MAX_TEMPLATE_DEPTH = 16
 _LIST_HINT = "N2D2 separates list items with spaces; ',' is its thousands separator (1,000,000)"
 
@@ -148,6 +151,8 @@ class IniDocument:
         self.sections: dict[str, Section] = {"": Section("", file=str(path))}
         self.warnings: list[str] = []
         self._read: dict[str, set[str]] = {}
+        self._memo: dict[tuple[str, str, str], str] | None = None   # resolutions within one read
+        self._resolutions = 0
 
     # ------------------------------------------------------------- structure
     def has(self, section: str) -> bool:
@@ -205,7 +210,13 @@ class IniDocument:
         if not self.has_key(section, key):
             return self._absent(section, key, default)
         self._read.setdefault(section, set()).add(key)
-        return self._resolve_property(section, section, key, ())
+        if self._memo is not None:                       # a nested read (a typed getter inside a resolution)
+            return self._resolve_property(section, section, key, ())
+        self._memo, self._resolutions = {}, 0
+        try:
+            return self._resolve_property(section, section, key, ())
+        finally:
+            self._memo = None
 
     def items(self, section: str) -> dict[str, str]:
         """Every property resolved, all marked read (N2D2's ``getSection``, used for ConfigSection)."""
@@ -296,8 +307,19 @@ class IniDocument:
         if link in chain:
             cycle = " -> ".join(f"[{s}]{k}" for s, k in chain + (link,))
             raise origin.error(f"circular reference: {cycle}")
+        if len(chain) >= _MAX_CHAIN:
+            raise origin.error(f"references are nested more than {_MAX_CHAIN} deep")
+        memo_key = (context, owner, key)
+        if self._memo is not None and memo_key in self._memo:    # the same property, read again in one value
+            return self._memo[memo_key]
+        self._resolutions += 1
+        if self._resolutions > _MAX_RESOLUTIONS:
+            raise origin.error(f"reading this value resolves more than {_MAX_RESOLUTIONS:,} properties")
         raw = self.sections[owner].properties[key].raw
-        return self._resolve(raw, context, origin, chain + (link,))
+        text = self._resolve(raw, context, origin, chain + (link,))
+        if self._memo is not None:
+            self._memo[memo_key] = text
+        return text
 
     def _resolve(self, text: str, context: str, origin: _Origin,
                  chain: tuple[tuple[str, str], ...]) -> str:
@@ -327,6 +349,7 @@ class IniDocument:
                 raise origin.error(f"[{name}]{key}: section [{name}] has no property {key!r}",
                                    _reference_hint(name, key))
             text = text[:start] + self._resolve_property(context, name, key, chain) + text[end:]
+            _check_length(text, origin)
         raise origin.error("too many [section]property substitutions")
 
     def _substitute_variables(self, text: str, context: str, origin: _Origin,
@@ -345,6 +368,7 @@ class IniDocument:
                 pos = end + 1
                 continue
             text = text[:start] + found + text[end + 1:]
+            _check_length(text, origin)
         raise origin.error("too many ${variable} substitutions")
 
     def _variable(self, name: str, context: str, chain: tuple[tuple[str, str], ...]) -> str | None:
@@ -375,6 +399,11 @@ class IniDocument:
 
 
 # =================================================================== resolution helpers
+def _check_length(text: str, origin: _Origin) -> None:
+    if len(text) > _MAX_VALUE_CHARS:
+        raise origin.error(f"the value grows longer than {_MAX_VALUE_CHARS:,} characters")
+
+
 def _substitute_expressions(text: str, origin: _Origin) -> str:
     """``$(expr)`` -> its value, parentheses matched the way N2D2 matches them."""
     pos = 0

@@ -33,6 +33,8 @@ _CLOSING_WORDS = ("else", "endif", "endfor", "endblock", "endset")
 _INVERSE_OP = {"==": "!=", "!=": "==", "exists": "not_exists", "not_exists": "exists"}
 _MAX_LOOP = 100_000
 _MAX_INCLUDE_DEPTH = 16
+_MAX_STEPS = 1_000_000          # loop and block iterations in one rendering, nested ones included
+_MAX_CHARS = 2_000_000          # text one rendering may produce ({% set %} bodies included)
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,10 @@ def _tokenize(source: str, path: str) -> list[_Text | _Tag]:
 class _Parser:
     """Builds the node tree of one template file (includes are parsed in place)."""
 
-    def __init__(self, path: str, including: tuple[str, ...] = ()):
+    def __init__(self, path: str, including: tuple[str, ...] = (), parsed: dict[str, list] | None = None):
         self.path = path
         self.including = including + (os.path.abspath(path),)
+        self.parsed = {} if parsed is None else parsed      # include trees by file: a diamond is parsed once
         self.tokens = _tokenize(read_template(path), path)
         self.pos = 0
 
@@ -217,24 +220,39 @@ class _Parser:
         if not os.path.isfile(path):
             raise _error(f"included template {tag.words[1]!r} not found ({path})", tag,
                          hint="a relative include is looked up in the including template's folder")
-        if os.path.abspath(path) in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
+        full = os.path.abspath(path)
+        if full in self.including:
             raise _error(f"template {tag.words[1]!r} includes itself", tag)
-        return _Parser(path, self.including).parse()
+        if len(self.including) > _MAX_INCLUDE_DEPTH:
+            raise _error(f"templates are included more than {_MAX_INCLUDE_DEPTH} deep", tag)
+        if full not in self.parsed:
+            self.parsed[full] = _Parser(path, self.including, self.parsed).parse()
+        return self.parsed[full]
 
 
 def parse_template(path: str) -> list[_Node]:
     """The node tree of a template file; syntax errors name the template file and line."""
-    return _Parser(path).parse()
+    try:
+        return _Parser(path).parse()
+    except RecursionError:
+        raise IRCError("the template nests its statements too deeply", file=path) from None
 
 
 # ------------------------------------------------------------------ rendering
 class _Renderer:
     """Renders nodes into text fragments that remember their template file and line."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: "_Budget | None" = None) -> None:
         # (text, file, line, literal): literal text advances the line at each newline,
         # a substituted value keeps the line of its {{ }}
         self.fragments: list[tuple[str, str, int, bool]] = []
+        self.budget = _Budget() if budget is None else budget
+
+    def emit(self, text: str, file: str, line: int, literal: bool) -> None:
+        self.budget.chars += len(text)
+        if self.budget.chars > _MAX_CHARS:
+            raise IRCError(f"the template produces more than {_MAX_CHARS:,} characters", file=file, line=line)
+        self.fragments.append((text, file, line, literal))
 
     def text(self) -> str:
         return "".join(f[0] for f in self.fragments)
@@ -257,9 +275,9 @@ class _Renderer:
         while True:
             start = text.find("{{", pos)
             if start < 0:
-                self.fragments.append((text[pos:], node.file, line, True))
+                self.emit(text[pos:], node.file, line, True)
                 return
-            self.fragments.append((text[pos:start], node.file, line, True))
+            self.emit(text[pos:start], node.file, line, True)
             line += text.count("\n", pos, start)
             end = text.find("}}", start + 2)
             if end < 0:
@@ -268,7 +286,7 @@ class _Renderer:
             if name not in params:
                 raise IRCError(f"undefined template variable {{{{{name}}}}}", file=node.file, line=line,
                                hint=_undefined_hint(name))
-            self.fragments.append((params[name], node.file, line, False))
+            self.emit(params[name], node.file, line, False)
             line += text.count("\n", start, end + 2)
             pos = end + 2
 
@@ -292,6 +310,7 @@ class _Renderer:
             raise _error(f"range({node.start}, {node.stop}) has more than {_MAX_LOOP} steps", node)
         i = start
         while i < stop:
+            self.budget.step(node)
             params[node.var] = cpp_double_text(i)
             self.render(node.body, params)
             i += 1
@@ -308,12 +327,26 @@ class _Renderer:
         if size > _MAX_LOOP:
             raise _error(f"block size {node.var}={size} is too large", node)
         for i in range(size):
+            self.budget.step(node)
             self.render(node.body, _block_params(params, node.var, i))
 
     def _set(self, node: _Set, params: dict[str, str]) -> None:
-        inner = _Renderer()
+        inner = _Renderer(self.budget)
         inner.render(node.body, params)
         params[node.var] = inner.text()
+
+
+class _Budget:
+    """What one rendering has spent: nested loops multiply, so the limit is on the whole rendering."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.chars = 0
+
+    def step(self, node: "_For | _Block") -> None:
+        self.steps += 1
+        if self.steps > _MAX_STEPS:
+            raise _error(f"the template runs more than {_MAX_STEPS:,} loop iterations", node)
 
 
 def _undefined_hint(name: str) -> str:
@@ -383,5 +416,8 @@ def _fragments_to_lines(fragments: list[tuple[str, str, int, bool]], path: str) 
 def render_template(path: str, params: Mapping[str, str]) -> list[SourceLine]:
     """Render a template file with ``params``; the INI lines it produces, with their origins."""
     renderer = _Renderer()
-    renderer.render(parse_template(path), dict(params))
+    try:
+        renderer.render(parse_template(path), dict(params))
+    except RecursionError:
+        raise IRCError("the template nests its statements too deeply", file=path) from None
     return _fragments_to_lines(renderer.fragments, path)
