@@ -617,10 +617,14 @@ class Lowering:
         return self.arrange(t, channels_first(t.rank, cfg.get("data_format")))
 
     def same_arrangement(self, args: list[Tensor]) -> list[Tensor]:
-        """Inputs of a merge, all arranged like the first one."""
+        """Inputs of a merge, all arranged alike: as most of them already are (the IR's channels-first
+        arrangement on a tie), so that the fewest Transposes are made."""
         if any(t.rank != args[0].rank for t in args):
             raise UnsupportedError(f"merging tensors of ranks {[t.rank for t in args]} (broadcasting) is not supported")
-        return [self.arrange(t, args[0].axes) for t in args]
+        arrangements = [t.axes for t in args]
+        nchw = channels_first(args[0].rank, "channels_last")
+        target = max(arrangements, key=lambda axes: (arrangements.count(axes), axes == nchw))
+        return [self.arrange(t, target) for t in args]
 
     @staticmethod
     def ir_axis(t: Tensor, keras_axis: int) -> int:
