@@ -77,6 +77,12 @@ def test_flatten_after_channels_last_folds_into_the_dense():
     np.testing.assert_allclose(irc.compile(folded).run(*xs), ys[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_merge_takes_the_arrangement_that_needs_fewest_transposes():
+    """Add(input, Conv(input)) -> Conv: the input once to channels-first, the output once back."""
+    graph = irc.compile(irc.load(os.path.join(KERAS, "merge_layout.keras"))).graph
+    assert len(graph.find("Transpose")) == 2
+
+
 def test_nhwc_inputs_as_keras_takes_them():
     graph = irc.load(os.path.join(KERAS, "seq_cnn.h5"))
     assert graph.inputs[0].type.shape == ("N", 16, 16, 3)
