@@ -82,6 +82,8 @@ def read_model(path: str) -> "KerasModel":
 
 
 # =================================================================== the config
+DAMAGED = "the file was not written by Keras, or was edited or damaged; save the model again"
+
 MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError)
 """What reading a config Keras did not write (a missing key, a string for a number) raises in plain Python."""
 
@@ -90,7 +92,7 @@ def malformed(error: Exception, what: str, node: str | None = None) -> IRCError:
     """The IRCError for a config value irc cannot read, keeping the Python error as its cause."""
     detail = f"{type(error).__name__}: {error}"
     return IRCError(f"{what} is malformed ({detail})", node=node,
-                    hint="the file was not written by Keras, or was edited or damaged; save the model again")
+                    hint=DAMAGED)
 
 
 def checked_config(fn: Callable) -> Callable:
@@ -151,7 +153,7 @@ def check_structure(model: LayerEntry, where: str) -> None:
     """Every layer entry a dict with a class name, a config dict and a name; functional models their ends."""
     def bad(why: str) -> IRCError:
         return IRCError(f"the model config is malformed: {where} {why}",
-                        hint="the file was not written by Keras, or was edited or damaged; save the model again")
+                        hint=DAMAGED)
 
     layers = model["config"].get("layers", [])
     if not isinstance(layers, list):
@@ -262,7 +264,7 @@ def read_archive_vars(layer: LayerEntry, group, where: str) -> list[np.ndarray]:
     stored = group["vars"] if is_group(group) and "vars" in group else {}
     if not is_group(stored) and not isinstance(stored, dict):
         raise IRCError(f"{where}/vars is not a group of arrays", node=layer_name(layer),
-                       hint="the file is damaged or was not written by Keras; save the model again")
+                       hint=DAMAGED)
     indices = sorted(int(k) for k in stored.keys() if k.isdigit())
     if indices != list(range(len(wanted))):
         have = ", ".join(f"vars/{i}" for i in indices) or "none"
@@ -325,7 +327,7 @@ def read_array(node: Any, where: str, layer: str) -> np.ndarray:
 
     if not isinstance(node, h5py.Dataset) or not (np.issubdtype(node.dtype, np.number) or node.dtype == bool):
         raise IRCError(f"{where} is not an array of numbers", node=layer,
-                       hint="the file is damaged or was not written by Keras; save the model again")
+                       hint=DAMAGED)
     return np.array(node)
 
 
@@ -350,7 +352,7 @@ def stored_arrays(root, layer: LayerEntry) -> list[tuple[str, np.ndarray]]:
     group = root[name]
     if not is_group(group) or not is_group(root):
         raise IRCError(f"model_weights/{name} is not a group of arrays", node=name,
-                       hint="the file is damaged or was not written by Keras; save the model again")
+                       hint=DAMAGED)
     out = []
     for wname in h5_name_list(group, "weight_names"):
         if wname not in group:

@@ -240,7 +240,6 @@ def test_keys_n2d2_knows_but_irc_does_not_use_are_accepted(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", message=".*filler.*")   # the network has no weights: fillers warn
-        warnings.filterwarnings("ignore", message=".*fillers.*")
         irc.load(ini)
 
 
@@ -263,7 +262,7 @@ def test_later_layers_read_the_sizes_n2d2_writes_back(tmp_path):
 ])
 def test_sizes_no_machine_could_hold_are_refused_at_their_line(tmp_path, sp, conv, line, match):
     """(A repeated key: the later line wins, as in N2D2.)"""
-    ini = small_net(tmp_path, sp=sp.replace("\n", "\n    "), conv=conv)
+    ini = small_net(tmp_path, sp=sp, conv=conv)
     with pytest.raises(irc.IRCError, match=rf"net.ini:{line}: .*{match}"):
         irc.load(ini)
 

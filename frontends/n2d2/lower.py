@@ -337,8 +337,8 @@ class _Lowering:
         if subsample != [1, 1]:
             raise self.err(section, "SubSample other than 1 is not supported", "SubSample")
         m = self.check_size(section, "NbOutputs", doc.get_uint(section, "NbOutputs"))
-        for key, k in (("Kernel", kx), ("Kernel", ky)):
-            self.check_size(section, key, k)
+        self.check_size(section, "Kernel", kx)
+        self.check_size(section, "Kernel", ky)
         src = self.concat(section, parents)
         self.check_weights(section, (m, src.channels, ky, kx))
         if src.value.type.rank != 4 or (src.height == 1 and src.width == 1 and kx * ky > 1):

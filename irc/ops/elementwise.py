@@ -165,9 +165,6 @@ class _Unary(OpDef):
         self.require_analog(ins)
         return [ins[0]]
 
-    def kernel_args(self, ins, outs, a):
-        return {}
-
 
 @register
 class Exp(_Unary):
@@ -192,9 +189,6 @@ class _Compare(OpDef):
         if x.dtype != y.dtype:
             raise IRCError(f"{self.name}: operand types {x.dtype} and {y.dtype} differ")
         return [TensorType(broadcast_shapes(x.shape, y.shape), "bool")]
-
-    def kernel_args(self, ins, outs, a):
-        return {}
 
 
 @register
@@ -265,9 +259,6 @@ class Where(OpDef):
             raise IRCError(f"Where: operand types {x.dtype} and {y.dtype} differ")
         return [TensorType(broadcast_shapes(cond.shape, broadcast_shapes(x.shape, y.shape)), x.dtype)]
 
-    def kernel_args(self, ins, outs, a):
-        return {}
-
 
 class _Extremum(OpDef):
     """The elementwise maximum or minimum of any number of operands, broadcast together."""
@@ -284,9 +275,6 @@ class _Extremum(OpDef):
                 raise IRCError(f"{self.name}: operand types {ins[0].dtype} and {t.dtype} differ")
             shape = broadcast_shapes(shape, t.shape)
         return [TensorType(shape, ins[0].dtype)]
-
-    def kernel_args(self, ins, outs, a):
-        return {}
 
 
 @register

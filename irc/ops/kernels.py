@@ -248,17 +248,17 @@ def where(condition, a, b):
 
 
 def maximum(*xs):
-    out = xs[0]
+    out = np.array(xs[0])
     for x in xs[1:]:
         out = np.maximum(out, x)
-    return np.array(out, copy=len(xs) == 1)
+    return out
 
 
 def minimum(*xs):
-    out = xs[0]
+    out = np.array(xs[0])
     for x in xs[1:]:
         out = np.minimum(out, x)
-    return np.array(out, copy=len(xs) == 1)
+    return out
 
 
 def relu(x):
