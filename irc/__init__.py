@@ -7,6 +7,19 @@
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# In a source checkout the subpackages irc.frontends, irc.passes and irc.backends live in the
+# top-level folders frontends/, passes/ and backends/ (pyproject.toml maps them when installing).
+# Running from the checkout (python benchmarks/x.py, python -c "import irc" at the repo root) must
+# give the same package as the installed one, so the checkout's root joins the package path.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_root = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "frontends")) and all(
+        _os.path.isfile(_os.path.join(_root, sub, "__init__.py")) for sub in ("frontends", "passes", "backends")):
+    __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821
+del _here, _root
+
 from .errors import IRCError, UnsupportedError, VerifyError  # noqa: E402
 from .graph import Graph, Node, Value  # noqa: E402
 from .types import BATCH, Domain, TensorType  # noqa: E402
