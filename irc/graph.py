@@ -3,17 +3,22 @@
 A :class:`Graph` owns its values, its nodes (kept in topological order) and its
 parameters (named constant arrays: weights, biases, thresholds).  Nodes refer to
 :class:`Value` objects; a parameter is a value whose data lives in
-``graph.params``.  Rewrites go through a few safe primitives
-(:meth:`Graph.add_node`, :meth:`Graph.replace_all_uses`,
-:meth:`Graph.remove_node`, :meth:`Graph.prune`) so that use lists, names and
-types stay consistent; every node's output types are inferred from the op
-registry when it is created.
+``graph.params``.
+
+Every value keeps its *use list*: the (node, input index) pairs that read it.
+Rewrites go through a few primitives that keep use lists, names and types
+consistent (:meth:`Graph.add_node`, :meth:`Graph.set_input`,
+:meth:`Graph.set_inputs`, :meth:`Graph.replace_uses`, :meth:`Graph.remove_node`,
+:meth:`Graph.prune`), so a rewrite costs O(uses), not O(nodes): a node's
+``inputs`` is a read-only tuple.  Every node's output types are inferred from
+the op registry when it is created.
 """
 from __future__ import annotations
 
 import copy
+import heapq
 import re
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -24,29 +29,42 @@ from .types import TensorType, type_of_array
 class Value:
     """One SSA value: a graph input, a parameter or a node output."""
 
-    __slots__ = ("name", "type", "producer", "is_param")
+    __slots__ = ("name", "type", "producer", "is_param", "uses")
 
     def __init__(self, name: str, type: TensorType, producer: "Node | None" = None, is_param: bool = False):
         self.name = name
         self.type = type
         self.producer = producer
         self.is_param = is_param
+        self.uses: dict[tuple[int, int], tuple["Node", int]] = {}
+        """(node, input index) pairs that read this value, keyed by (id(node), index); kept by Graph."""
+
+    def users(self) -> list[tuple["Node", int]]:
+        return list(self.uses.values())
 
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"
 
 
 class Node:
-    """One operation: ``outputs = op(inputs) {attrs}``."""
+    """One operation: ``outputs = op(inputs) {attrs}``.
 
-    __slots__ = ("name", "op", "inputs", "outputs", "attrs")
+    ``inputs`` is a tuple: change it through :meth:`Graph.set_input` /
+    :meth:`Graph.set_inputs`, which keep the values' use lists right.
+    """
 
-    def __init__(self, name: str, op: str, inputs: list[Value | None], outputs: list[Value], attrs: dict[str, Any]):
+    __slots__ = ("name", "op", "_inputs", "outputs", "attrs")
+
+    def __init__(self, name: str, op: str, inputs: Sequence[Value | None], outputs: list[Value], attrs: dict[str, Any]):
         self.name = name
         self.op = op
-        self.inputs = inputs
+        self._inputs: tuple[Value | None, ...] = tuple(inputs)
         self.outputs = outputs
         self.attrs = attrs
+
+    @property
+    def inputs(self) -> tuple[Value | None, ...]:
+        return self._inputs
 
     @property
     def output(self) -> Value:
@@ -78,6 +96,8 @@ class Graph:
         self.meta: dict[str, Any] = {}
         """Facts that outlive passes: the source file, the readout rule, ..."""
         self._node_names: set[str] = set()
+        self._next_suffix: dict[tuple[int, str], int] = {}
+        """Per (name table, stem): where the search for a free ``stem_i`` starts (keeps naming O(1))."""
 
     # ------------------------------------------------------------------ names
     def unique_name(self, base: str, taken: set[str] | dict | None = None) -> str:
@@ -87,9 +107,11 @@ class Graph:
         if base not in taken:
             return base
         stem = _NAME_SUFFIX.match(base).group(1) or base  # type: ignore[union-attr]
-        i = 1
+        key = (id(taken), stem)
+        i = self._next_suffix.get(key, 1)
         while f"{stem}_{i}" in taken:
             i += 1
+        self._next_suffix[key] = i + 1
         return f"{stem}_{i}"
 
     # --------------------------------------------------------------- builders
@@ -155,7 +177,8 @@ class Graph:
         names = list(output_names) if output_names else [node_name] if len(out_types) == 1 else [
             f"{node_name}.{i}" for i in range(len(out_types))
         ]
-        node = Node(node_name, op, list(inputs), [], full_attrs)
+        node = Node(node_name, op, inputs, [], full_attrs)
+        self._add_uses(node)
         for oname, otype in zip(names, out_types):
             oname = self.unique_name(oname)
             v = Value(oname, otype, producer=node)
@@ -179,30 +202,59 @@ class Graph:
             v.type = t
 
     # ------------------------------------------------------------------- uses
+    @staticmethod
+    def _add_uses(node: Node) -> None:
+        for i, v in enumerate(node.inputs):
+            if v is not None:
+                v.uses[(id(node), i)] = (node, i)
+
+    @staticmethod
+    def _drop_uses(node: Node) -> None:
+        for i, v in enumerate(node.inputs):
+            if v is not None:
+                v.uses.pop((id(node), i), None)
+
+    def set_inputs(self, node: Node, inputs: Sequence[Value | None]) -> None:
+        """Give ``node`` new inputs (use lists follow); re-run inference with :meth:`reinfer` if types change."""
+        self._drop_uses(node)
+        node._inputs = tuple(inputs)
+        self._add_uses(node)
+
+    def set_input(self, node: Node, index: int, value: Value | None) -> None:
+        """Replace input ``index`` of ``node``."""
+        old = node.inputs[index]
+        if old is not None:
+            old.uses.pop((id(node), index), None)
+        node._inputs = node.inputs[:index] + (value,) + node.inputs[index + 1:]
+        if value is not None:
+            value.uses[(id(node), index)] = (node, index)
+
     def users(self, value: Value) -> list[tuple[Node, int]]:
-        return [(n, i) for n in self.nodes for i, v in enumerate(n.inputs) if v is value]
+        return value.users()
 
     def consumers(self, value: Value) -> list[Node]:
-        seen: list[Node] = []
-        for n in self.nodes:
-            if any(v is value for v in n.inputs) and n not in seen:
-                seen.append(n)
-        return seen
+        """The distinct nodes that read ``value``, in graph order of first use."""
+        return list({id(n): n for n, _ in value.uses.values()}.values())
 
     def num_uses(self, value: Value) -> int:
         """Uses by nodes plus uses as a graph output."""
-        return len(self.users(value)) + sum(1 for o in self.outputs if o is value)
+        return len(value.uses) + sum(1 for o in self.outputs if o is value)
 
-    def replace_all_uses(self, old: Value, new: Value) -> None:
-        for n in self.nodes:
-            n.inputs = [new if v is old else v for v in n.inputs]
-        self.outputs = [new if v is old else v for v in self.outputs]
+    def replace_uses(self, old: Value, new: Value) -> None:
+        """Route every use of ``old`` (nodes and graph outputs) to ``new``; touches only old's users."""
+        for node, i in list(old.uses.values()):
+            self.set_input(node, i, new)
+        if any(o is old for o in self.outputs):
+            self.outputs = [new if v is old else v for v in self.outputs]
+
+    replace_all_uses = replace_uses
 
     def remove_node(self, node: Node, *, force: bool = False) -> None:
         if not force:
             for out in node.outputs:
                 if self.num_uses(out):
                     raise ValueError(f"cannot remove {node.name}: {out.name} still has users")
+        self._drop_uses(node)
         self.nodes.remove(node)
         self._node_names.discard(node.name)
         for out in node.outputs:
@@ -210,7 +262,7 @@ class Graph:
 
     def bypass(self, node: Node, replacement: Value) -> None:
         """Route every use of ``node``'s output to ``replacement`` and drop the node."""
-        self.replace_all_uses(node.output, replacement)
+        self.replace_uses(node.output, replacement)
         self.remove_node(node)
 
     def prune(self) -> None:
@@ -221,37 +273,48 @@ class Graph:
             if any(id(o) in live for o in n.outputs):
                 keep.append(n)
                 live.update(id(v) for v in n.inputs if v is not None)
-        dead = [n for n in self.nodes if n not in keep]
-        for n in dead:
-            self.remove_node(n, force=True)
+        if len(keep) != len(self.nodes):
+            kept = {id(n) for n in keep}
+            for n in [n for n in self.nodes if id(n) not in kept]:
+                self._drop_uses(n)
+                self._node_names.discard(n.name)
+                for out in n.outputs:
+                    self.values.pop(out.name, None)
+            self.nodes = keep[::-1]
         for name in [p for p, v in ((p, self.values[p]) for p in self.params) if id(v) not in live]:
             del self.params[name]
             del self.values[name]
 
     # ------------------------------------------------------------------ order
     def sort(self) -> None:
-        """Restore topological order, keeping the current order where possible."""
+        """Restore topological order, keeping the current order where possible (Kahn's algorithm, O(N log N))."""
         from .errors import VerifyError
 
-        produced: set[int] = {id(v) for v in self.inputs} | {id(self.values[p]) for p in self.params}
-        remaining = list(self.nodes)
+        position = {id(n): i for i, n in enumerate(self.nodes)}
+        waiting: dict[int, int] = {}
+        for n in self.nodes:
+            waiting[id(n)] = len({id(v.producer) for v in n.inputs
+                                  if v is not None and v.producer is not None and id(v.producer) in position})
+        ready = [(position[id(n)], n) for n in self.nodes if waiting[id(n)] == 0]
+        heapq.heapify(ready)
         ordered: list[Node] = []
-        while remaining:
-            for i, n in enumerate(remaining):
-                if all(v is None or id(v) in produced for v in n.inputs):
-                    ordered.append(n)
-                    produced.update(id(o) for o in n.outputs)
-                    del remaining[i]
-                    break
-            else:
-                names = ", ".join(n.name for n in remaining[:5])
-                raise VerifyError(f"graph has a cycle or a dangling input among: {names}")
+        while ready:
+            _, n = heapq.heappop(ready)
+            ordered.append(n)
+            for consumer in {id(c): c for o in n.outputs for c, _ in o.uses.values()}.values():
+                if id(consumer) in waiting:
+                    waiting[id(consumer)] -= 1
+                    if waiting[id(consumer)] == 0:
+                        heapq.heappush(ready, (position[id(consumer)], consumer))
+        produced = {id(v) for v in self.inputs} | {id(self.values[p]) for p in self.params} | {
+            id(o) for n in ordered for o in n.outputs}
+        stuck = [n for n in self.nodes if any(v is not None and id(v) not in produced for v in n.inputs)]
+        if len(ordered) != len(self.nodes) or stuck:
+            names = ", ".join(n.name for n in (stuck or [n for n in self.nodes if n not in ordered])[:5])
+            raise VerifyError(f"graph has a cycle or a dangling input among: {names}")
         self.nodes = ordered
 
     # ------------------------------------------------------------- inspection
-    def node_of(self, value: Value) -> Node | None:
-        return value.producer
-
     def find(self, op: str) -> list[Node]:
         return [n for n in self.nodes if n.op == op]
 
@@ -284,6 +347,7 @@ class Graph:
                 no = clone(o)
                 no.producer = nn  # type: ignore[union-attr]
                 nn.outputs.append(no)  # type: ignore[arg-type]
+            g._add_uses(nn)
             g.nodes.append(nn)
             g._node_names.add(nn.name)
         g.outputs = [clone(v) for v in self.outputs]  # type: ignore[misc]
@@ -313,7 +377,3 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name}: {len(self.nodes)} nodes, {len(self.params)} params>"
 
-
-def iter_values(nodes: Iterable[Node]) -> Iterator[Value]:
-    for n in nodes:
-        yield from n.outputs

@@ -107,7 +107,7 @@ def _fold_backward(graph: Graph, node: Node) -> bool:
     inputs = list(prod.inputs) + [None] * (3 - len(prod.inputs))
     inputs[1] = graph.add_param(prod.name + ".weight", new_w)
     inputs[2] = graph.add_param(prod.name + ".bias", new_b)
-    prod.inputs = inputs
+    graph.set_inputs(prod, inputs)
     graph.bypass(node, prod.output)
     return True
 
@@ -139,7 +139,7 @@ def _fold_forward(graph: Graph, node: Node) -> bool:
     inputs[0] = node.inputs[0]
     inputs[1] = graph.add_param(nxt.name + ".weight", new_w.astype(w.dtype))
     inputs[2] = graph.add_param(nxt.name + ".bias", (b + extra).astype(w.dtype))
-    nxt.inputs = inputs
+    graph.set_inputs(nxt, inputs)
     graph.remove_node(node)
     return True
 
@@ -152,8 +152,8 @@ def _merge(graph: Graph, node: Node) -> bool:
         return False
     s1, t1 = _scale_shift_arrays(graph, prod)
     s2, t2 = _scale_shift_arrays(graph, node)
-    node.inputs = [prod.inputs[0], graph.add_param(node.name + ".scale", s1 * s2),
-                   graph.add_param(node.name + ".shift", t1 * s2 + t2)]
+    graph.set_inputs(node, [prod.inputs[0], graph.add_param(node.name + ".scale", s1 * s2),
+                            graph.add_param(node.name + ".shift", t1 * s2 + t2)])
     graph.remove_node(prod)
     return True
 

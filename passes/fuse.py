@@ -42,6 +42,6 @@ def unfuse_activations(graph: Graph, ctx: PassContext) -> Graph:
         act_node = graph.add_node(act, [out], params, name=node.name + "." + act.lower(), after=node)
         for user, i in graph.users(out):
             if user is not act_node:
-                user.inputs[i] = act_node.output
+                graph.set_input(user, i, act_node.output)
         graph.outputs = [act_node.output if v is out else v for v in graph.outputs]
     return graph

@@ -38,7 +38,7 @@ def compose_transposes(graph: Graph) -> bool:
         if inner is None or inner.op != "Transpose":
             continue
         node.attrs["perm"] = [perm_of(inner)[p] for p in perm_of(node)]
-        node.inputs = [inner.inputs[0]]
+        graph.set_inputs(node, [inner.inputs[0]])
         if not graph.num_uses(inner.output):
             graph.remove_node(inner)
         changed = True
@@ -107,8 +107,8 @@ def fold_transpose_into_dense(graph: Graph) -> bool:
             weight = graph.param(dense.inputs[1])
             permuted = np.empty_like(weight)
             permuted[:, source] = weight       # column j read feature j, which now sits at source[j]
-            dense.inputs[1] = graph.add_param(dense.inputs[1].name + ".permuted", permuted)
-        flat.inputs = [x]
+            graph.set_input(dense, 1, graph.add_param(dense.inputs[1].name + ".permuted", permuted))
+        graph.set_inputs(flat, [x])
         graph.remove_node(tr)
         changed = True
     return changed

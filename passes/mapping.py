@@ -34,14 +34,14 @@ def apply_channel_mapping(graph: Graph, ctx: PassContext) -> Graph:
         if groups is None:
             masked = (w * mask[:, :, None, None]).astype(w.dtype)
             if not np.array_equal(masked, w):
-                node.inputs[1] = graph.add_param(node.inputs[1].name + ".masked", masked)
+                graph.set_input(node, 1, graph.add_param(node.inputs[1].name + ".masked", masked))
             continue
         m, c = mask.shape
         cg, mg = c // groups, m // groups
         grouped = np.stack([w[g * mg:(g + 1) * mg, g * cg:(g + 1) * cg] for g in range(groups)]).reshape(
             m, cg, *w.shape[2:])
-        node.inputs = node.inputs[:1] + [graph.add_param(node.inputs[1].name + ".grouped", grouped)] + \
-            node.inputs[2:3]
+        graph.set_inputs(node, [node.inputs[0], graph.add_param(node.inputs[1].name + ".grouped", grouped),
+                                *node.inputs[2:3]])
         node.attrs["group"] = groups
     graph.prune()
     return graph

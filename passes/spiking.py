@@ -70,7 +70,7 @@ def canonicalize_for_spiking(graph: Graph, ctx: PassContext) -> Graph:
                 # relu(maxpool(x)) == maxpool(relu(x)): let the neuron come first
                 x = prod.inputs[0]
                 act = graph.add_node(node.op, [x], dict(node.attrs), name=node.name, before=prod)
-                prod.inputs = [act.output]
+                graph.set_inputs(prod, [act.output])
                 graph.replace_all_uses(node.output, src)
                 graph.remove_node(node)
                 graph.reinfer(prod)
@@ -512,14 +512,14 @@ def _absorb(graph: Graph, value: Value, factor: np.ndarray, user: Node) -> None:
         ins[1] = graph.add_param(p.inputs[1].name + ".w", (w * f).astype(np.float32))
         if ins[2] is not None:
             ins[2] = graph.add_param(p.inputs[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
-        p.inputs = ins
+        graph.set_inputs(p, ins)
         return
     if single and p.op == "ScaleShift" and not p.attrs["activation"]:
         ins = list(p.inputs)
         ins[1] = graph.add_param(ins[1].name + ".w", (graph.param(ins[1]) * factor).astype(np.float32))
         if len(ins) > 2 and ins[2] is not None:
             ins[2] = graph.add_param(ins[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
-        p.inputs = ins
+        graph.set_inputs(p, ins)
         return
     if single and p.op in ("Add", "Sub") and not p.attrs.get("activation"):
         for v in p.inputs:
@@ -527,7 +527,7 @@ def _absorb(graph: Graph, value: Value, factor: np.ndarray, user: Node) -> None:
         return
     s = graph.add_param(value.name + ".inv_threshold", factor.astype(np.float32))
     scaled = graph.add_node("ScaleShift", [value, s], name=value.name + ".normalized", before=user).output
-    user.inputs = [scaled if v is value else v for v in user.inputs]
+    graph.set_inputs(user, [scaled if v is value else v for v in user.inputs])
 
 
 @register_pass("thresholds_to_weights")
@@ -540,7 +540,7 @@ def thresholds_to_weights(graph: Graph, ctx: PassContext) -> Graph:
         if np.all(th == 1):
             continue
         _absorb(graph, node.inputs[0], (1.0 / th.astype(np.float64)).astype(np.float32), node)
-        node.inputs[1] = graph.add_param(node.inputs[1].name + ".unit", np.ones_like(th))
+        graph.set_input(node, 1, graph.add_param(node.inputs[1].name + ".unit", np.ones_like(th)))
     graph.sort()
     for node in graph.nodes:
         graph.reinfer(node)
@@ -572,7 +572,7 @@ def _fold_pool_into_conv(graph: Graph, pool: Node, conv: Node, k: list[int]) -> 
     for i, kk in enumerate(k):
         new_w = np.repeat(new_w, kk, axis=2 + i)
     new_w = (new_w / float(np.prod(k))).astype(np.float32)
-    conv.inputs = [pool.inputs[0], graph.add_param(conv.inputs[1].name + ".pooled", new_w)] + list(conv.inputs[2:])
+    graph.set_inputs(conv, [pool.inputs[0], graph.add_param(conv.inputs[1].name + ".pooled", new_w), *conv.inputs[2:]])
     conv.attrs["strides"] = [s * kk for s, kk in zip(strides, k)]
     conv.attrs["pads"] = [p * k[i % nd] for i, p in enumerate(pads)]
     conv.attrs["dilations"] = list(dil)
@@ -587,7 +587,7 @@ def _fold_pool_into_dense(graph: Graph, pool: Node, dense: Node, k: list[int], r
         w = np.repeat(w, kk, axis=2 + i)
     w = (w / float(np.prod(k))).reshape(w.shape[0], -1).astype(np.float32)
     flat = graph.add_node("Flatten", [pool.inputs[0]], {"axis": 1}, name=pool.name + ".flat", before=dense)
-    dense.inputs = [flat.output, graph.add_param(dense.inputs[1].name + ".pooled", w)] + list(dense.inputs[2:])
+    graph.set_inputs(dense, [flat.output, graph.add_param(dense.inputs[1].name + ".pooled", w), *dense.inputs[2:]])
     assert flat.output.type.shape[1] == x.static_size()
 
 

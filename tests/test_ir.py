@@ -107,7 +107,7 @@ def test_verifier_catches_a_cycle_or_dangling_use():
 def test_verifier_catches_a_runtime_weight():
     g = _small_graph()
     conv = g.nodes[0]
-    conv.inputs[1] = g.inputs[0]
+    g.set_input(conv, 1, g.inputs[0])
     with pytest.raises(VerifyError):
         verify(g)
 
