@@ -9,27 +9,35 @@ source.
 from __future__ import annotations
 
 import builtins
+import inspect
 import io
 import math
 import os
+import textwrap
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from irc import __version__
 from irc.backend import Backend
-from irc.graph import Graph, Value
-from irc.interp import last_uses
+from irc.graph import Graph, Node, Value
+from irc.interp import Interpreter
+from irc.lowering import LoweringTable
 from irc.naming import Namer, sanitize
-from irc.ops import get_op, kernels
+from irc.ops import OpDef, get_op, kernels
 from irc.program import Program
 
 KERNELS_SOURCE = Path(kernels.__file__).read_text()
 
+Lowering = Callable[["_SourceWriter", Node, list[str]], str]
+"""Returns the right-hand side of the assignment that computes ``node`` from its argument expressions."""
+
+LOWER: LoweringTable[Lowering] = LoweringTable("numpy")
+
 
 def literal(v: Any) -> str:
-    """A Python literal for an attribute value (numbers, strings, lists only)."""
+    """A Python literal for an attribute value (numbers, strings, lists, dicts of those only)."""
     if isinstance(v, bool):
         return "True" if v else "False"
     if isinstance(v, (int, np.integer)):
@@ -45,47 +53,66 @@ def literal(v: Any) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(literal(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {literal(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no literal for {type(v).__name__}")
+
+
+def extra_kernel_source(opdef: OpDef) -> str | None:
+    """The source of a kernel given as a function object (not one of irc.ops.kernels), to embed it."""
+    if opdef.kernel is None or isinstance(opdef.kernel, str):
+        return None
+    return textwrap.dedent(inspect.getsource(opdef.kernel))
+
+
+@LOWER.register_trait("has a numpy kernel", lambda op: op.kernel is not None and not op.spiking)
+def call_kernel(w: "_SourceWriter", n: Node, args: list[str]) -> str:
+    """The generic lowering: one call of the op's kernel with its compile-time keyword arguments."""
+    opdef = get_op(n.op)
+    kwargs = opdef.kernel_args(n.input_types(), [o.type for o in n.outputs], n.attrs)
+    while args and args[-1] == "None":
+        args = args[:-1]
+    return f"{opdef.kernel_name}({', '.join(args + [f'{k}={literal(v)}' for k, v in kwargs.items()])})"
+
+
+class _SourceWriter(Interpreter):
+    """Interprets the graph symbolically: every value is a variable name, every node a line of source."""
+
+    def __init__(self, graph: Graph):
+        super().__init__(graph)
+        self.values = Namer("v_", reserved=set(dir(builtins)))
+        keys = Namer()
+        self.weight_key = {p: keys(p) for p in graph.params}
+        self.body: list[str] = []
+
+    def param(self, value: Value) -> str:
+        return f'W["{self.weight_key[value.name]}"]'
+
+    def feed(self, value: Value, data: Any) -> str:
+        return self.values(value.name)
+
+    def run_node(self, node: Node, args: list[Any]) -> list[str]:
+        outs = [self.values(o.name) for o in node.outputs]
+        shape = " ".join(str(o.type) for o in node.outputs)
+        self.body.append(f"    # {node.op} {sanitize(node.name)}: {shape}")
+        expr = LOWER.lower(node)(self, node, ["None" if a is None else a for a in args])
+        self.body.append(f"    {', '.join(outs)} = {expr}")
+        return outs
+
+    def free(self, value: Value, data: Any) -> None:
+        if value.producer is not None:
+            self.body.append(f"    del {data}")
 
 
 def generate(graph: Graph) -> tuple[str, dict[str, str]]:
     """Generate the module source; returns it and the param-name -> weight-key map."""
-    values = Namer("v_", reserved=set(dir(builtins)))
-    keys = Namer()
-    weight_key = {p: keys(p) for p in graph.params}
-
-    def ref(v: Value | None) -> str:
-        if v is None:
-            return "None"
-        if v.is_param:
-            return f'W["{weight_key[v.name]}"]'
-        return values(v.name)
-
-    last_use = last_uses(graph)
-    outputs = {id(v) for v in graph.outputs}
-
-    body: list[str] = []
-    for i, n in enumerate(graph.nodes):
-        opdef = get_op(n.op)
-        kwargs = opdef.kernel_args(n.input_types(), [o.type for o in n.outputs], n.attrs)
-        if kwargs.get("activation") == "":
-            kwargs.pop("activation")
-            kwargs.pop("activation_params", None)
-        args = [ref(v) for v in n.inputs]
-        while args and args[-1] == "None":
-            args.pop()
-        call_args = ", ".join(args + [f"{k}={literal(v)}" for k, v in kwargs.items()])
-        outs = ", ".join(values(o.name) for o in n.outputs)
-        shape = " ".join(str(o.type) for o in n.outputs)
-        body.append(f"    # {n.op} {sanitize(n.name)}: {shape}")
-        body.append(f"    {outs} = {opdef.kernel}({call_args})")
-        dead = [values(v.name) for v in dict.fromkeys(v for v in n.inputs if v is not None and not v.is_param)
-                if last_use.get(id(v)) == i and id(v) not in outputs and v.producer is not None]
-        if dead:
-            body.append(f"    del {', '.join(dead)}")
-    returns = ", ".join(ref(v) for v in graph.outputs)
-    in_names = [values(v.name) for v in graph.inputs]
-    in_doc = ", ".join(f"{values(v.name)}: {v.type}" for v in graph.inputs)
+    LOWER.check(graph)
+    writer = _SourceWriter(graph)
+    returns = ", ".join(writer.run({v.name: None for v in graph.inputs}))
+    extra = {get_op(n.op).kernel_name: extra_kernel_source(get_op(n.op)) for n in graph.nodes}
+    extra_source = "\n\n".join(src for src in extra.values() if src)
+    in_names = [writer.values(v.name) for v in graph.inputs]
+    in_doc = ", ".join(f"{writer.values(v.name)}: {v.type}" for v in graph.inputs)
     out_doc = ", ".join(str(v.type) for v in graph.outputs)
     name = sanitize(graph.name)
     src = f'''"""{name}: generated by irc {__version__} (target numpy).
@@ -99,11 +126,12 @@ import os
 import sys
 
 {KERNELS_SOURCE}
+{extra_source}
 
 # ----------------------------------------------------------------- network
 def run(W, {", ".join(in_names)}):
     """Run the network; W maps weight names to arrays (see load_weights)."""
-{chr(10).join(body)}
+{chr(10).join(writer.body)}
     return [{returns}]
 
 
@@ -119,7 +147,7 @@ if __name__ == "__main__":
     result = run(weights, *inputs)[0]
     print(result.reshape(len(result), -1).argmax(axis=1))
 '''
-    return src, weight_key
+    return src, writer.weight_key
 
 
 class NumpyProgram(Program):

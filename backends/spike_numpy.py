@@ -10,13 +10,21 @@ those of the steps each sample used.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
-from irc.interp import initial_env, last_uses
+from irc.graph import Graph, Node
+from irc.interp import Interpreter
+from irc.lowering import LoweringTable
 from irc.ops import get_op
 from irc.ops.spiking import IF, Encode, GatedMaxPool, Readout
+from irc.types import Domain
 
 from .spiking_common import Counters, SpikingBackend, SpikingProgram
+
+Simulation = Callable[["_SpikeRun", Node, list], list]
+SIMULATE: LoweringTable[Simulation] = LoweringTable("spike-numpy")
 
 
 def _steps_mask(steps: np.ndarray, timesteps: int) -> np.ndarray:
@@ -24,8 +32,93 @@ def _steps_mask(steps: np.ndarray, timesteps: int) -> np.ndarray:
     return (np.arange(timesteps)[:, None] < steps[None, :]).astype(np.float64)
 
 
+class _SpikeRun(Interpreter):
+    """One simulation of a chunk of samples: every value is a (T, N, ...) array (constants as they are)."""
+
+    def __init__(self, prog: "SpikeNumpyProgram", offset: int, checkpoints: list[int], keep: dict | None):
+        super().__init__(prog.graph)
+        self.prog = prog
+        self.offset = offset
+        self.checkpoints = checkpoints
+        self.timesteps = checkpoints[-1]
+        self.keep = keep
+        self.readouts: list[list] = []
+        self.spikes_t: dict[str, np.ndarray] = {}   # node -> (T, N) events per step
+        self.synops_t: dict[str, np.ndarray] = {}   # node -> (T, N) synaptic ops per step
+        self.args: list = []
+
+    def run_node(self, node: Node, args: list) -> list:
+        self.args = args
+        return SIMULATE.lower(node)(self, node, args)
+
+    def after_node(self, node: Node, outs: list) -> None:
+        out = outs[0]
+        fanouts = self.prog.fanouts
+        if node.name in fanouts:
+            x = self.args[0]
+            nz = (x != 0).reshape(x.shape[0], x.shape[1], -1).astype(np.float64)
+            self.synops_t[node.name] = nz @ fanouts[node.name].reshape(-1).astype(np.float64)
+        if node.name in self.prog.neuron_names:
+            self.spikes_t[node.name] = np.abs(out).reshape(out.shape[0], out.shape[1], -1).sum(axis=2)
+        if self.keep is not None and node.output.type.domain == Domain.SPIKE and out.dtype == np.float32:
+            self.keep[node.name] = np.array(out)
+
+    def counters(self) -> list[Counters]:
+        results = []
+        for k, tk in enumerate(self.checkpoints):
+            scores = [r[k][0] for r in self.readouts]
+            steps = self.readouts[0][k][1]
+            mask = _steps_mask(steps, self.timesteps)
+            results.append(Counters(
+                scores, steps,
+                {name: (s * mask).sum(axis=0) for name, s in self.spikes_t.items()},
+                {name: np.rint((s * mask).sum(axis=0)).astype(np.int64) for name, s in self.synops_t.items()}))
+        return results
+
+
+@SIMULATE.register("Encode")
+def _encode(run: _SpikeRun, node: Node, args: list) -> list:
+    return [Encode.simulate(args[0], node.attrs, run.timesteps, run.offset)]
+
+
+@SIMULATE.register("IF")
+def _neuron(run: _SpikeRun, node: Node, args: list) -> list:
+    return [IF.simulate(args[0], args[1], node.attrs)]
+
+
+@SIMULATE.register("GatedMaxPool")
+def _gated_max_pool(run: _SpikeRun, node: Node, args: list) -> list:
+    return [GatedMaxPool.simulate(args[0], node.attrs)]
+
+
+@SIMULATE.register("Readout")
+def _readout(run: _SpikeRun, node: Node, args: list) -> list:
+    run.readouts.append(Readout.simulate(args[0], node.attrs, run.checkpoints))
+    return [None]
+
+
+@SIMULATE.register_trait("per-step op with a numpy kernel", lambda op: op.kernel is not None and not op.spiking)
+def _per_step(run: _SpikeRun, node: Node, args: list) -> list:
+    """A stateless op: the T steps of every time-varying input are folded into the batch."""
+    folded = []
+    n = None
+    for v, x in zip(node.inputs, args):
+        if v is None or v.is_param or v.type.domain == Domain.ANALOG:
+            folded.append(x)
+        else:
+            n = x.shape[1]
+            folded.append(x.reshape((-1,) + x.shape[2:]))
+    y = get_op(node.op).reference(folded, node.attrs, node.input_types(), [o.type for o in node.outputs])[0]
+    return [y.reshape((run.timesteps, n) + y.shape[1:])]
+
+
 class SpikeNumpyProgram(SpikingProgram):
     target = "spike-numpy"
+
+    def __init__(self, graph: Graph, options, source=None, analog=None):
+        SIMULATE.check(graph)
+        super().__init__(graph, options, source, analog=analog)
+        self.neuron_names = {n.name for n in self.neurons}
 
     def trace(self, *inputs, timesteps: int | None = None, **named) -> dict[str, np.ndarray]:
         """Every spiking layer's events, (T, N, ...) arrays by node name (for raster plots and tests)."""
@@ -36,67 +129,10 @@ class SpikeNumpyProgram(SpikingProgram):
         self._simulate(feeds, 0, [timesteps or int(self.options["timesteps"])], keep=kept)
         return kept
 
-    def _simulate(self, feeds, offset, checkpoints, keep: dict | None = None):
-        g = self.graph
-        timesteps = checkpoints[-1]
-        env = initial_env(g, feeds)
-        last_use = last_uses(g)
-        spikes_t: dict[str, np.ndarray] = {}   # node -> (T, N) events per step
-        synops_t: dict[str, np.ndarray] = {}   # node -> (T, N) synaptic ops per step
-        readouts: list[list] = []
-        for i, node in enumerate(g.nodes):
-            a = node.attrs
-            if node.op == "Encode":
-                out = Encode.simulate(env[id(node.inputs[0])], a, timesteps, offset)
-            elif node.op == "IF":
-                out = IF.simulate(env[id(node.inputs[0])], env[id(node.inputs[1])], a)
-            elif node.op == "GatedMaxPool":
-                out = GatedMaxPool.simulate(env[id(node.inputs[0])], a)
-            elif node.op == "Readout":
-                readouts.append(Readout.simulate(env[id(node.inputs[0])], a, checkpoints))
-                continue
-            else:
-                out = self._stateless(node, env, timesteps)
-            env[id(node.output)] = out
-            if node.name in self.fanouts:
-                x = env[id(node.inputs[0])]
-                nz = (x != 0).reshape(x.shape[0], x.shape[1], -1).astype(np.float64)
-                synops_t[node.name] = nz @ self.fanouts[node.name].reshape(-1).astype(np.float64)
-            if node in self.neurons:
-                spikes_t[node.name] = np.abs(out).reshape(out.shape[0], out.shape[1], -1).sum(axis=2)
-            if keep is not None and out.dtype == np.float32 and node.output.type.domain.value == "spike":
-                keep[node.name] = np.array(out)
-            for v in node.inputs:
-                if v is not None and last_use.get(id(v)) == i and not v.is_param:
-                    env.pop(id(v), None)
-        results = []
-        for k, tk in enumerate(checkpoints):
-            scores = [r[k][0] for r in readouts]
-            steps = readouts[0][k][1]
-            mask = _steps_mask(steps, timesteps)
-            results.append(Counters(
-                scores, steps,
-                {name: (s * mask).sum(axis=0) for name, s in spikes_t.items()},
-                {name: np.rint((s * mask).sum(axis=0)).astype(np.int64) for name, s in synops_t.items()}))
-        return results
-
-    @staticmethod
-    def _stateless(node, env, timesteps):
-        """A per-step op: the T steps of every time-varying input are folded into the batch."""
-        opdef = get_op(node.op)
-        args = []
-        n = None
-        for v in node.inputs:
-            if v is None:
-                args.append(None)
-            elif v.is_param or v.type.domain.value == "analog":
-                args.append(env[id(v)])
-            else:
-                x = env[id(v)]
-                n = x.shape[1]
-                args.append(x.reshape((-1,) + x.shape[2:]))
-        y = opdef.reference(args, node.attrs, node.input_types(), [o.type for o in node.outputs])[0]
-        return y.reshape((timesteps, n) + y.shape[1:])
+    def _simulate(self, feeds: dict[str, Any], offset: int, checkpoints: list[int], keep: dict | None = None):
+        run = _SpikeRun(self, offset, checkpoints, keep)
+        run.run(feeds)
+        return run.counters()
 
 
 class SpikeNumpyBackend(SpikingBackend):

@@ -24,7 +24,6 @@ from irc.errors import IRCError
 from irc.feeds import bind_inputs
 from irc.graph import Graph, Node
 from irc.ops import get_op
-from irc.ops.nn import spatial_attrs
 from irc.program import Program
 from irc.types import Domain
 
@@ -72,7 +71,7 @@ class SpikingBackend(Backend):
     @staticmethod
     def analog_of(ctx) -> Graph | None:
         """The analog graph the conversion started from (left in the pass context by calibrate)."""
-        return ctx.notes.get("analog_graph") if ctx is not None else None
+        return ctx.analog_graph if ctx is not None else None
 
     def pipeline(self, options):
         return spike_pipeline(options)
@@ -85,56 +84,19 @@ class SpikingBackend(Backend):
 
 
 # ------------------------------------------------------------------- fan-out
-def _cover(size: int, out: int, k: int, stride: int, pad: int, dil: int) -> np.ndarray:
-    """How many (output position, kernel tap) pairs read each input position along one axis."""
-    counts = np.zeros(size, np.int64)
-    for o in range(out):
-        for j in range(k):
-            i = o * stride - pad + j * dil
-            if 0 <= i < size:
-                counts[i] += 1
-    return counts
-
-
 def fanout(node: Node, graph: Graph) -> np.ndarray:
     """Weights each input element of a synaptic node is multiplied by (per-sample shape)."""
-    x = node.inputs[0].type
-    if node.op == "Conv":
-        w = graph.param(node.inputs[1])
-        nd = w.ndim - 2
-        strides, pads, dil = spatial_attrs(node.attrs, nd)
-        out_dims = node.output.type.shape[2:]
-        g = node.attrs["group"]
-        m, cg = w.shape[0], w.shape[1]
-        mask = graph.param(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else np.ones((m, cg))
-        # outputs connected to each input channel: its group's output channels, minus masked pairs
-        conn = np.zeros(x.shape[1], np.int64)
-        for c in range(x.shape[1]):
-            grp = c // cg
-            conn[c] = int(np.count_nonzero(mask[grp * (m // g):(grp + 1) * (m // g), c % cg]))
-        spatial = np.ones((), np.int64)
-        for i in range(nd):
-            cov = _cover(x.shape[2 + i], out_dims[i], w.shape[2 + i], strides[i], pads[i], dil[i])
-            spatial = np.multiply.outer(spatial, cov)
-        return conn.reshape((-1,) + (1,) * nd) * spatial
-    if node.op == "Dense":
-        return np.full(x.sample_shape, graph.param(node.inputs[1]).shape[0], np.int64)
-    if node.op == "MatMul":
-        b = node.inputs[1].type
-        return np.full(x.sample_shape, b.shape[-1] if b.rank > 1 else 1, np.int64)
-    if node.op == "ScaleShift":
-        return np.ones(x.sample_shape, np.int64)
-    raise ValueError(node.op)
+    return get_op(node.op).fanout(node, graph.param)
 
 
 def synaptic_nodes(graph: Graph) -> list[Node]:
     """Nodes that apply weights to a per-step input (where synaptic operations happen)."""
-    return [n for n in graph.nodes if n.op in ("Conv", "Dense", "MatMul", "ScaleShift")
-            and n.inputs[0].type.domain != Domain.ANALOG]
+    return [n for n in graph.nodes if get_op(n.op).synaptic and n.inputs[0].type.domain != Domain.ANALOG]
 
 
 def neuron_nodes(graph: Graph) -> list[Node]:
-    return [n for n in graph.nodes if n.op in ("IF", "Encode") and n.output.type.domain == Domain.SPIKE]
+    """Nodes whose output events are counted per layer: neurons and rate encoders."""
+    return [n for n in graph.nodes if get_op(n.op).neuron_kind and n.output.type.domain == Domain.SPIKE]
 
 
 # ------------------------------------------------------------------- results
@@ -227,9 +189,10 @@ class SpikingProgram(Program):
         for node in self.neurons:
             spikes = int(sum(c.spikes[node.name].sum() for c in counters))
             neurons = node.output.type.static_size()
-            layers[node.name] = {"kind": "input" if node.op == "Encode" else "neuron", "neurons": neurons,
+            kind = get_op(node.op).neuron_kind
+            layers[node.name] = {"kind": kind, "neurons": neurons,
                                  "spikes": spikes, "rate": spikes / max(1, neurons * steps.sum())}
-            if node.op == "IF":
+            if kind == "neuron":
                 total_spikes += spikes
         ac = mac = 0
         per_layer_synops = {}

@@ -7,7 +7,6 @@ import numpy as np
 
 from irc.graph import Node
 from irc.ops import get_op
-from irc.ops.nn import spatial_attrs
 from irc.types import TensorType
 
 Layout = Callable[[TensorType], np.ndarray]
@@ -28,7 +27,7 @@ def remap_tables(n: Node, layout: Layout = nchw) -> list[np.ndarray]:
     out_t = n.output.type
     data = [v for v in n.inputs if v is not None]
     opdef = get_op(n.op)
-    attrs = dict(n.attrs, value=-1.0) if n.op == "Pad" else n.attrs
+    attrs = opdef.with_fill(n.attrs, -1.0)
     in_types = [u.type.with_(shape=(1,) + u.type.sample_shape, dtype="f64") for u in data]
     out_types = [out_t.with_(shape=(1,) + out_t.sample_shape, dtype="f64")]
     dest = layout(out_t)
@@ -50,17 +49,19 @@ def avgpool_divisor(n: Node) -> tuple[str, np.ndarray]:
     ('mul', factor) when every window has the same count (the kernel multiplies by
     float32(1/count)), else ('div', count) (it divides).  Generated code must do the same.
     """
-    from irc.ops.kernels import _pool_slices
+    from irc.ops.kernels import avg_pool_divisor
 
-    a = n.attrs
-    nd = len(a["kernel"])
-    strides, pads, dil = spatial_attrs(a, nd)
-    out_dims = list(n.output.type.shape[2:])
-    ones = np.ones(n.inputs[0].type.shape[2:], np.float32)
-    if a["count_include_pad"]:
-        ones = np.pad(ones, [(pads[i], pads[nd + i]) for i in range(nd)], constant_values=1.0)
-        pads = [0] * (2 * nd)
-    divisor = sum(_pool_slices(ones, a["kernel"], strides, pads, dil, out_dims, 0.0))
+    opdef = get_op(n.op)
+    args = opdef.kernel_args(n.input_types(), [o.type for o in n.outputs], n.attrs)
+    divisor = avg_pool_divisor(n.inputs[0].type.shape[2:], **args)
     if np.all(divisor == divisor.flat[0]):
         return "mul", np.full(divisor.shape, np.float32(1.0 / float(divisor.flat[0])), np.float32)
     return "div", np.maximum(divisor, 1).astype(np.float32)
+
+
+def sample_constant(arr: np.ndarray, t: TensorType) -> np.ndarray:
+    """A constant operand broadcast to one sample of ``t``, flat (a leading batch axis of 1 dropped)."""
+    a = np.asarray(arr, np.float32)
+    shape = t.sample_shape
+    full = np.broadcast_to(a, np.broadcast_shapes(a.shape, (1,) + shape))
+    return np.ascontiguousarray(full.reshape(shape)).reshape(-1)

@@ -26,3 +26,20 @@ def layer_table(graph: Graph) -> list[LayerInfo]:
 
 def macs_per_sample(graph: Graph) -> int:
     return sum(r.macs for r in layer_table(graph))
+
+
+def nonnegative_values(graph: Graph) -> set[int]:
+    """Sign analysis: the ids of values provably >= 0 (constants by their data, nodes by OpDef.nonnegative).
+
+    It knows that rectifiers, sums, products, maxima, pools and layout moves of non-negative values are
+    non-negative, which lets the spike conversion tell a sum of two ReLU branches from a signed signal.
+    """
+    import numpy as np
+
+    known: set[int] = {id(graph.values[p]) for p, arr in graph.params.items()
+                       if arr.size and np.issubdtype(arr.dtype, np.number) and np.all(arr >= 0)}
+    for n in graph.nodes:
+        flags = [v is None or id(v) in known for v in n.inputs]
+        if get_op(n.op).nonnegative(n, flags):
+            known.update(id(o) for o in n.outputs)
+    return known

@@ -315,6 +315,11 @@ class Graph:
         self.nodes = ordered
 
     # ------------------------------------------------------------- inspection
+    def has_node(self, node: Node) -> bool:
+        """Whether ``node`` is (still) in this graph, in O(1)."""
+        out = node.outputs[0] if node.outputs else None
+        return out is not None and self.values.get(out.name) is out
+
     def find(self, op: str) -> list[Node]:
         return [n for n in self.nodes if n.op == op]
 

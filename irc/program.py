@@ -211,7 +211,7 @@ def load_program(path: str) -> Program:
     from .passes import PassContext
 
     backend = backend_for(str(manifest.get("target")))()
-    ctx = PassContext(notes={f"{k}_graph": g for k, g in companions.items()})
+    ctx = PassContext(analog_graph=companions.get("analog"))
     prog = backend.build(graph, manifest.get("options", {}), ctx=ctx)
     stored = next((members[k] for k in members if k.startswith("program")), None)
     if stored is not None and prog.source is not None and stored.decode() != prog.source:

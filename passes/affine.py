@@ -13,65 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 from irc.graph import Graph, Node, Value
+from irc.ops import get_op
 
 from .manager import PassContext, register_pass
 
-_WEIGHTED = ("Conv", "Dense")
-
-
-def _per_channel(graph: Graph, data: Value, const: Value) -> np.ndarray | None:
-    """The constant as a per-channel vector along axis 1 of ``data``, if it is one."""
-    arr = graph.param(const)
-    rank = data.type.rank
-    if rank < 2 or arr.ndim > rank or data.type.dtype != "f32":
-        return None
-    shape = (1,) * (rank - arr.ndim) + arr.shape
-    if any(d != 1 for i, d in enumerate(shape) if i != 1):
-        return None
-    channels = data.type.shape[1]
-    if shape[1] not in (1, channels):
-        return None
-    return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float32)
-
 
 def _to_scale_shift(graph: Graph, node: Node) -> None:
-    """Rewrite BatchNorm or arithmetic with a per-channel constant as a ScaleShift."""
-    x: Value | None = None
-    scale = shift = None
-    if node.op == "BatchNorm":
-        if not all(v.is_param for v in node.inputs[1:]):
-            return
-        gamma, beta, mean, var = (graph.param(v).astype(np.float64) for v in node.inputs[1:])
-        k = gamma / np.sqrt(var + node.attrs["epsilon"])
-        x, scale, shift = node.inputs[0], k.astype(np.float32), (beta - mean * k).astype(np.float32)
-    elif node.op in ("Add", "Sub", "Mul", "Div"):
-        if node.attrs.get("activation"):
-            return
-        a, b = node.inputs
-        if b.is_param and not a.is_param:
-            x, c = a, b
-        elif a.is_param and not b.is_param and node.op in ("Add", "Mul"):
-            x, c = b, a
-        else:
-            return
-        if x.type.shape != node.output.type.shape:
-            return  # the constant broadcasts the data: not per-channel
-        vec = _per_channel(graph, x, c)
-        if vec is None:
-            return
-        channels = len(vec)
-        if node.op == "Add":
-            scale, shift = np.ones(channels, np.float32), vec
-        elif node.op == "Sub":
-            scale, shift = np.ones(channels, np.float32), -vec
-        elif node.op == "Mul":
-            scale, shift = vec, None
-        else:
-            if (vec == 0).any():
-                return
-            scale, shift = (1.0 / vec.astype(np.float64)).astype(np.float32), None
-    else:
+    """Rewrite an op that is a per-channel affine map (BatchNorm, arithmetic with a per-channel constant) as a
+    ScaleShift; what counts as one is the op's own ``channel_affine``."""
+    form = get_op(node.op).channel_affine(node, graph.param)
+    if form is None:
         return
+    x, scale, shift = form
     if x.type.rank < 2:
         return
     base = node.name
@@ -79,7 +32,7 @@ def _to_scale_shift(graph: Graph, node: Node) -> None:
     if shift is not None:
         ins.append(graph.add_param(base + ".shift", shift))
     new = graph.add_node("ScaleShift", ins, {}, name=base, before=node)
-    graph.replace_all_uses(node.output, new.output)
+    graph.replace_uses(node.output, new.output)
     graph.remove_node(node)
 
 
@@ -96,7 +49,7 @@ def _only_user(graph: Graph, value: Value, node: Node) -> bool:
 def _fold_backward(graph: Graph, node: Node) -> bool:
     """ScaleShift(Conv/Dense(x)) -> Conv/Dense with scaled weights and bias."""
     prod = node.inputs[0].producer
-    if (prod is None or prod.op not in _WEIGHTED or prod.attrs["activation"] or node.attrs["activation"]
+    if (prod is None or not get_op(prod.op).channel_weights or prod.attrs["activation"] or node.attrs["activation"]
             or not _only_user(graph, prod.output, node)):
         return False
     scale, shift = _scale_shift_arrays(graph, node)
@@ -120,20 +73,17 @@ def _fold_forward(graph: Graph, node: Node) -> bool:
     if len(users) != 1 or graph.num_uses(node.output) != 1:
         return False
     nxt = users[0]
-    if nxt.op not in _WEIGHTED or nxt.inputs[0] is not node.output:
+    if not get_op(nxt.op).channel_weights or nxt.inputs[0] is not node.output:
+        return False
+    if nxt.attrs.get("group", 1) != 1:
         return False
     scale, shift = _scale_shift_arrays(graph, node)
+    if shift.any() and any(nxt.attrs.get("pads", [])):
+        return False  # zero padding would see the shift
     w = graph.param(nxt.inputs[1])
-    if nxt.op == "Conv":
-        if nxt.attrs["group"] != 1:
-            return False
-        if shift.any() and any(nxt.attrs["pads"]):
-            return False  # zero padding would see the shift
-        new_w = w * scale.reshape((1, -1) + (1,) * (w.ndim - 2))
-        extra = (w * shift.reshape((1, -1) + (1,) * (w.ndim - 2))).sum(axis=tuple(range(1, w.ndim)))
-    else:
-        new_w = w * scale[None, :]
-        extra = w @ shift
+    per_input = (1, -1) + (1,) * (w.ndim - 2)
+    new_w = w * scale.reshape(per_input)
+    extra = (w * shift.reshape(per_input)).sum(axis=tuple(range(1, w.ndim)))
     b = graph.param(nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] is not None else np.zeros(w.shape[0], w.dtype)
     inputs = list(nxt.inputs) + [None] * (3 - len(nxt.inputs))
     inputs[0] = node.inputs[0]
@@ -162,13 +112,12 @@ def _merge(graph: Graph, node: Node) -> bool:
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
     """Fold BatchNorm (and per-channel constant arithmetic) into Conv/Dense weights."""
     for node in graph:
-        if node.op in ("BatchNorm", "Add", "Sub", "Mul", "Div"):
-            _to_scale_shift(graph, node)
+        _to_scale_shift(graph, node)
     changed = True
     while changed:
         changed = False
         for node in graph:
-            if node.op == "ScaleShift" and node in graph.nodes:
+            if node.op == "ScaleShift" and graph.has_node(node):
                 changed |= _merge(graph, node) or _fold_backward(graph, node) or _fold_forward(graph, node)
     graph.prune()
     return graph

@@ -6,19 +6,17 @@ from irc.ops import get_op
 
 from .manager import PassContext, register_pass
 
-_HOSTS = ("Conv", "Dense", "Add", "ScaleShift")
-
-
 @register_pass("fuse_activations")
 def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
-    """Fuse Relu/LeakyRelu/Clip/Sigmoid/Tanh into a Conv/Dense/Add/ScaleShift producer."""
+    """Fuse every fusable activation (Relu, LeakyRelu, Clip, ...) into the op that produces its input, where that
+    op hosts one (Conv, Dense, Add, ScaleShift: ops with an 'activation' attribute)."""
     for node in graph:
         opdef = get_op(node.op)
         if not opdef.activation:
             continue
         src = node.inputs[0]
         host = src.producer
-        if host is None or host.op not in _HOSTS or host.attrs["activation"]:
+        if host is None or not get_op(host.op).hosts_activation or host.attrs["activation"]:
             continue
         if graph.num_uses(src) != 1 or src.type.dtype != "f32":
             continue
@@ -32,7 +30,7 @@ def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
 def unfuse_activations(graph: Graph, ctx: PassContext) -> Graph:
     """Split fused activations back into their own nodes (the spiking passes want them apart)."""
     for node in graph:
-        act = node.attrs.get("activation") if node.op in _HOSTS else None
+        act = node.attrs.get("activation") if get_op(node.op).hosts_activation else None
         if not act:
             continue
         opdef = get_op(act)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from irc.graph import Graph, Node, Value
-from irc.types import BATCH
+from irc.ops import get_op
 
 from .manager import PassContext, register_pass
 
 
-def perm_of(node: Node) -> list[int]:
-    """A Transpose's permutation (an empty one reverses the axes, as in ONNX)."""
-    return node.attrs["perm"] or list(range(node.inputs[0].type.rank))[::-1]
+def perm_of(node: Node | None) -> list[int] | None:
+    """The node's permutation if it is a transpose (see OpDef.permutation), else None."""
+    return None if node is None else get_op(node.op).permutation(node)
 
 
 def is_identity(perm: list[int]) -> bool:
@@ -34,10 +34,12 @@ def compose_transposes(graph: Graph) -> bool:
     """Transpose(Transpose(x, p1), p2) -> Transpose(x, p1[p2]); the inner one goes when nothing else reads it."""
     changed = False
     for node in graph:
-        inner = node.inputs[0].producer if node.op == "Transpose" else None
-        if inner is None or inner.op != "Transpose":
+        outer = perm_of(node)
+        inner_perm = perm_of(node.inputs[0].producer) if outer is not None else None
+        if inner_perm is None:
             continue
-        node.attrs["perm"] = [perm_of(inner)[p] for p in perm_of(node)]
+        inner = node.inputs[0].producer
+        node.attrs["perm"] = [inner_perm[p] for p in outer]
         graph.set_inputs(node, [inner.inputs[0]])
         if not graph.num_uses(inner.output):
             graph.remove_node(inner)
@@ -49,7 +51,8 @@ def drop_identity_transposes(graph: Graph) -> bool:
     """A Transpose that keeps every axis in place is the identity."""
     changed = False
     for node in graph:
-        if node.op != "Transpose" or not is_identity(perm_of(node)):
+        perm = perm_of(node)
+        if perm is None or not is_identity(perm):
             continue
         src = node.inputs[0]
         if node.output in graph.outputs and (src in graph.inputs or src.is_param):
@@ -59,25 +62,19 @@ def drop_identity_transposes(graph: Graph) -> bool:
     return changed
 
 
-def flattens_to_features(node: Node) -> bool:
-    """Flatten(axis=1), or a Reshape to (batch, features): both read their input in C order."""
-    if node.op == "Flatten":
-        return node.attrs["axis"] == 1
-    if node.op == "Reshape":
-        out, shape = node.output.type, node.attrs["shape"]
-        return (node.inputs[0].type.has_batch and out.rank == 2 and out.shape[0] == BATCH
-                and shape[0] in (0, -1) and shape[1] != 0)
-    return False
-
-
 def only_dense_users(graph: Graph, value: Value) -> list[Node] | None:
     """The Dense nodes that read ``value`` as their data input, or None if anything else reads it."""
     users = graph.users(value)
     if not users or graph.num_uses(value) != len(users):
         return None
-    if any(n.op != "Dense" or i != 0 or not n.inputs[1].is_param for n, i in users):
+    if any(not _is_dense(n) or i != 0 or not n.inputs[1].is_param for n, i in users):
         return None
     return [n for n, _ in users]
+
+
+def _is_dense(node: Node) -> bool:
+    """A weighted op over (N, features): its weight columns are the features."""
+    return get_op(node.op).channel_weights and node.inputs[0].type.rank == 2 and node.inputs[1].type.rank == 2
 
 
 def source_positions(sample_shape: tuple[int, ...], perm: list[int]) -> np.ndarray:
@@ -90,12 +87,12 @@ def fold_transpose_into_dense(graph: Graph) -> bool:
     """Transpose -> Flatten -> Dense: flatten the untransposed value and permute the Dense's columns instead."""
     changed = False
     for flat in graph:
-        if flat not in graph.nodes or not flattens_to_features(flat):
+        if not graph.has_node(flat) or not get_op(flat.op).flattens_to_features(flat):
             continue
         tr = flat.inputs[0].producer
-        if tr is None or tr.op != "Transpose" or graph.num_uses(tr.output) != 1:
-            continue
         perm = perm_of(tr)
+        if perm is None or graph.num_uses(tr.output) != 1:
+            continue
         x = tr.inputs[0]
         if perm[0] != 0 or not x.type.has_batch:
             continue

@@ -6,14 +6,11 @@ from irc.ops import get_op
 
 from .manager import PassContext, register_pass
 
-_NO_OPS = ("Dropout", "Identity")
-
-
 @register_pass("simplify")
 def simplify(graph: Graph, ctx: PassContext) -> Graph:
-    """Drop Dropout and Identity (they are the identity at inference)."""
+    """Drop Dropout and Identity (ops that are the identity at inference)."""
     for node in graph:
-        if node.op in _NO_OPS:
+        if get_op(node.op).inference_identity:
             src = node.inputs[0]
             if any(o is node.output for o in graph.outputs) and (src in graph.inputs or src.is_param):
                 continue  # an output that is an input: keep one node so the output has a producer

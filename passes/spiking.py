@@ -25,57 +25,76 @@ Pipeline (after the foundation passes):
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from irc.analysis import nonnegative_values
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Node, Value
 from irc.interp import run_graph
 from irc.ops import get_op
 from irc.types import Domain
 
-from .manager import PassContext, register_pass
-
-_SYNAPTIC = ("Conv", "Dense", "MatMul", "ScaleShift")
-_NO_SPIKING_EQUIVALENT = ("Sigmoid", "Tanh", "LeakyRelu", "Softmax", "LogSoftmax", "MaxPool", "GlobalMaxPool")
+from .manager import Conversion, PassContext, register_pass
 
 
-def is_relu_like(node: Node) -> bool:
-    """Relu, or Clip(0, hi) (ReLU6 and friends)."""
-    if node.op == "Relu":
-        return True
-    return node.op == "Clip" and node.attrs["min"] == 0.0 and node.attrs["max"] > 0.0
+def is_relu_like(node: Node | None) -> bool:
+    """A ReLU-like activation (Relu, Clip(0, hi)): what an IF neuron replaces (OpDef.rectifies)."""
+    return node is not None and get_op(node.op).rectifies(node.attrs)
+
+
+def _is_plain_relu(node: Node) -> bool:
+    return is_relu_like(node) and get_op(node.op).ceiling(node.attrs) == math.inf
 
 
 # --------------------------------------------------------------- canonicalize
 @register_pass("canonicalize_for_spiking")
 def canonicalize_for_spiking(graph: Graph, ctx: PassContext) -> Graph:
-    """Move ReLU-like activations in front of max pools; collapse ReLU(ReLU(x))."""
+    """Give every max pool a ReLU-like input where that is exact; collapse ReLU(ReLU-like(x)).
+
+    relu(maxpool(x)) == maxpool(relu(x)), so a rectifier after a max pool moves in front of it; a max pool of
+    a provably non-negative signal (the sum of two ReLU branches, say) gets a ReLU inserted in front (the
+    identity there), which calibration turns into a neuron: the gated max-pool then takes its spikes.
+    """
     changed = True
     while changed:
         changed = False
         for node in graph:
-            if node not in graph.nodes or not is_relu_like(node):
+            if not graph.has_node(node) or not is_relu_like(node):
                 continue
             src = node.inputs[0]
             prod = src.producer
             if prod is None or graph.num_uses(src) != 1:
                 continue
-            if is_relu_like(prod) and prod.op == "Relu" and node.op == "Relu":
+            if is_relu_like(prod) and _is_plain_relu(node):
                 graph.bypass(node, src)
                 changed = True
-            elif prod.op in ("MaxPool", "GlobalMaxPool"):
-                # relu(maxpool(x)) == maxpool(relu(x)): let the neuron come first
+            elif get_op(prod.op).rate_rule == "maximum":
                 x = prod.inputs[0]
                 act = graph.add_node(node.op, [x], dict(node.attrs), name=node.name, before=prod)
                 graph.set_inputs(prod, [act.output])
-                graph.replace_all_uses(node.output, src)
+                graph.replace_uses(node.output, src)
                 graph.remove_node(node)
                 graph.reinfer(prod)
                 changed = True
+    if ctx.option("maxpool", "gated") == "gated" and threshold_mode(graph, ctx) == "calibrated":
+        _rectify_nonnegative_pool_inputs(graph)
     return graph
+
+
+def _rectify_nonnegative_pool_inputs(graph: Graph) -> None:
+    nonnegative = nonnegative_values(graph)
+    for pool in graph:
+        if get_op(pool.op).rate_rule != "maximum":
+            continue
+        x = pool.inputs[0]
+        if is_relu_like(x.producer) or id(x) not in nonnegative or x.producer is None:
+            continue
+        relu = graph.add_node("Relu", [x], name=pool.name + ".rectified", before=pool)
+        graph.set_input(pool, 0, relu.output)
 
 
 @register_pass("drop_final_softmax")
@@ -84,7 +103,7 @@ def drop_final_softmax(graph: Graph, ctx: PassContext) -> Graph:
     outs = []
     for v in graph.outputs:
         p = v.producer
-        if p is not None and p.op in ("Softmax", "LogSoftmax") and p.inputs[0].type.rank >= 2:
+        if p is not None and get_op(p.op).preserves_argmax and p.inputs[0].type.rank >= 2:
             outs.append(p.inputs[0])
             graph.meta["readout_rule"] = f"argmax of the scores before the final {p.op} (dropped for spiking)"
         else:
@@ -151,28 +170,54 @@ def record_macs(graph: Graph) -> None:
     """The analog network's MACs and N2D2's virtual synapses per sample, for the spiking statistics."""
     from irc.analysis import layer_table
 
+    def biases(node: Node) -> int:
+        has_bias = get_op(node.op).channel_weights and len(node.inputs) > 2 and node.inputs[2] is not None
+        return node.outputs[0].type.shape[1] if has_bias else 0
+
     rows = layer_table(graph)
     graph.meta["analog_macs"] = int(sum(r.macs for r in rows))
-    graph.meta["virtual_synapses"] = int(sum(r.macs + (r.node.outputs[0].type.shape[1]
-                                                       if r.node.op in ("Conv", "Dense") and len(r.node.inputs) > 2
-                                                       and r.node.inputs[2] is not None else 0) for r in rows))
+    graph.meta["virtual_synapses"] = int(sum(r.macs + biases(r.node) for r in rows))
 
 
-@register_pass("calibrate")
+@register_pass("calibrate", provides=("analog_graph", "conversion"))
 def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     """Set the scale of every ReLU-like activation (and of the input) from calibration data."""
-    ctx.notes["threshold_mode"] = threshold_mode(graph, ctx)
-    if ctx.notes["threshold_mode"] == "model":
-        import json
-
-        ctx.notes["analog_graph"] = graph.copy()
-        spec = json.loads(graph.meta["n2d2_spiking"])
-        ctx.notes["model_spiking"] = spec
-        ctx.notes["scales"] = {}
-        ctx.notes["input_scale"] = 1.0
-        ctx.notes["output_units"] = {v.name: 1.0 for v in graph.outputs}
-        record_macs(graph)
+    mode = threshold_mode(graph, ctx)
+    ctx.analog_graph = graph.copy()
+    record_macs(graph)
+    if mode == "model":
+        ctx.conversion = Conversion("model", {}, 1.0, {v.name: 1.0 for v in graph.outputs},
+                                    json.loads(graph.meta["n2d2_spiking"]))
         return graph
+    data = calibration_data(graph, ctx)
+    q = float(ctx.option("percentile", 99.9))
+    per_channel = bool(ctx.option("per_channel", True))
+    sites = [n for n in graph.nodes if is_relu_like(n)]
+    collectors = {id(n): _Collector(n.output.type.shape[1]) for n in sites}
+    outputs = {id(v): _Collector(1) for v in graph.outputs}
+
+    def hook(node, outs):
+        if id(node) in collectors:
+            collectors[id(node)].add(outs[0])
+        for o, arr in zip(node.outputs, outs):
+            if id(o) in outputs:
+                outputs[id(o)].add(np.abs(arr.reshape(len(arr), 1, -1)))
+
+    inputs_abs = _Collector(1)
+    inp = graph.inputs[0]
+    for chunk in calibration_batches(data):
+        run_graph(graph, {inp.name: chunk}, hook=hook)
+        inputs_abs.add(np.abs(chunk.reshape(len(chunk), 1, -1)))
+    scales = {n.output.name: np.minimum(collectors[id(n)].scales(q, per_channel),
+                                        np.float32(get_op(n.op).ceiling(n.attrs))) for n in sites}
+    ctx.conversion = Conversion(
+        "calibrated", scales, float(inputs_abs.scales(q, False)[0]) or 1.0,
+        {v.name: float(outputs[id(v)].scales(q, False)[0]) or 1.0 for v in graph.outputs})
+    return graph
+
+
+def calibration_data(graph: Graph, ctx: PassContext) -> np.ndarray:
+    """The calibration inputs as float32, checked against the (single) model input."""
     data = ctx.option("calibration")
     if data is None:
         raise IRCError("spiking targets need calibration data to set the neurons' thresholds",
@@ -180,41 +225,10 @@ def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     if len(graph.inputs) != 1:
         raise UnsupportedError("spiking conversion supports one input")
     inp = graph.inputs[0]
-    ctx.notes["analog_graph"] = graph.copy()
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape:
         raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}")
-    q = float(ctx.option("percentile", 99.9))
-    if not 0 < q <= 100:
-        raise IRCError(f"percentile must be in (0, 100], got {q}")
-    per_channel = bool(ctx.option("per_channel", True))
-    sites = [n for n in graph.nodes if is_relu_like(n)]
-    collectors = {n.name: _Collector(n.output.type.shape[1]) for n in sites}
-    outputs = {id(v): _Collector(1) for v in graph.outputs}
-    site_of = {id(n): n.name for n in sites}
-
-    def hook(node, outs):
-        if id(node) in site_of:
-            collectors[site_of[id(node)]].add(outs[0])
-        for o, arr in zip(node.outputs, outs):
-            if id(o) in outputs:
-                outputs[id(o)].add(np.abs(arr.reshape(len(arr), 1, -1)))
-
-    inputs_abs = _Collector(1)
-    for chunk in calibration_batches(data):
-        run_graph(graph, {inp.name: chunk}, hook=hook)
-        inputs_abs.add(np.abs(chunk.reshape(len(chunk), 1, -1)))
-    scales: dict[str, np.ndarray] = {}
-    for n in sites:
-        s = collectors[n.name].scales(q, per_channel)
-        if n.op == "Clip":
-            s = np.minimum(s, np.float32(n.attrs["max"]))
-        scales[n.output.name] = s
-    ctx.notes["scales"] = scales
-    ctx.notes["input_scale"] = float(inputs_abs.scales(q, False)[0]) or 1.0
-    ctx.notes["output_units"] = {v.name: float(outputs[id(v)].scales(q, False)[0]) or 1.0 for v in graph.outputs}
-    record_macs(graph)
-    return graph
+    return data
 
 
 # ------------------------------------------------------------------ to_spiking
@@ -231,9 +245,12 @@ def per_channel(scale_map: np.ndarray, what: str) -> np.ndarray:
 
 
 class _Converter:
-    def __init__(self, graph: Graph, ctx: PassContext):
+    """Builds the spiking graph node by node; how each node converts is its op's ``rate_rule`` (RULES below)."""
+
+    def __init__(self, graph: Graph, ctx: PassContext, conversion: Conversion):
         self.old = graph
         self.ctx = ctx
+        self.conversion = conversion
         self.g = Graph(graph.name)
         self.g.meta = dict(graph.meta)
         self.vmap: dict[int, Value] = {}
@@ -241,9 +258,7 @@ class _Converter:
         self.unit_cache: dict[int, Value] = {}
         self.opt = ctx.options
         self.rounding = self.opt.get("scale_rounding", "none")
-        if self.rounding not in ("none", "pow2"):
-            raise IRCError(f"scale_rounding must be 'none' or 'pow2', got {self.rounding!r}")
-        self.model = ctx.notes.get("model_spiking") if ctx.notes.get("threshold_mode") == "model" else None
+        self.model = conversion.model_spiking if conversion.mode == "model" else None
         self.sites: dict[str, dict] = self.model["sites"] if self.model else {}
 
     def scale(self, s: np.ndarray) -> np.ndarray:
@@ -257,11 +272,13 @@ class _Converter:
             self.vmap[id(v)] = self.g.add_param(v.name, self.old.param(v))
         return self.vmap[id(v)]
 
-    def get(self, v: Value) -> Value:
+    def get(self, v: Value | None) -> Value | None:
+        if v is None:
+            return None
         return self.param(v) if v.is_param else self.vmap[id(v)]
 
-    def smap_of(self, v: Value) -> np.ndarray | None:
-        return None if v.is_param else self.smap.get(id(v))
+    def smap_of(self, v: Value | None) -> np.ndarray | None:
+        return None if v is None or v.is_param else self.smap.get(id(v))
 
     def unit(self, v: Value, node: Node) -> Value:
         """The value in real units: an explicit per-channel scale if its spikes carry one."""
@@ -299,10 +316,7 @@ class _Converter:
         in_types = [None if v is None else (v.type if v.is_param else v.type.with_(shape=(1,) + v.type.sample_shape))
                     for v in node.inputs]
         out_types = [o.type.with_(shape=(1,) + o.type.sample_shape) for o in node.outputs]
-        if node.op == "Pad":
-            attrs = dict(node.attrs, value=1.0)  # padded positions never spike; their scale is moot
-        else:
-            attrs = node.attrs
+        attrs = opdef.with_fill(node.attrs, 1.0)  # padded positions never spike; their scale is moot
         out = opdef.reference(arrays, attrs, in_types, out_types)[0]
         return out[0].astype(np.float32)
 
@@ -333,7 +347,7 @@ class _Converter:
                 enc = self.g.add_node("Encode", [x], {"mode": "current", "gain": 1.0}, name=inp.name + ".encode")
                 self.smap[id(inp)] = None
             else:
-                lam = float(self.scale(np.array([self.ctx.notes["input_scale"]]))[0])
+                lam = float(self.scale(np.array([self.conversion.input_scale]))[0])
                 enc = self.g.add_node("Encode", [x], {"mode": encoding, "gain": 1.0 / lam, "seed": seed},
                                       name=inp.name + ".encode")
                 self.smap[id(inp)] = np.full(inp.type.sample_shape, lam, np.float32)
@@ -346,49 +360,29 @@ class _Converter:
         return self.g
 
     def node(self, node: Node) -> None:
-        op = node.op
-        opdef = get_op(op)
+        opdef = get_op(node.op)
         if opdef.spiking:
             raise IRCError("the graph is already spiking", node=node.name)
-        data = [v for v in node.inputs if v is not None and not v.is_param]
-        if not data:
+        if not any(v is not None and not v.is_param for v in node.inputs):
             raise IRCError("constant subgraph left after folding", node=node.name)
-        if self.model is not None and node.output.name in self.sites and (opdef.activation or is_relu_like(node)):
-            self.model_neuron(node, self.get_unit_input(node), self.sites[node.output.name])
-        elif is_relu_like(node):
+        site = self.sites.get(node.output.name) if self.model is not None else None
+        if site is not None and opdef.activation:
+            self.model_neuron(node, self.unit(node.inputs[0], node), site)
+            return
+        if opdef.rectifies(node.attrs):
             self.neuron(node)
-        elif op in ("Conv", "Dense", "ScaleShift"):
-            self.synaptic(node)
-            if self.model is not None and node.output.name in self.sites:
-                self.model_neuron(node, self.vmap[id(node.output)], self.sites[node.output.name])
-        elif op == "MaxPool" or op == "GlobalMaxPool":
-            self.maxpool(node)
-        elif op in ("Add", "Sub"):
-            maps = [self.smap_of(v) for v in node.inputs]
-            if all(v.is_param is False for v in node.inputs) and (
-                    maps[0] is None and maps[1] is None or
-                    maps[0] is not None and maps[1] is not None and np.array_equal(maps[0], maps[1])):
-                self.emit(node, [self.get(v) for v in node.inputs], smap=maps[0])
-            else:
-                self.emit(node, [self.unit(v, node) for v in node.inputs])
-        elif op in ("Mul", "Div"):
-            a, b = node.inputs
-            x = a if not a.is_param else b
-            self.emit(node, [self.get(v) for v in node.inputs], smap=self.smap_of(x))
-        elif opdef.layout or op in ("AvgPool", "GlobalAvgPool"):
-            maps = [self.smap_of(v) if v is not None else None for v in node.inputs]
-            self.emit(node, [self.get(v) if v is not None else None for v in node.inputs],
-                      smap=self.map_through(node, maps))
-        elif op == "MatMul":
-            self.emit(node, [self.unit(v, node) if not v.is_param else self.get(v) for v in node.inputs])
-        elif op in _NO_SPIKING_EQUIVALENT or opdef.activation:
-            raise UnsupportedError(
-                f"{op} has no spiking equivalent",
-                node=node.name,
-                hint="replace it by ReLU (or ReLU6) and retrain, or cut the network before it; "
-                     "a final Softmax is dropped automatically")
-        else:
-            raise UnsupportedError(f"{op} cannot be converted to spikes", node=node.name)
+            return
+        rule = RULES.get(opdef.rate_rule or "")
+        if rule is None:
+            if opdef.activation or opdef.preserves_argmax:
+                raise UnsupportedError(
+                    f"{node.op} has no spiking equivalent", node=node.name,
+                    hint="replace it by ReLU (or ReLU6) and retrain, or cut the network before it; "
+                         "a final Softmax is dropped automatically")
+            raise UnsupportedError(f"{node.op} cannot be converted to spikes", node=node.name)
+        rule(self, node)
+        if site is not None and opdef.rate_rule == "weighted":
+            self.model_neuron(node, self.vmap[id(node.output)], site)
 
     def neuron(self, node: Node) -> None:
         src = node.inputs[0]
@@ -400,7 +394,7 @@ class _Converter:
             self.smap[id(node.output)] = m
             return
         x = self.unit(src, node)
-        lam = self.scale(self.ctx.notes["scales"][node.output.name])
+        lam = self.scale(self.conversion.scales[node.output.name])
         lam = np.where(lam > 0, lam, np.float32(1.0)).astype(np.float32)
         th = self.g.add_param(node.name + ".threshold", lam)
         init = self.opt.get("neuron_init")
@@ -410,9 +404,6 @@ class _Converter:
         shape = node.output.type.sample_shape
         smap = np.broadcast_to(lam.reshape((c,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
         self.emit(node, [x, th], attrs, op="IF", smap=smap)
-
-    def get_unit_input(self, node: Node) -> Value:
-        return self.unit(node.inputs[0], node)
 
     def model_neuron(self, node: Node, x: Value, site: dict) -> None:
         """N2D2's spike half: an IF neuron whatever the activation, threshold from the file, events of weight 1."""
@@ -430,47 +421,67 @@ class _Converter:
         p = self.vmap[id(v)].producer
         return p is not None and p.op == "IF" and p.attrs["negative"] == "bipolar"
 
-    def synaptic(self, node: Node) -> None:
+    # rules ------------------------------------------------------------------
+    def weighted(self, node: Node) -> None:
+        """Conv / Dense / ScaleShift: the input's per-channel spike scale folds into the weights (input 1)."""
         x = node.inputs[0]
         m = self.smap_of(x)
         ins = [self.get(x)] + [self.param(v) for v in node.inputs[1:]]
         if m is not None:
-            vec = m.reshape(-1) if node.op == "Dense" else per_channel(m, f"node {node.name!r}")
-            if node.op == "ScaleShift":
-                ins[1] = self.g.add_param(node.inputs[1].name + ".spike", self.old.param(node.inputs[1]) * vec)
-            else:
-                w = self.old.param(node.inputs[1])
-                if node.op == "Conv":
-                    g = node.attrs["group"]
-                    factor = np.repeat(vec.reshape(g, -1), w.shape[0] // g, axis=0)  # (M, C/g)
-                    w = w * factor.reshape(factor.shape + (1,) * (w.ndim - 2))
-                else:
-                    w = w * vec[None, :]
-                ins[1] = self.g.add_param(node.inputs[1].name + ".spike", w.astype(np.float32))
+            vec = per_channel(m, f"node {node.name!r}")
+            w = self.old.param(node.inputs[1])
+            g = node.attrs.get("group", 1)
+            if w.ndim > 1:  # (out, in/group, ...): scale each group's input channels
+                factor = np.repeat(vec.reshape(g, -1), w.shape[0] // g, axis=0)  # (M, C/g)
+                w = w * factor.reshape(factor.shape + (1,) * (w.ndim - 2))
+            else:  # a per-channel scale
+                w = w * vec
+            ins[1] = self.g.add_param(node.inputs[1].name + ".spike", w.astype(np.float32))
         self.emit(node, ins)
 
-    def maxpool(self, node: Node) -> None:
+    def maximum(self, node: Node) -> None:
         src = node.inputs[0]
         new_src = self.get(src)
-        if new_src.type.domain != Domain.SPIKE:
+        mode = self.opt.get("maxpool", "gated")
+        attrs = dict(node.attrs) if "kernel" in node.attrs else {
+            "kernel": list(src.type.shape[2:]), "strides": [1] * (src.type.rank - 2)}
+        if mode == "avg":
+            out = self.emit(node, [new_src], dict(attrs, count_include_pad=False), op="AvgPool")
+        elif new_src.type.domain != Domain.SPIKE:
             raise UnsupportedError(
                 f"{node.op} of a signed, non-spiking signal has no spiking equivalent", node=node.name,
-                hint="put a ReLU before the max-pool, or use the option maxpool='avg'")
-        attrs = dict(node.attrs) if node.op == "MaxPool" else {
-            "kernel": list(src.type.shape[2:]), "strides": [1] * (src.type.rank - 2)}
-        m = self.smap_of(src)
-        if self.opt.get("maxpool", "gated") == "avg":
-            attrs = dict(attrs, count_include_pad=False)
-            out = self.emit(node, [new_src], attrs, op="AvgPool")
-        elif self.opt.get("maxpool", "gated") == "gated":
-            out = self.emit(node, [new_src], attrs, op="GatedMaxPool")
+                hint="put a ReLU before the max-pool, or use the option maxpool='avg' (-O maxpool=avg)")
         else:
-            raise IRCError(f"maxpool must be 'gated' or 'avg', got {self.opt.get('maxpool')!r}")
+            out = self.emit(node, [new_src], attrs, op="GatedMaxPool")
+        m = self.smap_of(src)
         if m is not None:
-            pooled = get_op("MaxPool").reference([m[None]], get_op("MaxPool").normalize_attrs(
-                {k: v for k, v in attrs.items() if k != "count_include_pad"}))[0][0]
-            self.smap[id(node.output)] = pooled
+            max_pool = get_op("MaxPool")
+            self.smap[id(node.output)] = max_pool.reference([m[None]], max_pool.normalize_attrs(attrs))[0][0]
         self.vmap[id(node.output)] = out
+
+    def sum(self, node: Node) -> None:
+        """Add / Sub: branches whose spikes carry the same scale add as they are, others in real units."""
+        maps = [self.smap_of(v) for v in node.inputs]
+        same = maps[0] is None and maps[1] is None or (
+            maps[0] is not None and maps[1] is not None and np.array_equal(maps[0], maps[1]))
+        if not any(v.is_param for v in node.inputs) and same:
+            self.emit(node, [self.get(v) for v in node.inputs], smap=maps[0])
+        else:
+            self.emit(node, [self.unit(v, node) for v in node.inputs])
+
+    def product(self, node: Node) -> None:
+        """Mul / Div by a constant: the data operand's scale map carries over."""
+        a, b = node.inputs
+        x = a if not a.is_param else b
+        self.emit(node, [self.get(v) for v in node.inputs], smap=self.smap_of(x))
+
+    def positional(self, node: Node) -> None:
+        """Layout ops and average pools: the scale maps go through the op with the data."""
+        maps = [self.smap_of(v) for v in node.inputs]
+        self.emit(node, [self.get(v) for v in node.inputs], smap=self.map_through(node, maps))
+
+    def bilinear(self, node: Node) -> None:
+        self.emit(node, [self.unit(v, node) if not v.is_param else self.get(v) for v in node.inputs])
 
     def readout(self, out: Value) -> None:
         node = out.producer
@@ -483,7 +494,7 @@ class _Converter:
             raise IRCError("readout='count' needs a spiking output layer (the output here is a current)",
                            hint="use the default potential readout")
         x = src if mode == "count" else self.unit(out, node)
-        unit = self.ctx.notes.get("output_units", {}).get(out.name, 1.0)
+        unit = self.conversion.output_units.get(out.name, 1.0)
         delta = self.opt.get("terminate_delta")
         if not delta and self.model is not None:
             delta = self.sites.get(out.name, {}).get("TerminateDelta", 0.0)
@@ -492,36 +503,40 @@ class _Converter:
         self.g.outputs.append(r.output)
 
 
-@register_pass("to_spiking")
+RULES: dict[str, Callable[[_Converter, Node], None]] = {
+    "weighted": _Converter.weighted,
+    "maximum": _Converter.maximum,
+    "sum": _Converter.sum,
+    "product": _Converter.product,
+    "positional": _Converter.positional,
+    "bilinear": _Converter.bilinear,
+}
+"""The conversion of each rate rule (OpDef.rate_rule); an op whose rule is absent has no spiking equivalent."""
+
+
+@register_pass("to_spiking", needs=("conversion",))
 def to_spiking(graph: Graph, ctx: PassContext) -> Graph:
     """Encoders, IF neurons, gated max-pools and a readout, with the scales folded into weights."""
-    if "scales" not in ctx.notes:
-        raise IRCError("to_spiking needs the calibrate pass first")
-    return _Converter(graph, ctx).convert()
+    return _Converter(graph, ctx, ctx.conversion).convert()
 
 
 # -------------------------------------------------------- thresholds -> weights
 def _absorb(graph: Graph, value: Value, factor: np.ndarray, user: Node) -> None:
     """Multiply ``value`` by a per-channel factor, inside its producer's weights when possible."""
     p = value.producer
-    single = p is not None and graph.num_uses(value) == 1
-    if single and p.op in ("Conv", "Dense") and not p.attrs["activation"]:
-        w = graph.param(p.inputs[1])
-        f = factor.reshape((-1,) + (1,) * (w.ndim - 1))
+    single = p is not None and graph.num_uses(value) == 1 and not p.attrs.get("activation")
+    rule = get_op(p.op).rate_rule if p is not None else None
+    if single and rule == "weighted":
+        # weight (input 1) and bias (input 2) both have the output channel on axis 0
         ins = list(p.inputs) + [None] * (3 - len(p.inputs))
-        ins[1] = graph.add_param(p.inputs[1].name + ".w", (w * f).astype(np.float32))
-        if ins[2] is not None:
-            ins[2] = graph.add_param(p.inputs[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
+        for i in (1, 2):
+            if ins[i] is not None:
+                arr = graph.param(ins[i])
+                scaled = arr * factor.reshape((-1,) + (1,) * (arr.ndim - 1))
+                ins[i] = graph.add_param(ins[i].name + ".w", scaled.astype(np.float32))
         graph.set_inputs(p, ins)
         return
-    if single and p.op == "ScaleShift" and not p.attrs["activation"]:
-        ins = list(p.inputs)
-        ins[1] = graph.add_param(ins[1].name + ".w", (graph.param(ins[1]) * factor).astype(np.float32))
-        if len(ins) > 2 and ins[2] is not None:
-            ins[2] = graph.add_param(ins[2].name + ".w", (graph.param(ins[2]) * factor).astype(np.float32))
-        graph.set_inputs(p, ins)
-        return
-    if single and p.op in ("Add", "Sub") and not p.attrs.get("activation"):
+    if single and rule == "sum":
         for v in p.inputs:
             _absorb(graph, v, factor, p)
         return
@@ -549,20 +564,6 @@ def thresholds_to_weights(graph: Graph, ctx: PassContext) -> Graph:
 
 
 # ----------------------------------------------------- pooling into synapses
-def _tiling_pool(node: Node) -> list[int] | None:
-    """The window of an AvgPool that tiles its input exactly (kernel == stride, no padding), else None."""
-    if node.op == "GlobalAvgPool":
-        return list(node.inputs[0].type.shape[2:])
-    a = node.attrs
-    k = a["kernel"]
-    x = node.inputs[0].type
-    if (a["strides"] and a["strides"] != k) or any(a["pads"]) or any(d != 1 for d in a["dilations"] or [1]):
-        return None
-    if any(size % kk for size, kk in zip(x.shape[2:], k)):
-        return None
-    return list(k)
-
-
 def _fold_pool_into_conv(graph: Graph, pool: Node, conv: Node, k: list[int]) -> None:
     w = graph.param(conv.inputs[1])
     nd = w.ndim - 2
@@ -606,11 +607,9 @@ def fold_pooling(graph: Graph, ctx: PassContext) -> Graph:
     while changed:
         changed = False
         for pool in graph:
-            if pool.op not in ("AvgPool", "GlobalAvgPool") or pool not in graph.nodes:
+            if not graph.has_node(pool) or pool.inputs[0].type.domain != Domain.SPIKE:
                 continue
-            if pool.inputs[0].type.domain != Domain.SPIKE:
-                continue
-            k = _tiling_pool(pool)
+            k = get_op(pool.op).tiling_window(pool)
             if k is None:
                 continue
             users = graph.consumers(pool.output)
@@ -618,14 +617,16 @@ def fold_pooling(graph: Graph, ctx: PassContext) -> Graph:
                 continue
             nxt = users[0]
             chain: list[Node] = []
-            while nxt.op in ("Flatten", "Reshape", "Squeeze") and len(graph.consumers(nxt.output)) == 1 \
+            while get_op(nxt.op).reshape_only and len(graph.consumers(nxt.output)) == 1 \
                     and graph.num_uses(nxt.output) == 1 and nxt.output.type.rank == 2:
                 chain.append(nxt)
                 nxt = graph.consumers(nxt.output)[0]
-            if nxt.op == "Conv" and not chain and pool.op == "AvgPool" and \
+            weighted = get_op(nxt.op).channel_weights and nxt.inputs[0] is (chain[-1].output if chain else pool.output)
+            conv_like = weighted and nxt.inputs[1].type.rank > 2
+            if conv_like and not chain and "kernel" in pool.attrs and \
                     all(d == 1 for d in nxt.attrs["dilations"] or [1]):
                 _fold_pool_into_conv(graph, pool, nxt, k)
-            elif nxt.op == "Dense" and (chain or pool.output.type.rank == 2):
+            elif weighted and not conv_like and (chain or pool.output.type.rank == 2):
                 _fold_pool_into_dense(graph, pool, nxt, k, chain)
             else:
                 continue

@@ -8,39 +8,68 @@ with its state in registers.  Values computed only from a constant-current
 input are computed once.  With an early decision the chunk is one step, and
 kernels skip the samples already decided.
 
+Which ops the targets run is their lowering tables: ``KERNELS`` (cuda) maps an
+op to the function that builds its kernel and argument template; ``SPIKING``
+(spike-cuda) adds the stateful spiking ops, each with its own launch.
+
 A plan talks to an *executor* (cupy on a GPU; a C++ emulation in tests):
 ``upload``, ``zeros``, ``launch(kernel, threads, args)``, ``download``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
 import numpy as np
 
-from irc.errors import UnsupportedError
 from irc.graph import Graph, Node, Value
-from irc.ops.nn import spatial_attrs
-from irc.types import Domain
+from irc.interp import Interpreter
+from irc.lowering import LoweringTable
+from irc.ops import get_op
+from irc.ops.nn import masked_weight, spatial_attrs
 
 from ..spiking_common import Counters, fanout, neuron_nodes, synaptic_nodes
-from ..tables import avgpool_divisor, remap_tables
+from ..tables import avgpool_divisor, remap_tables, sample_constant
 from . import source as S
 
-LAYOUT_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad", "Identity", "Dropout")
+Args = list[tuple]
+"""A kernel's argument template: ('in', k) | ('const', key) | ('out',)."""
+Build = Callable[["_Builder", Node], "tuple[S.Kernel, Args]"]
+
+KERNELS: LoweringTable[Build] = LoweringTable("cuda")
 
 
 def _channel_vector(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(arr, np.float32).reshape(-1))
 
 
-def _sample_const(arr: np.ndarray, like: Value) -> np.ndarray:
-    """A constant operand broadcast to one sample of ``like`` (flat)."""
-    a = np.asarray(arr, np.float32)
-    shape = like.type.sample_shape
-    full = np.broadcast_to(a, np.broadcast_shapes(a.shape, (1,) + shape))
-    return np.ascontiguousarray(full.reshape(shape)).reshape(-1)
-
-
 def _inner(t) -> int:
     return int(np.prod(t.shape[2:], dtype=np.int64)) if t.rank > 2 else 1
+
+
+def _has(node: Node, index: int) -> bool:
+    return len(node.inputs) > index and node.inputs[index] is not None
+
+
+def _rank4(node: Node) -> str | None:
+    rank = node.inputs[0].type.rank
+    return None if rank == 4 else f"on a rank-{rank} tensor (the CUDA targets run 2-d convolutions and pools)"
+
+
+def _fused(node: Node) -> str | None:
+    act = node.attrs.get("activation")
+    return None if not act or act in S.ACTIVATIONS else f"with a fused {act} (no CUDA expression for it)"
+
+
+def _same_shape_operands(node: Node) -> str | None:
+    for v in node.inputs:
+        if not v.is_param and v.type.shape != node.output.type.shape:
+            return "with a broadcast run-time operand (the CUDA targets broadcast constants only)"
+    return _fused(node)
+
+
+def _fused_args(node: Node) -> tuple[str, list[float]]:
+    return node.attrs.get("activation", ""), node.attrs.get("activation_params", [])
 
 
 class _Builder:
@@ -60,109 +89,117 @@ class _Builder:
         self.consts[key] = arr
         return key
 
-    def stateless(self, n: Node) -> tuple[S.Kernel, list] | None:
-        """Kernel and argument template for a per-step op; args: ('in', k) | ('const', key) | ('out',)."""
-        g = self.g
-        a = n.attrs
-        if n.op == "Conv":
-            if n.inputs[0].type.rank != 4:
-                raise UnsupportedError(f"the CUDA targets run 2-d convolutions only (node {n.name!r})")
-            w = g.param(n.inputs[1])
-            if len(n.inputs) > 3 and n.inputs[3] is not None:
-                mask = g.param(n.inputs[3])
-                w = w * mask.reshape(mask.shape + (1, 1))
-            x, y = n.inputs[0].type, n.output.type
-            strides, pads, dil = spatial_attrs(a, 2)
-            has_bias = len(n.inputs) > 2 and n.inputs[2] is not None
-            k = self.module.add(S.conv2d(self.name(n, "conv"), x.shape[1], x.shape[2], x.shape[3], y.shape[1],
-                                         y.shape[2], y.shape[3], w.shape[2], w.shape[3], strides, pads, dil,
-                                         a["group"], has_bias, a["activation"], a["activation_params"]))
-            args = [("in", 0), ("const", self.const(n.name + ".w", w.astype(np.float32)))]
-            if has_bias:
-                args.append(("const", self.const(n.name + ".b", _channel_vector(g.param(n.inputs[2])))))
-            return k, args + [("out",)]
-        if n.op == "Dense":
-            w = g.param(n.inputs[1])
-            has_bias = len(n.inputs) > 2 and n.inputs[2] is not None
-            k = self.module.add(S.dense(self.name(n, "dense"), w.shape[1], w.shape[0], has_bias, a["activation"],
-                                        a["activation_params"]))
-            args = [("in", 0), ("const", self.const(n.name + ".w", np.ascontiguousarray(w, np.float32)))]
-            if has_bias:
-                args.append(("const", self.const(n.name + ".b", _channel_vector(g.param(n.inputs[2])))))
-            return k, args + [("out",)]
-        if n.op == "ScaleShift":
-            t = n.output.type
-            has_shift = len(n.inputs) > 2 and n.inputs[2] is not None
-            k = self.module.add(S.scale_shift(self.name(n, "scale"), t.shape[1], _inner(t), has_shift,
-                                              a["activation"], a["activation_params"]))
-            args = [("in", 0), ("const", self.const(n.name + ".s", _channel_vector(g.param(n.inputs[1]))))]
-            if has_shift:
-                args.append(("const", self.const(n.name + ".t", _channel_vector(g.param(n.inputs[2])))))
-            return k, args + [("out",)]
-        if n.op in ("MaxPool", "AvgPool"):
-            x, y = n.inputs[0].type, n.output.type
-            if x.rank != 4:
-                raise UnsupportedError(f"the CUDA targets run 2-d pools only (node {n.name!r})")
-            strides, pads, dil = spatial_attrs(a, 2)
-            div_mode, div = avgpool_divisor(n) if n.op == "AvgPool" else ("", None)
-            k = self.module.add(S.pool2d(self.name(n, "pool"), "max" if n.op == "MaxPool" else "avg", x.shape[1],
-                                         x.shape[2], x.shape[3], y.shape[2], y.shape[3], a["kernel"], strides,
-                                         pads, dil, div_mode))
-            args = [("in", 0)]
-            if div is not None:
-                args.append(("const", self.const(n.name + ".div", div.reshape(-1))))
-            return k, args + [("out",)]
-        if n.op in ("GlobalAvgPool", "GlobalMaxPool"):
-            x = n.inputs[0].type
-            k = self.module.add(S.global_pool(self.name(n, "gpool"), "max" if n.op == "GlobalMaxPool" else "avg",
-                                              _inner(x)))
-            return k, [("in", 0), ("out",)]
-        if n.op in ("Add", "Sub", "Mul", "Div"):
-            kinds, args = [], []
-            for i, v in enumerate(n.inputs):
-                if v.is_param:
-                    kinds.append("const")
-                    args.append(("const", self.const(f"{n.name}.{i}", _sample_const(g.param(v), n.output))))
-                else:
-                    if v.type.shape != n.output.type.shape:
-                        raise UnsupportedError(f"the CUDA targets do not broadcast run-time operands (node {n.name!r})")
-                    kinds.append("data")
-                    args.append(("in", i))
-            k = self.module.add(S.elementwise(self.name(n, n.op.lower()), n.op, n.output.type.static_size(), kinds,
-                                              a.get("activation", ""), a.get("activation_params", [])))
-            return k, args + [("out",)]
-        if n.op in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"):
-            params = {"LeakyRelu": [a.get("alpha", 0.0)], "Clip": [a.get("min", 0.0), a.get("max", 0.0)]}.get(n.op, [])
-            return self.module.add(S.unary(self.name(n, n.op.lower()), n.op, params)), [("in", 0), ("out",)]
-        if n.op in ("Softmax", "LogSoftmax"):
-            t = n.output.type
-            axis = a["axis"] % t.rank
-            inner = int(np.prod(t.shape[axis + 1:], dtype=np.int64))
-            k = self.module.add(S.softmax(self.name(n, "softmax"), t.shape[axis], inner, n.op == "LogSoftmax"))
-            return k, [("in", 0), ("out",)]
-        if n.op in LAYOUT_OPS:
-            data = [v for v in n.inputs if v is not None]
-            if n.op in ("Identity", "Dropout"):
-                tables = [np.arange(data[0].type.static_size())]
-            else:
-                tables = remap_tables(n)
-            out_size = n.output.type.static_size()
-            src = np.full(out_size, -1, np.int32)
-            idx = np.zeros(out_size, np.int32)
-            for k_, table in enumerate(tables):
-                keep = table >= 0
-                src[table[keep]] = k_
-                idx[table[keep]] = np.flatnonzero(keep)
-            pad_value = a.get("value", 0.0) if n.op == "Pad" else 0.0
-            k = self.module.add(S.gather(self.name(n, "layout"), out_size, [v.type.static_size() for v in data],
-                                         pad_value))
-            args = [("in", i) for i in range(len(data))]
-            args += [("const", self.const(n.name + ".src", src)), ("const", self.const(n.name + ".idx", idx)), ("out",)]
-            return k, args
-        return None
+    def weighted(self, n: Node, kernel: S.Kernel, weight: np.ndarray, bias_index: int = 2) -> tuple[S.Kernel, Args]:
+        """A kernel that applies weights (and a per-channel bias when the node has one)."""
+        args = [("in", 0), ("const", self.const(n.name + ".w", np.ascontiguousarray(weight, np.float32)))]
+        if _has(n, bias_index):
+            args.append(("const", self.const(n.name + ".b", _channel_vector(self.g.param(n.inputs[bias_index])))))
+        return self.module.add(kernel), args + [("out",)]
 
 
-def _bind(args: list, inputs: list, output, consts: dict):
+@KERNELS.register("Conv", check=lambda n: _rank4(n) or _fused(n))
+def _conv(b: _Builder, n: Node):
+    x, y = n.inputs[0].type, n.output.type
+    w = masked_weight(n, b.g.param)
+    strides, pads, dil = spatial_attrs(n.attrs, 2)
+    kernel = S.conv2d(b.name(n, "conv"), x.shape[1], x.shape[2], x.shape[3], y.shape[1], y.shape[2], y.shape[3],
+                      w.shape[2], w.shape[3], strides, pads, dil, n.attrs["group"], _has(n, 2), *_fused_args(n))
+    return b.weighted(n, kernel, w)
+
+
+@KERNELS.register("Dense", check=_fused)
+def _dense(b: _Builder, n: Node):
+    w = b.g.param(n.inputs[1])
+    return b.weighted(n, S.dense(b.name(n, "dense"), w.shape[1], w.shape[0], _has(n, 2), *_fused_args(n)), w)
+
+
+@KERNELS.register("ScaleShift", check=_fused)
+def _scale_shift(b: _Builder, n: Node):
+    t = n.output.type
+    kernel = S.scale_shift(b.name(n, "scale"), t.shape[1], _inner(t), _has(n, 2), *_fused_args(n))
+    return b.weighted(n, kernel, _channel_vector(b.g.param(n.inputs[1])))
+
+
+def _pool(kind: str) -> Build:
+    def build(b: _Builder, n: Node):
+        x, y = n.inputs[0].type, n.output.type
+        strides, pads, dil = spatial_attrs(n.attrs, 2)
+        div_mode, div = avgpool_divisor(n) if kind == "avg" else ("", None)
+        kernel = b.module.add(S.pool2d(b.name(n, "pool"), kind, x.shape[1], x.shape[2], x.shape[3], y.shape[2],
+                                       y.shape[3], n.attrs["kernel"], strides, pads, dil, div_mode))
+        args: Args = [("in", 0)]
+        if div is not None:
+            args.append(("const", b.const(n.name + ".div", div.reshape(-1))))
+        return kernel, args + [("out",)]
+    return build
+
+
+KERNELS.register("MaxPool", check=_rank4)(_pool("max"))
+KERNELS.register("AvgPool", check=_rank4)(_pool("avg"))
+
+
+def _global_pool(kind: str) -> Build:
+    def build(b: _Builder, n: Node):
+        kernel = b.module.add(S.global_pool(b.name(n, "gpool"), kind, _inner(n.inputs[0].type)))
+        return kernel, [("in", 0), ("out",)]
+    return build
+
+
+KERNELS.register("GlobalAvgPool")(_global_pool("avg"))
+KERNELS.register("GlobalMaxPool")(_global_pool("max"))
+
+
+@KERNELS.register(*S.ARITHMETIC, check=_same_shape_operands)
+def _elementwise(b: _Builder, n: Node):
+    kinds, args = [], []
+    for i, v in enumerate(n.inputs):
+        if v.is_param:
+            kinds.append("const")
+            args.append(("const", b.const(f"{n.name}.{i}", sample_constant(b.g.param(v), n.output.type))))
+        else:
+            kinds.append("data")
+            args.append(("in", i))
+    kernel = b.module.add(S.elementwise(b.name(n, n.op.lower()), n.op, n.output.type.static_size(), kinds,
+                                        *_fused_args(n)))
+    return kernel, args + [("out",)]
+
+
+@KERNELS.register(*S.ACTIVATIONS)
+def _activation(b: _Builder, n: Node):
+    params = get_op(n.op).fused(n.attrs)
+    return b.module.add(S.unary(b.name(n, n.op.lower()), n.op, params)), [("in", 0), ("out",)]
+
+
+def _softmax(log: bool) -> Build:
+    def build(b: _Builder, n: Node):
+        t = n.output.type
+        axis = n.attrs["axis"] % t.rank
+        inner = int(np.prod(t.shape[axis + 1:], dtype=np.int64))
+        return b.module.add(S.softmax(b.name(n, "softmax"), t.shape[axis], inner, log)), [("in", 0), ("out",)]
+    return build
+
+
+KERNELS.register("Softmax")(_softmax(False))
+KERNELS.register("LogSoftmax")(_softmax(True))
+
+
+@KERNELS.register_trait("layout op", lambda op: op.layout)
+def _layout(b: _Builder, n: Node):
+    data = [v for v in n.inputs if v is not None]
+    out_size = n.output.type.static_size()
+    src = np.full(out_size, -1, np.int32)
+    idx = np.zeros(out_size, np.int32)
+    for k, table in enumerate(remap_tables(n)):
+        keep = table >= 0
+        src[table[keep]] = k
+        idx[table[keep]] = np.flatnonzero(keep)
+    pad_value = n.attrs.get("value", 0.0)  # what new positions get (Pad); other layout ops make none
+    kernel = b.module.add(S.gather(b.name(n, "layout"), out_size, [v.type.static_size() for v in data], pad_value))
+    args: Args = [("in", i) for i in range(len(data))]
+    return kernel, args + [("const", b.const(n.name + ".src", src)), ("const", b.const(n.name + ".idx", idx)), ("out",)]
+
+
+def _bind(args: Args, inputs: list, output, consts: dict) -> list:
     out = []
     for a in args:
         if a[0] == "in":
@@ -177,35 +214,169 @@ def _bind(args: list, inputs: list, output, consts: dict):
 # ------------------------------------------------------------------ analog
 class AnalogPlan:
     def __init__(self, graph: Graph):
+        KERNELS.check(graph)
         self.g = graph
         b = _Builder(graph)
-        self.steps = []
-        for n in graph.nodes:
-            made = b.stateless(n)
-            if made is None:
-                raise UnsupportedError(f"the cuda target cannot run {n.op} (node {n.name!r})")
-            self.steps.append((n, made[0], made[1]))
+        self.steps = {id(n): KERNELS.lower(n)(b, n) for n in graph.nodes}
         self.module = b.module
         self.consts = b.consts
 
     def run(self, ex, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        g = self.g
-        consts = ex.constants(self.consts)
-        n = len(next(iter(feeds.values())))
-        env: dict[int, object] = {id(v): ex.upload(feeds[v.name]) for v in g.inputs}
-        for name, arr in g.params.items():
-            env[id(g.values[name])] = None
-        for node, kernel, args in self.steps:
-            out = ex.zeros((n,) + node.output.type.sample_shape, np.float32)
-            data_ins = [env[id(v)] if v is not None and not v.is_param else None for v in node.inputs]
-            ex.launch(kernel, n * node.output.type.static_size() // kernel.per_output, _bind(args, data_ins, out, consts))
-            env[id(node.output)] = out
-        return [ex.download(env[id(v)]) for v in g.outputs]
+        return _AnalogRun(self, ex, len(next(iter(feeds.values())))).run(
+            {k: ex.upload(v) for k, v in feeds.items()})
+
+
+class _AnalogRun(Interpreter):
+    """Values are device buffers; each node is one kernel launch."""
+
+    def __init__(self, plan: AnalogPlan, ex, n: int):
+        super().__init__(plan.g)
+        self.plan, self.ex, self.n = plan, ex, n
+        self.consts = ex.constants(plan.consts)
+
+    def param(self, value: Value) -> None:
+        return None  # constants are bound through the kernel's argument template
+
+    def run_node(self, node: Node, args: list) -> list:
+        kernel, template = self.plan.steps[id(node)]
+        out = self.ex.zeros((self.n,) + node.output.type.sample_shape, np.float32)
+        threads = self.n * node.output.type.static_size() // kernel.per_output
+        self.ex.launch(kernel, threads, _bind(template, args, out, self.consts))
+        return [out]
+
+    def run(self, feeds):
+        return [self.ex.download(v) for v in super().run(feeds)]
 
 
 # ---------------------------------------------------------------- spiking
+@dataclass
+class _Step:
+    """One chunk of steps in flight: what every launch needs."""
+
+    ex: Any
+    consts: dict
+    n: int
+    steps: int
+    t0: int
+    first: int
+    offset: int
+    xin: Any
+    env: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpikingLowering:
+    """A stateful spiking op on spike-cuda: how to build its kernel(s) and how to launch them per chunk."""
+
+    build: Callable[["SpikingPlan", Node], tuple[Any, Any]]
+    launch: Callable[["SpikingPlan", _Step, Node, Any, Any], Any]
+
+
+SPIKING: LoweringTable[SpikingLowering] = LoweringTable("spike-cuda")
+
+
+def _build_encode(plan: "SpikingPlan", n: Node):
+    b, a, t = plan.builder, n.attrs, n.output.type
+    if a["mode"] == "current":
+        gain = b.const(n.name + ".gain", np.full(t.static_size(), a["gain"], np.float32))
+        kernel = b.module.add(S.elementwise(b.name(n, "encode"), "Mul", t.static_size(), ["data", "const"]))
+        return kernel, [("in", 0), ("const", gain), ("out",)]
+    return b.module.add(S.encode_rate(b.name(n, "encode"), t.static_size(), a["mode"], a["gain"], a["seed"])), None
+
+
+def _launch_encode(plan: "SpikingPlan", st: _Step, n: Node, kernel, extra):
+    if n.attrs["mode"] == "current":
+        return plan.launch_stateless(st, n, kernel, extra)
+    size = n.output.type.static_size()
+    out = st.ex.zeros((st.steps * st.n * size,), np.float32)
+    st.ex.launch(kernel, st.n * size, [st.xin, plan.done, st.t0, st.steps, st.n, st.offset, out])
+    return out
+
+
+def _build_if(plan: "SpikingPlan", n: Node):
+    b, a, t = plan.builder, n.attrs, n.output.type
+    th = b.const(n.name + ".th", _channel_vector(plan.g.param(n.inputs[1])))
+    return b.module.add(S.neuron(b.name(n, "if"), t.static_size(), t.shape[1], _inner(t), a["reset"], a["negative"],
+                                 a["init"], a["decay"])), th
+
+
+def _launch_if(plan: "SpikingPlan", st: _Step, n: Node, kernel, th):
+    size = n.output.type.static_size()
+    if st.first:
+        plan.state[n.name] = (st.ex.zeros((st.n * size,), np.float32), st.ex.zeros((st.n * size,), np.float32))
+    v_state, c_state = plan.state[n.name]
+    out = st.ex.zeros((st.steps * st.n * size,), np.float32)
+    inp = n.inputs[0]
+    st.ex.launch(kernel, st.n * size, [st.env[id(inp)], plan.tstride(inp, st.n), st.consts[th], plan.done, st.first,
+                                       st.steps, st.n, v_state, c_state, out])
+    return out
+
+
+def _build_gated_pool(plan: "SpikingPlan", n: Node):
+    b, a = plan.builder, n.attrs
+    x, t = n.inputs[0].type, n.output.type
+    strides, pads, dil = spatial_attrs(a, 2)
+    counts = b.module.add(S.pool_counts(b.name(n, "poolcnt"), x.static_size()))
+    leader = b.module.add(S.pool_leader(b.name(n, "poollead"), x.shape[1], x.shape[2], x.shape[3], t.shape[2],
+                                        t.shape[3], a["kernel"], strides, pads, dil))
+    return (counts, leader), None
+
+
+def _launch_gated_pool(plan: "SpikingPlan", st: _Step, n: Node, kernels, _):
+    counts_k, leader_k = kernels
+    size, in_size = n.output.type.static_size(), n.inputs[0].type.static_size()
+    ex = st.ex
+    if st.first:
+        plan.state[n.name] = (ex.zeros((st.n * in_size,), np.float32), ex.zeros((st.n * size,), np.float32))
+    cnt_state, lead_state = plan.state[n.name]
+    cum = ex.zeros((st.steps * st.n * in_size,), np.float32)
+    ex.launch(counts_k, st.n * in_size, [st.env[id(n.inputs[0])], plan.done, st.first, st.steps, st.n, cnt_state, cum])
+    out = ex.zeros((st.steps * st.n * size,), np.float32)
+    ex.launch(leader_k, st.n * size, [cum, plan.done, st.first, st.steps, st.n, lead_state, out])
+    return out
+
+
+def _build_readout(plan: "SpikingPlan", n: Node):
+    b, a = plan.builder, n.attrs
+    size = n.inputs[0].type.static_size()
+    return b.module.add(S.readout(b.name(n, "readout"), size, a["mode"], a["terminate_delta"], a["unit"])), None
+
+
+def _launch_readout(plan: "SpikingPlan", st: _Step, n: Node, kernel, _):
+    size = n.inputs[0].type.static_size()
+    if st.first:
+        plan.state[n.name] = (st.ex.zeros((st.n * size,), np.float64),)
+    (acc,) = plan.state[n.name]
+    inp = n.inputs[0]
+    st.ex.launch(kernel, st.n, [st.env[id(inp)], plan.tstride(inp, st.n), acc, plan.done, plan.stop, plan.next_cp,
+                                plan.cps, plan.k_cp, st.t0, st.steps, 0, st.n, plan.scores, plan.steps_used])
+    return None
+
+
+SPIKING.register("Encode")(SpikingLowering(_build_encode, _launch_encode))
+SPIKING.register("IF")(SpikingLowering(_build_if, _launch_if))
+SPIKING.register("GatedMaxPool", check=_rank4)(SpikingLowering(_build_gated_pool, _launch_gated_pool))
+SPIKING.register("Readout")(SpikingLowering(_build_readout, _launch_readout))
+
+
+def _stateless_build(plan: "SpikingPlan", n: Node):
+    return KERNELS.lower(n)(plan.builder, n)
+
+
+def _stateless_launch(plan: "SpikingPlan", st: _Step, n: Node, kernel, template):
+    return plan.launch_stateless(st, n, kernel, template)
+
+
+for _op in KERNELS.entries:
+    SPIKING.register(_op, check=KERNELS.entries[_op].check)(SpikingLowering(_stateless_build, _stateless_launch))
+SPIKING.register_trait("layout op", lambda op: op.layout)(SpikingLowering(_stateless_build, _stateless_launch))
+
+
 class SpikingPlan:
     def __init__(self, graph: Graph):
+        from irc.errors import UnsupportedError
+
+        SPIKING.check(graph)
         self.g = graph
         b = _Builder(graph)
         self.builder = b
@@ -219,12 +390,10 @@ class SpikingPlan:
         self.steps: list[tuple] = []
         self.stats: list[tuple] = []
         for n in graph.nodes:
-            data = [v for v in n.inputs if v is not None and not v.is_param]
-            if n.op == "Encode" and n.attrs["mode"] == "current" or (
-                    n.op not in ("Encode", "IF", "GatedMaxPool", "Readout") and data
-                    and all(id(v) in self.invariant for v in data)):
+            if self.time_invariant(n):
                 self.invariant.add(id(n.output))
-            self.steps.append((n,) + self.kernels(n))
+            lowering = SPIKING.lower(n)
+            self.steps.append((n, lowering) + lowering.build(self, n))
         for n in self.neurons:
             self.stats.append(("spikes", n, b.module.add(S.count_events(b.name(n, "count"), n.output.type.static_size())),
                                None))
@@ -234,76 +403,83 @@ class SpikingPlan:
                                                                           n.inputs[0].type.static_size())), key))
         self.module = b.module
         self.consts = b.consts
+        self.state: dict[str, tuple] = {}
 
-    def kernels(self, n: Node) -> tuple:
-        b, a = self.builder, n.attrs
-        t = n.output.type if n.op != "Readout" else n.inputs[0].type
-        if n.op == "Encode":
-            if a["mode"] == "current":
-                return b.module.add(S.elementwise(b.name(n, "encode"), "Mul", t.static_size(), ["data", "const"])), \
-                    [("in", 0), ("const", b.const(n.name + ".gain", np.full(t.static_size(), a["gain"], np.float32))),
-                     ("out",)]
-            return b.module.add(S.encode_rate(b.name(n, "encode"), t.static_size(), a["mode"], a["gain"], a["seed"])), None
-        if n.op == "IF":
-            th = b.const(n.name + ".th", _channel_vector(self.g.param(n.inputs[1])))
-            return b.module.add(S.neuron(b.name(n, "if"), t.static_size(), t.shape[1], _inner(t), a["reset"],
-                                         a["negative"], a["init"], a["decay"])), th
-        if n.op == "GatedMaxPool":
-            x = n.inputs[0].type
-            strides, pads, dil = spatial_attrs(a, 2)
-            counts = b.module.add(S.pool_counts(b.name(n, "poolcnt"), x.static_size()))
-            leader = b.module.add(S.pool_leader(b.name(n, "poollead"), x.shape[1], x.shape[2], x.shape[3],
-                                                t.shape[2], t.shape[3], a["kernel"], strides, pads, dil))
-            return (counts, leader), None
-        if n.op == "Readout":
-            return b.module.add(S.readout(b.name(n, "readout"), t.static_size(), a["mode"], a["terminate_delta"],
-                                          a["unit"])), None
-        made = b.stateless(n)
-        if made is None:
-            raise UnsupportedError(f"spike-cuda cannot run {n.op} (node {n.name!r})")
-        return made
+    def time_invariant(self, n: Node) -> bool:
+        """Computed once per sample: a constant-current encoding, or a stateless op of invariant values only."""
+        opdef = get_op(n.op)
+        if opdef.spiking:
+            return n.attrs.get("mode") == "current" and opdef.neuron_kind == "input"
+        data = [v for v in n.inputs if v is not None and not v.is_param]
+        return bool(data) and all(id(v) in self.invariant for v in data)
+
+    def tstride(self, v: Value, n: int) -> int:
+        return 0 if id(v) in self.invariant else n * v.type.static_size()
+
+    def launch_stateless(self, st: _Step, node: Node, kernel, template):
+        size = node.output.type.static_size()
+        invariant_out = id(node.output) in self.invariant
+        batch_out = st.n if invariant_out else st.steps * st.n
+        out = st.ex.zeros((batch_out * size,), np.float32)
+        data = []
+        for v in node.inputs:
+            if v is None or v.is_param:
+                data.append(None)
+            elif id(v) in self.invariant and not invariant_out:
+                data.append(st.ex.tile(st.env[id(v)], st.steps))  # a constant input meets a time-varying one
+            else:
+                data.append(st.env[id(v)])
+        st.ex.launch(kernel, batch_out * size // kernel.per_output, _bind(template, data, out, st.consts))
+        return out
 
     # -------------------------------------------------------------- run
-    def run(self, ex, x: np.ndarray, offset: int, checkpoints: list[int], n_total_cap: int = 0) -> list[Counters]:
+    def run(self, ex, x: np.ndarray, offset: int, checkpoints: list[int]) -> list[Counters]:
         g = self.g
         consts = ex.constants(self.consts)
         n = len(x)
         total = checkpoints[-1]
         chunk = 1 if self.readout.attrs["terminate_delta"] > 0 else total
-        k_cp = len(checkpoints)
+        self.k_cp = len(checkpoints)
         out_size = self.readout.inputs[0].type.static_size()
-        scores = ex.zeros((k_cp, n, out_size), np.float32)
-        steps_used = ex.zeros((k_cp, n), np.int64)
-        cps = ex.upload(np.asarray(checkpoints, np.int64))
-        done = ex.zeros((n,), np.int32)
-        stop = ex.zeros((n,), np.int64)
-        next_cp = ex.zeros((n,), np.int32)
-        state: dict[str, tuple] = {}
+        self.scores = ex.zeros((self.k_cp, n, out_size), np.float32)
+        self.steps_used = ex.zeros((self.k_cp, n), np.int64)
+        self.cps = ex.upload(np.asarray(checkpoints, np.int64))
+        self.done = ex.zeros((n,), np.int32)
+        self.stop = ex.zeros((n,), np.int64)
+        self.next_cp = ex.zeros((n,), np.int32)
+        self.state = {}
         xin = ex.upload(np.ascontiguousarray(x, np.float32))
         per_step = {("spikes", nd.name): np.zeros((total, n)) for nd in self.neurons}
         per_step.update({("synops", nd.name): np.zeros((total, n)) for nd in self.synaptic})
         env: dict[int, object] = {id(g.inputs[0]): xin}
         for t0 in range(0, total, chunk):
-            steps = min(chunk, total - t0)
-            first = int(t0 == 0)
-            for node, kernel, extra in self.steps:
-                if id(node.output) in self.invariant and not first:
+            st = _Step(ex, consts, n, min(chunk, total - t0), t0, int(t0 == 0), offset, xin, env)
+            for node, lowering, kernel, extra in self.steps:
+                if id(node.output) in self.invariant and not st.first:
                     continue
-                self.launch_node(ex, node, kernel, extra, env, consts, state, xin, n, steps, t0, first, offset, done,
-                                 stop, next_cp, cps, k_cp, scores, steps_used)
-            for kind, node, kernel, key in self.stats:
-                value = node.output if kind == "spikes" else node.inputs[0]
-                rows = n if id(value) in self.invariant else steps * n
-                counts = ex.zeros((rows,), np.float64)
-                args = [env[id(value)], counts] if key is None else [env[id(value)], consts[key], counts]
-                ex.launch(kernel, rows, args)
-                host = ex.download(counts).reshape(-1, n)
-                per_step[(kind, node.name)][t0:t0 + steps] = host  # broadcasts an invariant row over the chunk
-            if chunk == 1 and ex.download(done).all():
+                out = lowering.launch(self, st, node, kernel, extra)
+                if out is not None:
+                    env[id(node.output)] = out
+            self.count(st, per_step)
+            if chunk == 1 and ex.download(self.done).all():
                 break
-        scores_h, steps_h = ex.download(scores), ex.download(steps_used)
+        return self.counters(ex, per_step, total, n)
+
+    def count(self, st: _Step, per_step: dict) -> None:
+        """Download the chunk's events and synaptic operations per (step, sample)."""
+        for kind, node, kernel, key in self.stats:
+            value = node.output if kind == "spikes" else node.inputs[0]
+            rows = st.n if id(value) in self.invariant else st.steps * st.n
+            counts = st.ex.zeros((rows,), np.float64)
+            args = [st.env[id(value)], counts] if key is None else [st.env[id(value)], st.consts[key], counts]
+            st.ex.launch(kernel, rows, args)
+            host = st.ex.download(counts).reshape(-1, st.n)
+            per_step[(kind, node.name)][st.t0:st.t0 + st.steps] = host  # broadcasts an invariant row over the chunk
+
+    def counters(self, ex, per_step: dict, total: int, n: int) -> list[Counters]:
+        scores_h, steps_h = ex.download(self.scores), ex.download(self.steps_used)
         results = []
-        for k in range(k_cp):
+        for k in range(self.k_cp):
             used = steps_h[k]
             mask = (np.arange(total)[:, None] < used[None, :]).astype(np.float64)
             results.append(Counters(
@@ -312,57 +488,3 @@ class SpikingPlan:
                 {nd.name: np.rint((per_step[("synops", nd.name)] * mask).sum(axis=0)).astype(np.int64)
                  for nd in self.synaptic}))
         return results
-
-    def launch_node(self, ex, node, kernel, extra, env, consts, state, xin, n, steps, t0, first, offset, done, stop,
-                    next_cp, cps, k_cp, scores, steps_used) -> None:
-        size = node.output.type.static_size() if node.op != "Readout" else node.inputs[0].type.static_size()
-        invariant_out = id(node.output) in self.invariant
-        batch_out = n if invariant_out else steps * n
-
-        def src(v: Value):
-            return env[id(v)]
-
-        def tstride(v: Value) -> int:
-            return 0 if id(v) in self.invariant else n * v.type.static_size()
-
-        if node.op == "Encode" and node.attrs["mode"] != "current":
-            out = ex.zeros((steps * n * size,), np.float32)
-            ex.launch(kernel, n * size, [xin, done, t0, steps, n, offset, out])
-        elif node.op == "IF":
-            if first:
-                state[node.name] = (ex.zeros((n * size,), np.float32), ex.zeros((n * size,), np.float32))
-            v_state, c_state = state[node.name]
-            out = ex.zeros((steps * n * size,), np.float32)
-            inp = node.inputs[0]
-            ex.launch(kernel, n * size, [src(inp), tstride(inp), consts[extra], done, first, steps, n, v_state,
-                                         c_state, out])
-        elif node.op == "GatedMaxPool":
-            counts_k, leader_k = kernel
-            in_size = node.inputs[0].type.static_size()
-            if first:
-                state[node.name] = (ex.zeros((n * in_size,), np.float32), ex.zeros((n * size,), np.float32))
-            cnt_state, lead_state = state[node.name]
-            cum = ex.zeros((steps * n * in_size,), np.float32)
-            ex.launch(counts_k, n * in_size, [src(node.inputs[0]), done, first, steps, n, cnt_state, cum])
-            out = ex.zeros((steps * n * size,), np.float32)
-            ex.launch(leader_k, n * size, [cum, done, first, steps, n, lead_state, out])
-        elif node.op == "Readout":
-            if first:
-                state[node.name] = (ex.zeros((n * size,), np.float64),)
-            (acc,) = state[node.name]
-            inp = node.inputs[0]
-            ex.launch(kernel, n, [src(inp), tstride(inp), acc, done, stop, next_cp, cps, k_cp, t0, steps, 0, n,
-                                  scores, steps_used])
-            return
-        else:
-            out = ex.zeros((batch_out * size,), np.float32)
-            data = []
-            for v in node.inputs:
-                if v is None or v.is_param:
-                    data.append(None)
-                elif id(v) in self.invariant and not invariant_out:
-                    data.append(ex.tile(env[id(v)], steps))  # a constant input meets a time-varying one
-                else:
-                    data.append(env[id(v)])
-            ex.launch(kernel, batch_out * size // kernel.per_output, _bind(extra, data, out, consts))
-        env[id(node.output)] = out

@@ -33,13 +33,17 @@ __device__ __forceinline__ irc_u32 irc_hash(irc_u32 seed, irc_u32 sample, irc_u3
 """ % {"golden": GOLDEN, "step_mul": STEP_MUL, "index_mul": INDEX_MUL}
 
 ACTIVATIONS = {
-    "": "{v}",
     "Relu": "fmaxf({v}, 0.0f)",
-    "LeakyRelu": "({v} >= 0.0f ? {v} : {v} * {p0}f)",
-    "Clip": "fminf(fmaxf({v}, {p0}f), {p1}f)",
+    "LeakyRelu": "({v} >= 0.0f ? {v} : {v} * {p0})",
+    "Clip": "fminf(fmaxf({v}, {p0}), {p1})",
     "Sigmoid": "(1.0f / (1.0f + expf(-{v})))",
     "Tanh": "tanhf({v})",
 }
+"""Per activation op: its CUDA expression of ``{v}`` and its fused parameters ``{p0}``, ``{p1}``, ... (the
+cuda targets run exactly these activations, fused or on their own)."""
+
+ARITHMETIC = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+"""Elementwise arithmetic ops and their C operator."""
 
 
 def flt(v: float) -> str:
@@ -52,13 +56,17 @@ def flt(v: float) -> str:
     return repr(v)
 
 
+def f32_literal(v: float) -> str:
+    """A float32 literal: ``0.5f``, ``INFINITY``, ``(-INFINITY)``."""
+    text = flt(v)
+    return text if "INFINITY" in text else text + "f"
+
+
 def activation(expr: str, name: str, params: list[float]) -> str:
-    """The fused activation applied to ``expr`` (a variable name)."""
-    tpl = ACTIVATIONS[name]
-    ps = {f"p{i}": repr(float(p)) for i, p in enumerate(params)}
-    if name == "Clip":
-        return f"fminf(fmaxf({expr}, {flt(params[0])}), {flt(params[1])})"
-    return tpl.format(v=expr, **ps)
+    """The (fused) activation ``name`` applied to ``expr`` (a variable name); '' is none."""
+    if not name:
+        return expr
+    return ACTIVATIONS[name].format(v=expr, **{f"p{i}": f32_literal(p) for i, p in enumerate(params)})
 
 
 @dataclass
@@ -205,7 +213,7 @@ def global_pool(name, kind, size) -> Kernel:
 def elementwise(name, op, sample, operands: list[str], act="", act_params=()) -> Kernel:
     """y = a (op) b; operands are 'data' (same shape as y) or 'const' (one sample, broadcast)."""
     terms = [f"a{k}[i]" if kind == "data" else f"a{k}[i % {sample}]" for k, kind in enumerate(operands)]
-    sym = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}[op]
+    sym = ARITHMETIC[op]
     body = f"""    const float v = {terms[0]} {sym} {terms[1]};
     y[i] = {activation("v", act, act_params)};
 """
@@ -279,7 +287,9 @@ def neuron(name, size, channels, inner, reset, negative, init, decay) -> Kernel:
     leak = f"v = __fmul_rn(v, {flt(decay)}f);\n        " if decay != 1.0 else ""
     neg = {"bipolar": " else if (v <= -th) sp = -1.0f;",
            "corrective": " else if (v < 0.0f && cnt > 0.0f) sp = -1.0f;", "none": ""}[negative]
-    reset_code = "if (sp != 0.0f) v = 0.0f;" if reset == "zero" else "v = __fsub_rn(v, __fmul_rn(sp, th));"
+    # a negative event always adds the threshold back; reset 'zero' applies to positive events only
+    back = "__fsub_rn(v, __fmul_rn(sp, th))"
+    reset_code = f"v = (sp > 0.0f) ? 0.0f : {back};" if reset == "zero" else f"v = {back};"
     body = f"""    const long long j = i % {size}; const long long nn = i / {size};
     if (done[nn]) return;
     const float th = thresh[(j / {inner}) % {channels}];

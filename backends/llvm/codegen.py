@@ -28,20 +28,58 @@ give bit-identical results to spike-numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import llvmlite.ir as ir
 import numpy as np
 
 from irc.errors import UnsupportedError
 from irc.graph import Graph, Node, Value
+from irc.lowering import LoweringTable
 from irc.ops import get_op
-from irc.ops.nn import spatial_attrs
+from irc.ops.nn import conv_mask, masked_weight, spatial_attrs
 from irc.ops.spiking import GOLDEN, INDEX_MUL, PHASE_SALT, STEP_MUL
 from irc.types import Domain, TensorType
 
 from ..spiking_common import fanout, neuron_nodes, synaptic_nodes
-from ..tables import avgpool_divisor, remap_tables
+from ..tables import avgpool_divisor, remap_tables, sample_constant
 from .emit import F32, F64, I8, I32, I64, Function, f32, f64, i32, i64
+
+
+@dataclass(frozen=True)
+class NodeLowering:
+    """How spike-llvm runs one op: ``prepare`` lays out its constants and state at compile time, ``emit`` writes
+    its per-step code, ``reset`` its per-sample state initialisation (each takes the generator, node, state)."""
+
+    emit: Callable[["Generator", Node, dict], None]
+    prepare: Callable[["Generator", Node, dict], None] | None = None
+    reset: Callable[["Generator", Node, dict], None] | None = None
+
+
+LOWER: LoweringTable[NodeLowering] = LoweringTable("spike-llvm")
+
+
+def _time_varying_inputs(node: Node) -> str | None:
+    if any(v is not None and not v.is_param and v.type.domain == Domain.ANALOG for v in node.inputs):
+        return "on an analog value"
+    return None
+
+
+def _two_d(node: Node) -> str | None:
+    rank = node.inputs[0].type.rank
+    return f"on a rank-{rank} tensor (2-d only)" if rank != 4 else _time_varying_inputs(node)
+
+
+def _unfused(node: Node) -> str | None:
+    return "with a fused activation" if node.attrs.get("activation") else None
+
+
+def lowering(*ops: str, prepare=None, reset=None, check=_time_varying_inputs):
+    """Decorator for a Generator emit method: register it (and its prepare/reset) for ``ops``."""
+    def deco(emit):
+        LOWER.register(*ops, check=check)(NodeLowering(emit, prepare, reset))
+        return emit
+    return deco
 
 ENTRY = "irc_run"
 ARGS = ["consts", "scratch", "x", "n_begin", "n_end", "n_total", "sample_offset", "checkpoints", "n_checkpoints",
@@ -126,6 +164,7 @@ class Plan:
 # --------------------------------------------------------------- generator
 class Generator:
     def __init__(self, graph: Graph):
+        LOWER.check(graph, hint="run it on spike-numpy, or change the network")
         self.g = graph
         self.plan = Plan()
         readouts = graph.find("Readout")
@@ -144,27 +183,6 @@ class Generator:
         for n in self.synaptic:
             self.counter_of["synops:" + n.name] = len(self.plan.counters)
             self.plan.counters.append("synops:" + n.name)
-        self.check_supported()
-
-    # -------------------------------------------------------------- checks
-    SUPPORTED = {"Encode", "IF", "GatedMaxPool", "Readout", "Conv", "Dense", "ScaleShift", "AvgPool", "GlobalAvgPool",
-                 "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad"}
-
-    def check_supported(self) -> None:
-        bad = []
-        for n in self.g.nodes:
-            if n.op not in self.SUPPORTED:
-                bad.append(f"{n.op} (node {n.name!r})")
-            elif n.op in ("Conv", "AvgPool", "GatedMaxPool") and n.inputs[0].type.rank != 4:
-                bad.append(f"{n.op} on a rank-{n.inputs[0].type.rank} tensor (node {n.name!r}; 2-d only)")
-            elif n.op in ("Conv", "Dense", "ScaleShift") and n.attrs.get("activation"):
-                bad.append(f"{n.op} with a fused activation (node {n.name!r})")
-            elif any(v is not None and not v.is_param and v.type.domain == Domain.ANALOG for v in n.inputs) \
-                    and n.op != "Encode":
-                bad.append(f"{n.op} on an analog value (node {n.name!r})")
-        if bad:
-            raise UnsupportedError("spike-llvm cannot run: " + "; ".join(bad),
-                                   hint="run it on spike-numpy, or change the network")
 
     # -------------------------------------------------------------- slots
     def slot(self, v: Value) -> Slot:
@@ -240,83 +258,25 @@ class Generator:
         return {"buf": f.region("scratch", s.buf, "f32", "buf")}
 
     def prepare(self, n: Node) -> None:
-        """Constants and state of one node, laid out at compile time."""
+        """Constants and state of one node, laid out at compile time (the op's own part: its lowering's prepare)."""
         st: dict = {}
-        g = self.g
         if n.op != "Readout":
             st["out"] = self.slot_ptrs(n.output)
-        ins = [self.slot_ptrs(v) if v is not None and not v.is_param and id(v) in self.plan.slots else None
-               for v in n.inputs]
-        st["ins"] = ins
+        st["ins"] = [self.slot_ptrs(v) if v is not None and not v.is_param and id(v) in self.plan.slots else None
+                     for v in n.inputs]
         if n in self.synaptic:
-            t = n.inputs[0].type
-            st["fanout"] = self.cptr(to_internal(t, fanout(n, g)), "i32", "fanout")
-        if n.op == "Conv":
-            w = g.param(n.inputs[1])
-            if len(n.inputs) > 3 and n.inputs[3] is not None:
-                mask = g.param(n.inputs[3]) != 0
-                w = w * mask.reshape(mask.shape + (1, 1))
-                if n.attrs["group"] == 1 and not mask.all():
-                    self.prepare_sparse_conv(st, w, mask)
-            grp = n.attrs["group"]
-            m, cg = w.shape[0], w.shape[1]
-            mg = m // grp
-            # W_t[c, ky, kx, m_local] = w[g*mg + m_local, c % cg, ky, kx] with g = c // cg
-            wt = w.reshape(grp, mg, cg, w.shape[2], w.shape[3]).transpose(0, 2, 3, 4, 1).reshape(
-                grp * cg, w.shape[2], w.shape[3], mg)
-            st["w"] = self.cptr(wt, "f32", "w")
-        elif n.op == "Dense":
-            w = g.param(n.inputs[1])  # (out, in); the input is rank 2: internal == NCHW
-            st["w"] = self.cptr(np.ascontiguousarray(w.T), "f32", "w")
-        elif n.op == "ScaleShift":
-            t = n.output.type
-            st["scale"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[1]), t), t.sample_shape)),
-                                    "f32", "scale")
-            if len(n.inputs) > 2 and n.inputs[2] is not None:
-                st["shift"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[2]), t),
-                                                                       t.sample_shape)), "f32", "shift")
-        if n.op in ("Conv", "Dense") and len(n.inputs) > 2 and n.inputs[2] is not None:
-            t = n.output.type
-            st["bias"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(g.param(n.inputs[2]), t),
-                                                                  t.sample_shape)), "f32", "bias")
-        if n.op in ("Add", "Sub", "Mul", "Div"):
-            t = n.output.type
-            consts = []
-            for v in n.inputs:
-                consts.append(self.cptr(to_internal(t, _bshape(g.param(v), t)), "f32", "k") if v.is_param else None)
-            st["k"] = consts
-            for v in n.inputs:
-                if not v.is_param and self.slot(v).events:
-                    st.setdefault("dense_tmp", []).append(self.sptr(self.slot(v).size, "f32", "densify"))
-        if n.op == "AvgPool":
-            self.prepare_avgpool(n, st)
-        if n.op == "IF":
-            t = n.output.type
-            th = g.param(n.inputs[1])
-            st["th"] = self.cptr(to_internal(t, np.broadcast_to(_channel_full(th, t), t.sample_shape)), "f32", "th")
-            st["v"] = self.sptr(t.static_size(), "f32", "v")
-            st["cnt"] = self.sptr(t.static_size(), "f32", "cnt")
-            st["spk"] = self.sptr(-(-t.static_size() // 16) * 16, "f32", "spk")  # zero padding stays zero
-        if n.op == "GatedMaxPool":
-            out = n.output.type.static_size()
-            st["cnt"] = self.sptr(n.inputs[0].type.static_size(), "f32", "pool_cnt")
-            st["lead"] = self.sptr(out, "f32", "pool_lead")
-            st["touched"] = self.sptr(out, "u8", "pool_touched")
-            st["list"] = self.sptr(out, "i32", "pool_list")
-        if n.op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad"):
-            st["remap"] = [self.cptr(r, "i32", "remap") for r in remap_tables(n, internal_of_nchw)]
-        if n.op == "Encode":
-            size = n.output.type.static_size()
-            st["order"] = self.cptr(internal_of_nchw(n.output.type), "i32", "order")
-            if n.attrs["mode"] != "current":
-                st["q"] = self.sptr(size, "u32", "q")
-                st["esign"] = self.sptr(size, "f32", "esign")
-                st["phase"] = self.sptr(size, "u32", "phase")
-        if n.op == "Readout":
-            size = n.inputs[0].type.static_size()
-            st["acc"] = self.sptr(size, "f64", "acc")
-            st["stop"] = self.f.var(I64, "stop")
+            st["fanout"] = self.cptr(to_internal(n.inputs[0].type, fanout(n, self.g)), "i32", "fanout")
+        prepare = LOWER.lower(n).prepare
+        if prepare is not None:
+            prepare(self, n, st)
         self.node_state[n.name] = st
+
+    def channel_const(self, n: Node, index: int, key: str, st: dict) -> None:
+        """A per-channel parameter (input ``index``, if present) broadcast over the output, laid out internally."""
+        if len(n.inputs) > index and n.inputs[index] is not None:
+            t = n.output.type
+            full = np.broadcast_to(_channel_full(self.g.param(n.inputs[index]), t), t.sample_shape)
+            st[key] = self.cptr(to_internal(t, full), "f32", key)
 
     def prepare_sparse_conv(self, st: dict, w: np.ndarray, mask: np.ndarray) -> None:
         """Per input channel, only its connected outputs (N2D2 mappings): CSR by channel, then tap, then output."""
@@ -352,23 +312,9 @@ class Generator:
                 with f.loop(0, slot.size, "z") as i:
                     f.store(f.load(init, i) if init is not None else f32(0), buf, i)
         for n in self.g.nodes:
-            st = self.node_state[n.name]
-            if n.op == "IF":
-                size = n.output.type.static_size()
-                init = f32(n.attrs["init"])
-                with f.loop(0, size, "z") as i:
-                    f.store(b.fmul(init, f.load(st["th"], i)), st["v"], i)
-                    f.store(f32(0), st["cnt"], i)
-            elif n.op == "GatedMaxPool":
-                with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
-                    f.store(f32(0), st["cnt"], i)
-                with f.loop(0, n.output.type.static_size(), "z") as i:
-                    f.store(f32(0), st["lead"], i)
-                    f.store(ir.Constant(I8, 0), st["touched"], i)
-            elif n.op == "Readout":
-                with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
-                    f.store(f64(0), st["acc"], i)
-                b.store(i64(-1), st["stop"])
+            reset = LOWER.lower(n).reset
+            if reset is not None:
+                reset(self, n, self.node_state[n.name])
 
     # ---------------------------------------------------------- time loop
     def emit_time_loop(self) -> None:
@@ -397,7 +343,7 @@ class Generator:
 
     # ------------------------------------------------------------ dispatch
     def emit_node(self, n: Node) -> None:
-        getattr(self, "emit_" + n.op)(n, self.node_state[n.name])
+        LOWER.lower(n).emit(self, n, self.node_state[n.name])
 
     # -------------------------------------------------------------- events
     def for_each_input(self, ins: dict, slot: Slot, body) -> None:
@@ -578,10 +524,8 @@ class Generator:
             else:
                 negc = ir.Constant(ir.IntType(1), 0)
             sgn = b.select(pos, f32(1.0), b.select(negc, f32(-1.0), f32(0.0)))
-            if a["reset"] == "zero":
-                v = b.select(b.fcmp_ordered("!=", sgn, f32(0)), f32(0.0), v)
-            else:
-                v = b.fsub(v, b.fmul(sgn, th))
+            back = b.fsub(v, b.fmul(sgn, th))  # a negative event adds the threshold back
+            v = b.select(b.fcmp_ordered(">", sgn, f32(0)), f32(0.0), back) if a["reset"] == "zero" else back
             f.store(v, st["v"], i)
             f.store(sgn, spk, i)
             if neg == "corrective":
@@ -794,27 +738,18 @@ class Generator:
         self.for_each_input(st["ins"][k], slot, lambda i, val: f.store(b.fadd(f.load(tmp, i), val), tmp, i))
         return tmp
 
-    def _binary(self, n: Node, st: dict, op: str) -> None:
+    ARITHMETIC = {"Add": "fadd", "Sub": "fsub", "Mul": "fmul", "Div": "fdiv"}
+    """Elementwise arithmetic op -> IRBuilder instruction."""
+
+    def emit_binary(self, n: Node, st: dict) -> None:
         f, b = self.f, self.b
         tmps = iter(st.get("dense_tmp", []))
         x = self.dense_operand(n, st, 0, tmps)
         y = self.dense_operand(n, st, 1, tmps)
         out = st["out"]["buf"]
-        fn = {"Add": b.fadd, "Sub": b.fsub, "Mul": b.fmul, "Div": b.fdiv}[op]
+        fn = getattr(b, self.ARITHMETIC[n.op])
         with f.loop(0, n.output.type.static_size(), "ew") as i:
             f.store(fn(f.load(x, i), f.load(y, i)), out, i)
-
-    def emit_Add(self, n, st):
-        self._binary(n, st, "Add")
-
-    def emit_Sub(self, n, st):
-        self._binary(n, st, "Sub")
-
-    def emit_Mul(self, n, st):
-        self._binary(n, st, "Mul")
-
-    def emit_Div(self, n, st):
-        self._binary(n, st, "Div")
 
     # ------------------------------------------------------------- layout
     def emit_layout(self, n: Node, st: dict) -> None:
@@ -839,8 +774,6 @@ class Generator:
                 with f.when(b.icmp_signed(">=", dest, i64(0))):
                     f.store(val, out["buf"], dest)
             self.for_each_input(ins, src_slot, put)
-
-    emit_Flatten = emit_Reshape = emit_Squeeze = emit_Unsqueeze = emit_Transpose = emit_Concat = emit_Pad = emit_layout
 
     # -------------------------------------------------------- gated pool
     def emit_GatedMaxPool(self, n: Node, st: dict) -> None:
@@ -962,6 +895,122 @@ class Generator:
         b.position_at_end(done)
 
 
+# ------------------------------------------------------- per-op preparation
+def _prepare_conv(gen: Generator, n: Node, st: dict) -> None:
+    w = masked_weight(n, gen.g.param)
+    mask = conv_mask(n, gen.g.param)
+    if mask is not None and n.attrs["group"] == 1 and not (mask != 0).all():
+        gen.prepare_sparse_conv(st, w, mask != 0)
+    grp = n.attrs["group"]
+    m, cg = w.shape[0], w.shape[1]
+    mg = m // grp
+    # W_t[c, ky, kx, m_local] = w[g*mg + m_local, c % cg, ky, kx] with g = c // cg
+    wt = w.reshape(grp, mg, cg, w.shape[2], w.shape[3]).transpose(0, 2, 3, 4, 1).reshape(
+        grp * cg, w.shape[2], w.shape[3], mg)
+    st["w"] = gen.cptr(wt, "f32", "w")
+    gen.channel_const(n, 2, "bias", st)
+
+
+def _prepare_dense(gen: Generator, n: Node, st: dict) -> None:
+    w = gen.g.param(n.inputs[1])  # (out, in); the input is rank 2: internal == NCHW
+    st["w"] = gen.cptr(np.ascontiguousarray(w.T), "f32", "w")
+    gen.channel_const(n, 2, "bias", st)
+
+
+def _prepare_scale_shift(gen: Generator, n: Node, st: dict) -> None:
+    gen.channel_const(n, 1, "scale", st)
+    gen.channel_const(n, 2, "shift", st)
+
+
+def _prepare_binary(gen: Generator, n: Node, st: dict) -> None:
+    t = n.output.type
+    st["k"] = [gen.cptr(to_internal(t, sample_constant(gen.g.param(v), t)), "f32", "k") if v.is_param else None
+               for v in n.inputs]
+    for v in n.inputs:
+        if not v.is_param and gen.slot(v).events:
+            st.setdefault("dense_tmp", []).append(gen.sptr(gen.slot(v).size, "f32", "densify"))
+
+
+def _prepare_neuron(gen: Generator, n: Node, st: dict) -> None:
+    t = n.output.type
+    gen.channel_const(n, 1, "th", st)
+    st["v"] = gen.sptr(t.static_size(), "f32", "v")
+    st["cnt"] = gen.sptr(t.static_size(), "f32", "cnt")
+    st["spk"] = gen.sptr(-(-t.static_size() // 16) * 16, "f32", "spk")  # zero padding stays zero
+
+
+def _prepare_gated_pool(gen: Generator, n: Node, st: dict) -> None:
+    out = n.output.type.static_size()
+    st["cnt"] = gen.sptr(n.inputs[0].type.static_size(), "f32", "pool_cnt")
+    st["lead"] = gen.sptr(out, "f32", "pool_lead")
+    st["touched"] = gen.sptr(out, "u8", "pool_touched")
+    st["list"] = gen.sptr(out, "i32", "pool_list")
+
+
+def _prepare_layout(gen: Generator, n: Node, st: dict) -> None:
+    st["remap"] = [gen.cptr(r, "i32", "remap") for r in remap_tables(n, internal_of_nchw)]
+
+
+def _prepare_encode(gen: Generator, n: Node, st: dict) -> None:
+    size = n.output.type.static_size()
+    st["order"] = gen.cptr(internal_of_nchw(n.output.type), "i32", "order")
+    if n.attrs["mode"] != "current":
+        st["q"] = gen.sptr(size, "u32", "q")
+        st["esign"] = gen.sptr(size, "f32", "esign")
+        st["phase"] = gen.sptr(size, "u32", "phase")
+
+
+def _prepare_readout(gen: Generator, n: Node, st: dict) -> None:
+    st["acc"] = gen.sptr(n.inputs[0].type.static_size(), "f64", "acc")
+    st["stop"] = gen.f.var(I64, "stop")
+
+
+def _reset_neuron(gen: Generator, n: Node, st: dict) -> None:
+    f, b = gen.f, gen.b
+    init = f32(n.attrs["init"])
+    with f.loop(0, n.output.type.static_size(), "z") as i:
+        f.store(b.fmul(init, f.load(st["th"], i)), st["v"], i)
+        f.store(f32(0), st["cnt"], i)
+
+
+def _reset_gated_pool(gen: Generator, n: Node, st: dict) -> None:
+    f = gen.f
+    with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
+        f.store(f32(0), st["cnt"], i)
+    with f.loop(0, n.output.type.static_size(), "z") as i:
+        f.store(f32(0), st["lead"], i)
+        f.store(ir.Constant(I8, 0), st["touched"], i)
+
+
+def _reset_readout(gen: Generator, n: Node, st: dict) -> None:
+    f = gen.f
+    with f.loop(0, n.inputs[0].type.static_size(), "z") as i:
+        f.store(f64(0), st["acc"], i)
+    gen.b.store(i64(-1), st["stop"])
+
+
+def _no_check(node: Node) -> str | None:
+    return None
+
+
+LOWER.register("Encode", check=_no_check)(NodeLowering(Generator.emit_Encode, _prepare_encode))
+LOWER.register("IF")(NodeLowering(Generator.emit_IF, _prepare_neuron, _reset_neuron))
+LOWER.register("GatedMaxPool", check=_two_d)(NodeLowering(Generator.emit_GatedMaxPool, _prepare_gated_pool,
+                                                          _reset_gated_pool))
+LOWER.register("Readout")(NodeLowering(Generator.emit_Readout, _prepare_readout, _reset_readout))
+LOWER.register("Conv", check=lambda n: _two_d(n) or _unfused(n))(NodeLowering(Generator.emit_Conv, _prepare_conv))
+LOWER.register("Dense", check=lambda n: _time_varying_inputs(n) or _unfused(n))(
+    NodeLowering(Generator.emit_Dense, _prepare_dense))
+LOWER.register("ScaleShift", check=lambda n: _time_varying_inputs(n) or _unfused(n))(
+    NodeLowering(Generator.emit_ScaleShift, _prepare_scale_shift))
+LOWER.register("AvgPool", check=_two_d)(NodeLowering(Generator.emit_AvgPool, Generator.prepare_avgpool))
+LOWER.register("GlobalAvgPool")(NodeLowering(Generator.emit_GlobalAvgPool))
+LOWER.register("Add", "Sub", "Mul", "Div", check=lambda n: _time_varying_inputs(n) or _unfused(n))(
+    NodeLowering(Generator.emit_binary, _prepare_binary))
+LOWER.register_trait("layout op", lambda op: op.layout, check=_time_varying_inputs)(
+    NodeLowering(Generator.emit_layout, _prepare_layout))
+
+
 def pool_geometry(n: Node):
     """Channels, input and output sizes, kernel, strides, pads and dilations of a 2-d pooling node."""
     x, y = n.inputs[0].type, n.output.type
@@ -973,13 +1022,6 @@ def _channel_full(vec: np.ndarray, t: TensorType) -> np.ndarray:
     """A per-channel (axis 1) vector shaped to broadcast over one sample."""
     vec = np.asarray(vec, np.float32).reshape(-1)
     return vec.reshape((-1,) + (1,) * (t.rank - 2)) if t.rank > 2 else vec
-
-
-def _bshape(arr: np.ndarray, t: TensorType) -> np.ndarray:
-    """A constant operand broadcast to one sample of ``t`` (dropping a leading batch axis of 1)."""
-    a = np.asarray(arr, np.float32)
-    full = np.broadcast_to(a, np.broadcast_shapes(a.shape, (1,) + t.sample_shape))
-    return full.reshape(full.shape[-len(t.sample_shape):] if t.sample_shape else ())
 
 
 def generate(graph: Graph) -> tuple[str, Plan]:

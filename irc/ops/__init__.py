@@ -7,20 +7,26 @@ An op declaration (a subclass of :class:`OpDef` registered with
   them are parameters a frontend must provide as constants;
 * its attributes, with types and defaults;
 * ``infer``: output types (shape, dtype, domain) from input types;
-* ``kernel`` + ``kernel_args``: the numpy function in :mod:`irc.ops.kernels`
-  that *is* the reference semantics, and the keyword arguments it takes.  The
-  numpy backend emits calls to the very same functions;
-* facts that passes and statistics read: whether the op is linear in its data
-  inputs, pure layout (moves data without arithmetic), and how many MACs it
-  costs per sample.
+* ``kernel`` + ``kernel_args``: the numpy function that *is* the reference
+  semantics (named in :mod:`irc.ops.kernels`, or a numpy-only function object),
+  and the keyword arguments it takes.  The numpy backend emits calls to the
+  very same functions;
+* facts that passes, backends and statistics read (flags and small methods
+  below): linear in its data inputs, pure layout, a fusable activation, a
+  synaptic op and its fan-out, how it behaves under rate coding, its MACs.
 
-Adding an op touches one place: its class.
+Passes and backends read these facts instead of keeping lists of op names; a
+backend says which ops it runs in its own lowering table
+(:mod:`irc.lowering`).  Adding an op therefore touches its class (and its
+kernel), the frontend mapping that produces it, and, only where a target's
+arithmetic differs from the generic lowering, one entry in that target's
+table.  See ARCHITECTURE.md for a worked example.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -70,16 +76,50 @@ class OpDef:
     params: ClassVar[tuple[str, ...]] = ()
     """Input names that must be constants (weights, biases, thresholds)."""
     attrs: ClassVar[dict[str, Attr]] = {}
-    kernel: ClassVar[str | None] = None
+    kernel: ClassVar[str | Callable | None] = None
+    """The reference: a function name in irc.ops.kernels, or a numpy-only function (its source is embedded in
+    generated numpy programs)."""
     linear: ClassVar[bool] = False
     """Output is linear in the (non-parameter) inputs: may carry spikes/currents."""
     layout: ClassVar[bool] = False
     """Pure data movement: spike trains stay spike trains."""
+    reshape_only: ClassVar[bool] = False
+    """A layout op that keeps the elements in C order (Flatten, Reshape, Squeeze, Unsqueeze)."""
     activation: ClassVar[bool] = False
-    """An elementwise activation that may be fused into its producer."""
+    """An elementwise activation that may be fused into its producer (a host: an op with an 'activation' attr)."""
     spiking: ClassVar[bool] = False
     """Defined over timesteps (stateful); see irc.ops.spiking."""
+    synaptic: ClassVar[bool] = False
+    """Applies weights to its first input: where a spiking network's synaptic operations happen (see fanout)."""
+    channel_weights: ClassVar[bool] = False
+    """Its weight (input 1) is (out_channels, in_channels/group, ...): per-channel scales fold into it."""
+    preserves_argmax: ClassVar[bool] = False
+    """An elementwise-monotone map per sample (Softmax): a final one does not change the predicted class."""
+    output_nonnegative: ClassVar[bool] = False
+    """The output is >= 0 whatever the input (Sigmoid, Exp, Softmax)."""
+    preserves_sign: ClassVar[bool] = False
+    """The output is >= 0 whenever every input (data and constants) is (sums, products, max, pools, layout)."""
+    neuron_kind: ClassVar[str | None] = None
+    """Spiking ops whose output events are counted per layer: 'neuron' (IF) or 'input' (a rate encoder)."""
+    inference_identity: ClassVar[bool] = False
+    """The identity at inference (Dropout, Identity): the simplify pass drops it."""
+    rate_rule: ClassVar[str | None] = None
+    """How the op acts on rate-coded values, for the spike conversion (irc.passes.spiking), unless
+    :meth:`rectifies` says it is ReLU-like (then it becomes a neuron): 'weighted' (spike scales fold into its
+    weights), 'maximum' (a gated max-pool),
+    'sum' (branch scales must agree), 'product' (one data operand times a constant), 'positional' (scale maps
+    move with the data), 'bilinear' (operands in real units); None: no spiking equivalent."""
     doc: ClassVar[str] = ""
+
+    @property
+    def kernel_name(self) -> str | None:
+        """The kernel's function name (what generated code calls)."""
+        return self.kernel if isinstance(self.kernel, str) or self.kernel is None else self.kernel.__name__
+
+    @property
+    def hosts_activation(self) -> bool:
+        """Whether an activation can be fused into this op (it has the 'activation' attribute)."""
+        return "activation" in self.attrs
 
     # --------------------------------------------------------------- checking
     def normalize_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +167,62 @@ class OpDef:
             in_types = [_type_of(x) for x in ins]
         if out_types is None:
             out_types = self.infer(in_types, a)
-        out = getattr(kernels, self.kernel)(*ins, **self.kernel_args(in_types, out_types, a))
+        fn = getattr(kernels, self.kernel) if isinstance(self.kernel, str) else self.kernel
+        out = fn(*ins, **self.kernel_args(in_types, out_types, a))
         return list(out) if isinstance(out, tuple) else [out]
 
     def macs(self, ins: list[TensorType | None], outs: list[TensorType], a: dict[str, Any]) -> int:
         """Multiply-accumulates per sample (0 for ops that do none)."""
         return 0
+
+    # ------------------------------------------------------------- op facts
+    def fanout(self, node, param: Callable) -> np.ndarray:
+        """Synaptic ops: how many weights each element of one input sample is multiplied by (its shape)."""
+        raise NotImplementedError(f"{self.name} is not a synaptic op")
+
+    def rectifies(self, attrs: dict[str, Any]) -> bool:
+        """Whether this activation is ReLU-like (0 below 0, identity or clipped above): a neuron replaces it."""
+        return False
+
+    def ceiling(self, attrs: dict[str, Any]) -> float:
+        """ReLU-like activations: the largest value they pass (inf for ReLU, 6 for ReLU6)."""
+        return math.inf
+
+    def nonnegative(self, node, inputs_nonnegative: Sequence[bool]) -> bool:
+        """Sign analysis: whether the node's output is provably >= 0, given which of its inputs are."""
+        if self.output_nonnegative:
+            return True
+        fused = node.attrs.get("activation")
+        if fused:
+            act = get_op(fused)
+            params = dict(zip(getattr(act, "fused_params", ()), node.attrs.get("activation_params", [])))
+            if act.output_nonnegative or act.rectifies(params):
+                return True
+        return self.preserves_sign and all(inputs_nonnegative)
+
+    def channel_affine(self, node, param: Callable) -> "tuple[Any, np.ndarray, np.ndarray | None] | None":
+        """(data value, scale, shift) if the node is ``x * scale[c] + shift[c]`` along axis 1, else None."""
+        return None
+
+    def with_fill(self, attrs: dict[str, Any], value: float) -> dict[str, Any]:
+        """Layout ops: the attributes with the value that fills new positions (Pad) replaced by ``value``."""
+        return attrs
+
+    def permutation(self, node) -> list[int] | None:
+        """Transposes: the permutation of the axes (output axis i is input axis perm[i]); None for other ops."""
+        return None
+
+    def flattens_to_features(self, node) -> bool:
+        """Whether the node turns (N, ...) into (N, features) reading its input in C order."""
+        return False
+
+    def tiling_window(self, node) -> list[int] | None:
+        """Average pools: the window when it tiles the input exactly (kernel == stride, no padding), else None."""
+        return None
+
+    def example(self, rng: np.random.Generator) -> "OpExample | None":
+        """A small valid instance for registry-driven tests (None: the op has no generic example)."""
+        return None
 
     # ----------------------------------------------------------------- helpers
     def data_domain(self, ins: Sequence[TensorType | None], data: Sequence[int] | None = None) -> Domain:
@@ -160,6 +250,17 @@ class OpDef:
                 )
 
 
+@dataclass
+class OpExample:
+    """One instance of an op for tests: its inputs (arrays; those in ``params`` are constants) and attributes."""
+
+    inputs: list[np.ndarray | None]
+    attrs: dict[str, Any]
+    params: tuple[int, ...] = ()
+    domains: tuple[str, ...] = ()
+    """Optional per-data-input domain for spiking examples ('current' or 'spike')."""
+
+
 def _type_of(x: np.ndarray | None) -> TensorType | None:
     if x is None:
         return None
@@ -184,6 +285,11 @@ def get_op(name: str) -> OpDef:
         return _REGISTRY[name]
     except KeyError:
         raise UnsupportedError(f"unknown op {name!r}") from None
+
+
+def activations() -> dict[str, OpDef]:
+    """Every fusable activation op by name (what a host's 'activation' attribute may name)."""
+    return {name: op for name, op in _REGISTRY.items() if op.activation}
 
 
 def has_op(name: str) -> bool:
@@ -225,14 +331,11 @@ def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int
     return begin + end
 
 
-def batch_of(t: TensorType) -> Any:
-    return t.shape[0]
-
-
 def prod(dims: Sequence[int]) -> int:
     return int(math.prod(dims))
 
 
 from . import nn, pool, elementwise, reduce, shape, spiking  # noqa: E402,F401  (registration)
 
-__all__ = ["Attr", "OpDef", "register", "get_op", "has_op", "all_ops", "BATCH", "conv_out_dim", "same_pads"]
+__all__ = ["Attr", "OpDef", "OpExample", "register", "get_op", "has_op", "all_ops", "activations", "BATCH",
+           "conv_out_dim", "same_pads"]

@@ -3,68 +3,128 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..errors import IRCError
 from ..types import Domain, TensorType
-from . import Attr, OpDef, register
-from .nn import ACTIVATION_ATTRS, broadcast_shapes, check_activation
+from . import Attr, OpDef, OpExample, register
+from .nn import ACTIVATION_ATTRS, broadcast_shapes, check_activation, fused_activation_args, per_channel_vector
 
 
 class _Binary(OpDef):
+    """Broadcasting arithmetic of two operands of one dtype."""
+
     inputs = ("a", "b")
+    linear = True
+    preserves_sign = True
+    time_varying_operands: int = 2
+    """How many operands may vary per timestep (Mul/Div: one; the other is a constant factor)."""
+    varying_second_operand: bool = True
+    """Whether operand b may vary per timestep (not for Div: dividing by a signal is not linear)."""
+    commutes: bool = True
 
     def infer(self, ins, a):
         x, y = ins
         if x.dtype != y.dtype:
             raise IRCError(f"{self.name}: operand types {x.dtype} and {y.dtype} differ")
-        if self.name in ("Mul", "Div") and x.domain != Domain.ANALOG and y.domain != Domain.ANALOG:
-            raise IRCError(f"{self.name} of two time-varying operands is not linear")
-        if self.name == "Div" and y.domain != Domain.ANALOG:
-            raise IRCError("Div by a time-varying operand is not linear")
+        varying = [t for t in ins if t.domain != Domain.ANALOG]
+        if len(varying) > self.time_varying_operands or (not self.varying_second_operand and y.domain != Domain.ANALOG):
+            raise IRCError(f"{self.name} by a time-varying operand is not linear")
         shape = broadcast_shapes(x.shape, y.shape)
         return [TensorType(shape, x.dtype, self.data_domain(ins))]
 
     def kernel_args(self, ins, outs, a):
-        return dict(a)
+        return fused_activation_args(a) if "activation" in a else {}
+
+    def channel_affine(self, node, param):
+        """``x (op) c`` with a per-channel constant c as a scale and shift (None if it is not one)."""
+        if node.attrs.get("activation"):
+            return None
+        a, b = node.inputs
+        if b.is_param and not a.is_param:
+            x, c = a, b
+        elif a.is_param and not b.is_param and self.commutes:
+            x, c = b, a
+        else:
+            return None
+        if x.type.shape != node.output.type.shape:
+            return None  # the constant broadcasts the data: not per-channel
+        vec = per_channel_vector(param(c), x.type)
+        if vec is None:
+            return None
+        return self.affine_of(x, vec)
+
+    def affine_of(self, x, vec: np.ndarray):
+        raise NotImplementedError
+
+    def example(self, rng):
+        x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+        y = rng.uniform(0.5, 2.0, (1, 3, 1)).astype(np.float32)
+        return OpExample([x, y], {})
 
 
 @register
 class Add(_Binary):
     name = "Add"
     kernel = "add"
-    linear = True
+    rate_rule = "sum"
     attrs = dict(ACTIVATION_ATTRS)
 
     def infer(self, ins, a):
         check_activation(a)
         return super().infer(ins, a)
 
+    def affine_of(self, x, vec):
+        return x, np.ones(len(vec), np.float32), vec
+
 
 @register
 class Sub(_Binary):
     name = "Sub"
     kernel = "sub"
-    linear = True
+    rate_rule = "sum"
+    commutes = False
+    preserves_sign = False
+
+    def affine_of(self, x, vec):
+        return x, np.ones(len(vec), np.float32), -vec
 
 
 @register
 class Mul(_Binary):
     name = "Mul"
     kernel = "mul"
-    linear = True
+    rate_rule = "product"
+    time_varying_operands = 1
+
+    def affine_of(self, x, vec):
+        return x, vec, None
 
 
 @register
 class Div(_Binary):
     name = "Div"
     kernel = "div"
-    linear = True
+    rate_rule = "product"
+    time_varying_operands = 1
+    varying_second_operand = False
+    commutes = False
+
+    def affine_of(self, x, vec):
+        if (vec == 0).any():
+            return None
+        return x, (1.0 / vec.astype(np.float64)).astype(np.float32), None
 
 
 class Activation(OpDef):
     """An elementwise activation that may be fused into its producer."""
 
     activation = True
+    preserves_sign = True
     fused_params: tuple[str, ...] = ()
+
+    def nonnegative(self, node, inputs_nonnegative):
+        return self.rectifies(node.attrs) or super().nonnegative(node, inputs_nonnegative)
 
     def infer(self, ins, a):
         self.require_analog(ins)
@@ -74,11 +134,17 @@ class Activation(OpDef):
         """The ``activation_params`` list that stands for these attributes."""
         return [float(a[k]) for k in self.fused_params]
 
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32) * 3], {})
+
 
 @register
 class Relu(Activation):
     name = "Relu"
     kernel = "relu"
+
+    def rectifies(self, attrs):
+        return True
 
 
 @register
@@ -96,11 +162,25 @@ class Clip(Activation):
     attrs = {"min": Attr("float", -math.inf), "max": Attr("float", math.inf)}
     fused_params = ("min", "max")
 
+    def rectifies(self, attrs):
+        """ReLU6 and friends: Clip(0, hi) with hi > 0."""
+        return attrs["min"] == 0.0 and attrs["max"] > 0.0
+
+    def ceiling(self, attrs):
+        return float(attrs["max"])
+
+    def nonnegative(self, node, inputs_nonnegative):
+        return node.attrs["min"] >= 0 or super().nonnegative(node, inputs_nonnegative)
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32) * 3], {"min": 0.0, "max": 2.0})
+
 
 @register
 class Sigmoid(Activation):
     name = "Sigmoid"
     kernel = "sigmoid"
+    output_nonnegative = True
 
 
 @register
@@ -111,6 +191,7 @@ class Tanh(Activation):
 
 class _SoftmaxLike(OpDef):
     attrs = {"axis": Attr("int", -1)}
+    preserves_argmax = True
 
     def infer(self, ins, a):
         self.require_analog(ins)
@@ -122,11 +203,15 @@ class _SoftmaxLike(OpDef):
             raise IRCError(f"{self.name} over the batch axis is not supported")
         return [x]
 
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32)], {"axis": int(rng.choice([1, -1]))})
+
 
 @register
 class Softmax(_SoftmaxLike):
     name = "Softmax"
     kernel = "softmax"
+    output_nonnegative = True
 
 
 @register
@@ -137,6 +222,9 @@ class LogSoftmax(_SoftmaxLike):
 
 class _PassThrough(OpDef):
     layout = True
+    preserves_sign = True
+    inference_identity = True
+    rate_rule = "positional"
     kernel = "identity"
 
     def infer(self, ins, a):
@@ -144,6 +232,9 @@ class _PassThrough(OpDef):
 
     def kernel_args(self, ins, outs, a):
         return {}
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3)).astype(np.float32)], {})
 
 
 @register
@@ -165,11 +256,15 @@ class _Unary(OpDef):
         self.require_analog(ins)
         return [ins[0]]
 
+    def example(self, rng):
+        return OpExample([rng.uniform(0.1, 3.0, (2, 3, 4)).astype(np.float32)], {})
+
 
 @register
 class Exp(_Unary):
     name = "Exp"
     kernel = "exp"
+    output_nonnegative = True
 
 
 @register
@@ -189,6 +284,10 @@ class _Compare(OpDef):
         if x.dtype != y.dtype:
             raise IRCError(f"{self.name}: operand types {x.dtype} and {y.dtype} differ")
         return [TensorType(broadcast_shapes(x.shape, y.shape), "bool")]
+
+    def example(self, rng):
+        x = rng.integers(-2, 3, (2, 3, 4)).astype(np.float32)
+        return OpExample([x, rng.integers(-2, 3, (3, 1)).astype(np.float32)], {})
 
 
 @register
@@ -229,6 +328,9 @@ class _Logical(_Compare):
             raise IRCError(f"{self.name} takes bool operands, got {[t.dtype for t in ins]}")
         return super().infer(ins, a)
 
+    def example(self, rng):
+        return OpExample([rng.integers(0, 2, (2, 3)).astype(bool), rng.integers(0, 2, (1, 3)).astype(bool)], {})
+
 
 @register
 class Or(_Logical):
@@ -259,11 +361,16 @@ class Where(OpDef):
             raise IRCError(f"Where: operand types {x.dtype} and {y.dtype} differ")
         return [TensorType(broadcast_shapes(cond.shape, broadcast_shapes(x.shape, y.shape)), x.dtype)]
 
+    def example(self, rng):
+        return OpExample([rng.integers(0, 2, (2, 3)).astype(bool), rng.standard_normal((2, 3)).astype(np.float32),
+                          rng.standard_normal((1, 3)).astype(np.float32)], {})
+
 
 class _Extremum(OpDef):
     """The elementwise maximum or minimum of any number of operands, broadcast together."""
 
     inputs = ("inputs*",)
+    preserves_sign = True
 
     def infer(self, ins, a):
         self.require_analog(ins)
@@ -275,6 +382,9 @@ class _Extremum(OpDef):
                 raise IRCError(f"{self.name}: operand types {ins[0].dtype} and {t.dtype} differ")
             shape = broadcast_shapes(shape, t.shape)
         return [TensorType(shape, ins[0].dtype)]
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3)).astype(np.float32) for _ in range(int(rng.integers(1, 4)))], {})
 
 
 @register

@@ -11,20 +11,21 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 # ------------------------------------------------------------------ helpers
 def _activate(y, activation, activation_params):
-    """Apply a fused activation in place (y is a fresh array owned by the caller)."""
+    """Apply a fused activation: ``activation`` names its kernel (a function of this module), called with the
+    keyword parameters ``activation_params``.  y is a fresh array owned by the caller, so the few kernels with
+    an in-place form (``_IN_PLACE``) write into it."""
     if not activation:
         return y
-    if activation == "Relu":
-        return np.maximum(y, 0, out=y)
-    if activation == "LeakyRelu":
-        return leaky_relu(y, alpha=activation_params[0])
-    if activation == "Clip":
-        return np.clip(y, activation_params[0], activation_params[1], out=y)
-    if activation == "Sigmoid":
-        return sigmoid(y)
-    if activation == "Tanh":
-        return np.tanh(y, out=y)
-    raise ValueError("unknown activation " + str(activation))
+    if activation in _IN_PLACE:
+        return _IN_PLACE[activation](y, **activation_params)
+    return globals()[activation](y, **activation_params)
+
+
+_IN_PLACE = {
+    "relu": lambda y: np.maximum(y, 0, out=y),
+    "tanh": lambda y: np.tanh(y, out=y),
+    "clip": lambda y, min, max: np.clip(y, np.asarray(min).astype(y.dtype), np.asarray(max).astype(y.dtype), out=y),
+}
 
 
 def _windows(x, kernel, strides, pads, dilations, out_dims, pad_value=0.0):
@@ -58,7 +59,7 @@ def _channel(v, ndim):
 
 # --------------------------------------------------------------- synaptic ops
 def conv(x, w, b=None, mask=None, *, strides, pads, dilations, group, out_dims,
-         activation="", activation_params=()):
+         activation="", activation_params=None):
     """N-d convolution (cross-correlation) with groups: im2col, then one GEMM per group.
 
     The columns are laid out (C*K, N*O) so that the copy reads rows of the
@@ -129,7 +130,7 @@ def _conv2d_shifted(x, w, b, pads, dilations, out_dims, activation, activation_p
     return _activate(out, activation, activation_params)
 
 
-def dense(x, w, b=None, *, activation="", activation_params=()):
+def dense(x, w, b=None, *, activation="", activation_params=None):
     """y = x @ w.T + b, with w stored (out_features, in_features)."""
     y = x @ w.T
     if b is not None:
@@ -146,7 +147,7 @@ def batch_norm(x, scale, bias, mean, var, *, epsilon):
     return x * _channel(k.astype(x.dtype), x.ndim) + _channel((bias - mean * k).astype(x.dtype), x.ndim)
 
 
-def scale_shift(x, scale, shift=None, *, activation="", activation_params=()):
+def scale_shift(x, scale, shift=None, *, activation="", activation_params=None):
     """Per-channel affine map along axis 1 (a standalone BatchNorm, a branch scale)."""
     y = x * _channel(scale, x.ndim)
     if shift is not None:
@@ -180,19 +181,25 @@ def max_pool(x, *, kernel, strides, pads, dilations, out_dims):
     return out
 
 
+def avg_pool_divisor(spatial, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
+    """What each output position's window sum is divided by: its real inputs, plus explicit padding if
+    counted (positions beyond the explicit padding, from ceil_mode, never count).  Every code generator
+    divides by exactly this."""
+    nd = len(kernel)
+    ones = np.ones(tuple(spatial), dtype=np.float32)
+    if count_include_pad:
+        ones = np.pad(ones, [(pads[i], pads[nd + i]) for i in range(nd)], constant_values=1.0)
+        pads = [0] * (2 * nd)
+    return sum(_pool_slices(ones, kernel, strides, pads, dilations, out_dims, 0.0))
+
+
 def avg_pool(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
     total = None
     for part in _pool_slices(x, kernel, strides, pads, dilations, out_dims, 0):
         total = part.astype(x.dtype if x.dtype == np.float64 else np.float32) if total is None \
             else np.add(total, part, out=total)
-    # divisor per output position: real inputs, plus explicit padding if counted;
-    # positions beyond the explicit padding (ceil_mode) never count.
-    nd = len(kernel)
-    ones = np.ones(x.shape[-nd:], dtype=np.float32)
-    if count_include_pad:
-        ones = np.pad(ones, [(pads[i], pads[nd + i]) for i in range(nd)], constant_values=1.0)
-        pads = [0] * (2 * nd)
-    divisor = sum(_pool_slices(ones, kernel, strides, pads, dilations, out_dims, 0.0))
+    divisor = avg_pool_divisor(x.shape[-len(kernel):], kernel=kernel, strides=strides, pads=pads,
+                               dilations=dilations, out_dims=out_dims, count_include_pad=count_include_pad)
     if np.all(divisor == divisor.flat[0]):
         total *= np.asarray(1.0 / divisor.flat[0], total.dtype)
         return total.astype(x.dtype, copy=False)
@@ -209,7 +216,7 @@ def global_max_pool(x):
 
 
 # ------------------------------------------------------------- elementwise
-def add(a, b, *, activation="", activation_params=()):
+def add(a, b, *, activation="", activation_params=None):
     return _activate(np.add(a, b), activation, activation_params)
 
 

@@ -1,9 +1,11 @@
 """Pooling ops: MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import IRCError
 from ..types import TensorType
-from . import Attr, OpDef, conv_out_dim, register
+from . import Attr, OpDef, OpExample, conv_out_dim, register
 from .nn import spatial_attrs
 
 POOL_ATTRS = {
@@ -33,10 +35,20 @@ def pool_kernel_args(a: dict, outs: list[TensorType]) -> dict:
             "out_dims": list(outs[0].shape[2:])}
 
 
+def pool_example(rng: np.random.Generator, extra: dict | None = None) -> OpExample:
+    k = int(rng.choice([2, 3]))
+    s = int(rng.choice([1, 2]))
+    x = rng.standard_normal((2, 2, 6, 7)).astype(np.float32)
+    return OpExample([x], {"kernel": [k, k], "strides": [s, s], "pads": [1, 0, 0, 1] if k == 3 else [0, 0, 0, 0],
+                           **(extra or {})})
+
+
 @register
 class MaxPool(OpDef):
     name = "MaxPool"
+    preserves_sign = True
     kernel = "max_pool"
+    rate_rule = "maximum"
     attrs = dict(POOL_ATTRS)
 
     def infer(self, ins, a):
@@ -46,12 +58,17 @@ class MaxPool(OpDef):
     def kernel_args(self, ins, outs, a):
         return pool_kernel_args(a, outs)
 
+    def example(self, rng):
+        return pool_example(rng)
+
 
 @register
 class AvgPool(OpDef):
     name = "AvgPool"
+    preserves_sign = True
     kernel = "avg_pool"
     linear = True
+    rate_rule = "positional"
     attrs = {**POOL_ATTRS, "count_include_pad": Attr("bool", False)}
 
     def infer(self, ins, a):
@@ -60,8 +77,26 @@ class AvgPool(OpDef):
     def kernel_args(self, ins, outs, a):
         return {**pool_kernel_args(a, outs), "count_include_pad": a["count_include_pad"]}
 
+    def tiling_window(self, node):
+        a = node.attrs
+        k = a["kernel"]
+        x = node.inputs[0].type
+        if (a["strides"] and a["strides"] != k) or any(a["pads"]) or any(d != 1 for d in a["dilations"] or [1]):
+            return None
+        if any(size % kk for size, kk in zip(x.shape[2:], k)):
+            return None
+        return list(k)
+
+    def example(self, rng):
+        return pool_example(rng, {"count_include_pad": bool(rng.integers(0, 2))})
+
 
 class _GlobalPool(OpDef):
+    preserves_sign = True
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4, 5)).astype(np.float32)], {})
+
     def infer(self, ins, a):
         x = ins[0]
         if x.rank < 3:
@@ -78,9 +113,14 @@ class GlobalAvgPool(_GlobalPool):
     name = "GlobalAvgPool"
     kernel = "global_avg_pool"
     linear = True
+    rate_rule = "positional"
+
+    def tiling_window(self, node):
+        return list(node.inputs[0].type.shape[2:])
 
 
 @register
 class GlobalMaxPool(_GlobalPool):
     name = "GlobalMaxPool"
     kernel = "global_max_pool"
+    rate_rule = "maximum"

@@ -7,9 +7,11 @@ analog values only, and never over a symbolic batch axis.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import IRCError
 from ..types import TensorType
-from . import Attr, OpDef, register
+from . import Attr, OpDef, OpExample, register
 
 
 class _Reduce(OpDef):
@@ -38,6 +40,10 @@ class _Reduce(OpDef):
 
     def kernel_args(self, ins, outs, a):
         return {"axes": self.axes(ins[0], a), "keepdims": a["keepdims"]}
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32)],
+                         {"axes": [int(rng.choice([1, 2, -1]))], "keepdims": bool(rng.integers(0, 2))})
 
 
 @register

@@ -6,13 +6,18 @@ They move data without arithmetic, so spike trains pass through them unchanged
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import IRCError
 from ..types import BATCH, Domain, TensorType
-from . import Attr, OpDef, prod, register
+from . import Attr, OpDef, OpExample, prod, register
 
 
 class _Reshaping(OpDef):
     layout = True
+    preserves_sign = True
+    reshape_only = True
+    rate_rule = "positional"
     kernel = "reshape"
 
     def out_shape(self, x: TensorType, a: dict) -> tuple:
@@ -28,6 +33,10 @@ class _Reshaping(OpDef):
         if out.has_batch and not ins[0].has_batch:
             raise IRCError("cannot create a batch axis from a static input")
         return {"shape": shape}
+
+
+def _example_input(rng: np.random.Generator) -> np.ndarray:
+    return rng.standard_normal((2, 3, 1, 4)).astype(np.float32)
 
 
 @register
@@ -62,6 +71,14 @@ class Reshape(_Reshaping):
             raise IRCError("Reshape moves the batch axis off axis 0")
         return tuple(target)
 
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"shape": [0, 4, -1]})
+
+    def flattens_to_features(self, node):
+        out, shape = node.output.type, node.attrs["shape"]
+        return (node.inputs[0].type.has_batch and out.rank == 2 and out.shape[0] == BATCH
+                and shape[0] in (0, -1) and shape[1] != 0)
+
 
 @register
 class Flatten(_Reshaping):
@@ -79,6 +96,12 @@ class Flatten(_Reshaping):
             return (BATCH, prod(tail))
         return (prod(head), prod(tail))
 
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"axis": 1})
+
+    def flattens_to_features(self, node):
+        return node.attrs["axis"] == 1
+
 
 @register
 class Squeeze(_Reshaping):
@@ -91,6 +114,9 @@ class Squeeze(_Reshaping):
             if x.shape[ax] != 1:
                 raise IRCError(f"Squeeze: axis {ax} of {list(x.shape)} is not 1")
         return tuple(d for i, d in enumerate(x.shape) if i not in axes)
+
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"axes": [2]})
 
 
 @register
@@ -108,11 +134,16 @@ class Unsqueeze(_Reshaping):
             raise IRCError("Unsqueeze before the batch axis is not supported")
         return tuple(shape)
 
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"axes": [1]})
+
 
 @register
 class Transpose(OpDef):
     name = "Transpose"
     layout = True
+    preserves_sign = True
+    rate_rule = "positional"
     kernel = "transpose"
     attrs = {"perm": Attr("ints", [])}
 
@@ -128,12 +159,21 @@ class Transpose(OpDef):
     def kernel_args(self, ins, outs, a):
         return {"perm": a["perm"] or list(range(ins[0].rank))[::-1]}
 
+    def permutation(self, node):
+        """The permutation (an empty one reverses the axes, as in ONNX)."""
+        return node.attrs["perm"] or list(range(node.inputs[0].type.rank))[::-1]
+
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"perm": [0, 3, 1, 2]})
+
 
 @register
 class Concat(OpDef):
     name = "Concat"
     inputs = ("inputs*",)
     layout = True
+    preserves_sign = True
+    rate_rule = "positional"
     kernel = "concat"
     attrs = {"axis": Attr("int")}
 
@@ -158,11 +198,16 @@ class Concat(OpDef):
     def kernel_args(self, ins, outs, a):
         return {"axis": a["axis"] % ins[0].rank}
 
+    def example(self, rng):
+        return OpExample([_example_input(rng), rng.standard_normal((2, 2, 1, 4)).astype(np.float32)], {"axis": 1})
+
 
 @register
 class Pad(OpDef):
     name = "Pad"
     layout = True
+    preserves_sign = True
+    rate_rule = "positional"
     kernel = "slice_pad"
     attrs = {"pads": Attr("ints"), "value": Attr("float", 0.0)}
     doc = "Constant padding; pads are begin pads then end pads for every axis (negative crops)."
@@ -184,3 +229,12 @@ class Pad(OpDef):
 
     def kernel_args(self, ins, outs, a):
         return {"pads": a["pads"], "value": a["value"]}
+
+    def with_fill(self, attrs, value):
+        return dict(attrs, value=float(value))
+
+    def nonnegative(self, node, inputs_nonnegative):
+        return node.attrs["value"] >= 0 and super().nonnegative(node, inputs_nonnegative)
+
+    def example(self, rng):
+        return OpExample([_example_input(rng)], {"pads": [0, 1, 0, 2, 0, 0, 1, -1], "value": 0.0})

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import IRCError
 from ..types import Domain, TensorType
-from . import Attr, OpDef, register
-from .pool import POOL_ATTRS, pool_out_shape
+from . import Attr, OpDef, OpExample, register
+from .pool import POOL_ATTRS, pool_example, pool_out_shape
 
 # ------------------------------------------------------------------ the hash
 GOLDEN = 0x9E3779B9
@@ -68,6 +68,7 @@ ENCODINGS = ("current", "poisson", "periodic")
 class Encode(OpDef):
     name = "Encode"
     spiking = True
+    neuron_kind = "input"
     attrs = {
         "mode": Attr("str", "current", "current | poisson | periodic"),
         "gain": Attr("float", 1.0, "input scale: current = x*gain; rate = |x|*gain (clipped to 1)"),
@@ -87,6 +88,10 @@ class Encode(OpDef):
         if not x.has_batch:
             raise IRCError("spiking graphs need a symbolic batch axis")
         return [x.with_(domain=Domain.CURRENT if a["mode"] == "current" else Domain.SPIKE)]
+
+    def example(self, rng):
+        mode = str(rng.choice(ENCODINGS))
+        return OpExample([rng.uniform(-1, 1, (3, 2, 4)).astype(np.float32)], {"mode": mode, "gain": 0.75, "seed": 3})
 
     @staticmethod
     def simulate(x: np.ndarray, a: dict, timesteps: int, sample_offset: int = 0) -> np.ndarray:
@@ -123,6 +128,7 @@ NEGATIVE = ("none", "bipolar", "corrective")
 class IF(OpDef):
     name = "IF"
     spiking = True
+    neuron_kind = "neuron"
     inputs = ("current", "threshold")
     params = ("threshold",)
     attrs = {
@@ -136,7 +142,9 @@ class IF(OpDef):
            "Negative events: 'bipolar' (N2D2's BipolarThreshold) emits -1 when v <= -th, and v += th; "
            "'corrective' emits -1 when v < 0 while the neuron's net count is positive, and v += th: it takes "
            "back an earlier spike, so the net count follows floor((v0 + sum of inputs) / th) clipped at 0, "
-           "the ReLU of the running input, instead of over-firing on early input.")
+           "the ReLU of the running input, instead of over-firing on early input.  A negative event always "
+           "adds the threshold back (v -= s*th with s = -1), whatever the reset; reset 'zero' applies to "
+           "positive events only.")
 
     def infer(self, ins, a):
         x, th = ins
@@ -172,11 +180,17 @@ class IF(OpDef):
                 s -= (v < 0) & (count > 0)
                 count += s
             if a["reset"] == "zero":
-                v[s != 0] = 0
+                v = np.where(s > 0, np.float32(0), v - s * th).astype(np.float32)
             else:
                 v -= s * th
             out[t] = s
         return out
+
+    def example(self, rng):
+        x = np.round(rng.uniform(-1, 2, (2, 3, 4)) * 4).astype(np.float32) / 4
+        th = rng.choice([0.5, 1.0, 2.0], 3).astype(np.float32)
+        return OpExample([x, th], {"reset": str(rng.choice(RESETS)), "negative": str(rng.choice(NEGATIVE)),
+                                   "init": float(rng.choice([0.0, 0.5]))}, params=(1,), domains=("current",))
 
 
 # ------------------------------------------------------------ gated max-pool
@@ -211,6 +225,10 @@ class GatedMaxPool(OpDef):
                           pads=pads, dilations=dil, out_dims=list(out_dims))
         leader = leader.reshape((t, n) + leader.shape[1:])
         return np.diff(leader, axis=0, prepend=np.zeros((1,) + leader.shape[1:], np.float32))
+
+    def example(self, rng):
+        ex = pool_example(rng)
+        return OpExample(ex.inputs, ex.attrs, domains=("spike",))
 
 
 # -------------------------------------------------------------------- readout
@@ -267,3 +285,7 @@ class Readout(OpDef):
                 scores = scores / used.reshape((n,) + (1,) * (scores.ndim - 1))
             results.append((scores.astype(np.float32), used))
         return results
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 5)).astype(np.float32)],
+                         {"mode": "potential", "terminate_delta": float(rng.choice([0.0, 2.0]))}, domains=("current",))
