@@ -286,33 +286,44 @@ class Graph:
             del self.values[name]
 
     # ------------------------------------------------------------------ order
+    def _producers_in_graph(self, node: Node, members: dict[int, int]) -> set[int]:
+        return {id(v.producer) for v in node.inputs if v is not None and v.producer is not None
+                and id(v.producer) in members}
+
+    def _consumers_of(self, node: Node) -> list[Node]:
+        return list({id(c): c for o in node.outputs for c, _ in o.uses.values()}.values())
+
     def sort(self) -> None:
         """Restore topological order, keeping the current order where possible (Kahn's algorithm, O(N log N))."""
-        from .errors import VerifyError
-
         position = {id(n): i for i, n in enumerate(self.nodes)}
-        waiting: dict[int, int] = {}
-        for n in self.nodes:
-            waiting[id(n)] = len({id(v.producer) for v in n.inputs
-                                  if v is not None and v.producer is not None and id(v.producer) in position})
+        waiting = {id(n): len(self._producers_in_graph(n, position)) for n in self.nodes}
         ready = [(position[id(n)], n) for n in self.nodes if waiting[id(n)] == 0]
         heapq.heapify(ready)
         ordered: list[Node] = []
         while ready:
             _, n = heapq.heappop(ready)
             ordered.append(n)
-            for consumer in {id(c): c for o in n.outputs for c, _ in o.uses.values()}.values():
-                if id(consumer) in waiting:
-                    waiting[id(consumer)] -= 1
-                    if waiting[id(consumer)] == 0:
-                        heapq.heappush(ready, (position[id(consumer)], consumer))
+            for consumer in self._consumers_of(n):
+                key = id(consumer)
+                if key in waiting:
+                    waiting[key] -= 1
+                    if waiting[key] == 0:
+                        heapq.heappush(ready, (position[key], consumer))
+        self._check_complete(ordered)
+        self.nodes = ordered
+
+    def _check_complete(self, ordered: list[Node]) -> None:
+        """Every node was ordered and every input is defined: else the graph has a cycle or a dangling value."""
+        from .errors import VerifyError
+
         produced = {id(v) for v in self.inputs} | {id(self.values[p]) for p in self.params} | {
             id(o) for n in ordered for o in n.outputs}
-        stuck = [n for n in self.nodes if any(v is not None and id(v) not in produced for v in n.inputs)]
-        if len(ordered) != len(self.nodes) or stuck:
-            names = ", ".join(n.name for n in (stuck or [n for n in self.nodes if n not in ordered])[:5])
+        placed = {id(n) for n in ordered}
+        bad = [n for n in self.nodes if id(n) not in placed
+               or any(v is not None and id(v) not in produced for v in n.inputs)]
+        if bad:
+            names = ", ".join(n.name for n in bad[:5])
             raise VerifyError(f"graph has a cycle or a dangling input among: {names}")
-        self.nodes = ordered
 
     # ------------------------------------------------------------- inspection
     def has_node(self, node: Node) -> bool:

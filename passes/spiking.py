@@ -592,6 +592,41 @@ def _fold_pool_into_dense(graph: Graph, pool: Node, dense: Node, k: list[int], r
     assert flat.output.type.shape[1] == x.static_size()
 
 
+def _only_consumer(graph: Graph, value: Value) -> Node | None:
+    users = graph.consumers(value)
+    return users[0] if len(users) == 1 and graph.num_uses(value) == 1 else None
+
+
+def _reshape_chain(graph: Graph, node: Node) -> tuple[list[Node], Node]:
+    """The reshapes to (N, features) that start at ``node``, each read only by the next, and the node after them."""
+    chain: list[Node] = []
+    while get_op(node.op).reshape_only and node.output.type.rank == 2 and _only_consumer(graph, node.output):
+        chain.append(node)
+        node = _only_consumer(graph, node.output)
+    return chain, node
+
+
+def _fold_one_pool(graph: Graph, pool: Node) -> bool:
+    """Fold one tiling average pool of spikes into the weighted op after it (through reshapes); True if done."""
+    if not graph.has_node(pool) or pool.inputs[0].type.domain != Domain.SPIKE:
+        return False
+    k = get_op(pool.op).tiling_window(pool)
+    nxt = _only_consumer(graph, pool.output) if k is not None else None
+    if nxt is None:
+        return False
+    chain, nxt = _reshape_chain(graph, nxt)
+    weighted = get_op(nxt.op).channel_weights and nxt.inputs[0] is (chain[-1].output if chain else pool.output)
+    conv_like = weighted and nxt.inputs[1].type.rank > 2
+    if conv_like and not chain and "kernel" in pool.attrs and all(d == 1 for d in nxt.attrs["dilations"] or [1]):
+        _fold_pool_into_conv(graph, pool, nxt, k)
+    elif weighted and not conv_like and (chain or pool.output.type.rank == 2):
+        _fold_pool_into_dense(graph, pool, nxt, k, chain)
+    else:
+        return False
+    graph.reinfer(nxt)
+    return True
+
+
 @register_pass("fold_pooling")
 def fold_pooling(graph: Graph, ctx: PassContext) -> Graph:
     """Fold an average pool of spikes into the Conv/Dense after it, so synapses only ever receive events.
@@ -605,33 +640,7 @@ def fold_pooling(graph: Graph, ctx: PassContext) -> Graph:
     """
     changed = True
     while changed:
-        changed = False
-        for pool in graph:
-            if not graph.has_node(pool) or pool.inputs[0].type.domain != Domain.SPIKE:
-                continue
-            k = get_op(pool.op).tiling_window(pool)
-            if k is None:
-                continue
-            users = graph.consumers(pool.output)
-            if len(users) != 1 or graph.num_uses(pool.output) != 1:
-                continue
-            nxt = users[0]
-            chain: list[Node] = []
-            while get_op(nxt.op).reshape_only and len(graph.consumers(nxt.output)) == 1 \
-                    and graph.num_uses(nxt.output) == 1 and nxt.output.type.rank == 2:
-                chain.append(nxt)
-                nxt = graph.consumers(nxt.output)[0]
-            weighted = get_op(nxt.op).channel_weights and nxt.inputs[0] is (chain[-1].output if chain else pool.output)
-            conv_like = weighted and nxt.inputs[1].type.rank > 2
-            if conv_like and not chain and "kernel" in pool.attrs and \
-                    all(d == 1 for d in nxt.attrs["dilations"] or [1]):
-                _fold_pool_into_conv(graph, pool, nxt, k)
-            elif weighted and not conv_like and (chain or pool.output.type.rank == 2):
-                _fold_pool_into_dense(graph, pool, nxt, k, chain)
-            else:
-                continue
-            graph.reinfer(nxt)
-            changed = True
+        changed = any([_fold_one_pool(graph, pool) for pool in graph])
         graph.sort()
         graph.prune()
     return graph
