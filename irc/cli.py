@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npy (memory-mapped) or .npz inputs, or a folder of .npy/.npz shards; read one batch at a "
                         "time (an .npz may also hold labels 'y')")
     p.add_argument("--labels", "-l", help=".npy/.npz class labels")
-    p.add_argument("--batch-size", type=int, help="samples per batch (default: up to 4096, under 64 MiB of input)")
+    p.add_argument("--batch-size", type=int, help="samples per batch (default: up to 1024, under 64 MiB of input)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the batches on this Dask cluster (tcp://host:8786; pip install 'irc-compiler[cluster]')")
     p.add_argument("--workers", type=int, metavar="N",

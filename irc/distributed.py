@@ -67,8 +67,11 @@ def local_cluster(workers: int) -> Iterator[Client]:
     """A LocalCluster of ``workers`` single-threaded worker processes, stopped on the way out."""
     if workers < 1:
         raise IRCError(f"--workers must be at least 1, got {workers}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    except Exception as e:  # ports, process limits: the user's machine, not irc
+        raise IRCError(f"could not start a Dask LocalCluster of {workers} workers ({type(e).__name__}: {e})") from None
     client = Client(cluster, set_as_default=False)
     try:
         yield client

@@ -31,7 +31,7 @@ from .errors import IRCError
 from .stream import InMemory, IterableSource, Source, Column, open_source
 
 IO_BATCH_BYTES = 64 << 20    # at most this much input per batch
-MAX_BATCH = 4096             # and at most this many samples, so progress and work sharing stay fine-grained
+MAX_BATCH = 1024             # and at most this many samples, so progress and work sharing stay fine-grained
 ANALOG_BATCH_BYTES = 1 << 30  # analog programs: the largest activation of a batch stays under ~1/4 of this
 
 
@@ -255,7 +255,7 @@ def evaluate(program, data, labels=None, *, timesteps: int | Sequence[int] | Non
     a dict of arrays, or any iterable of ``(x, y)`` batches.  ``labels``: class labels (a path or an
     array; one-hot is fine), else those found in the data ('y').  ``timesteps``: the T (or list of T) to
     read a spiking program out at, default its compiled T.  ``batch_size``: samples per batch (default:
-    the program's ``batch_size`` option, else what keeps a batch under 64 MiB of input and 4,096
+    the program's ``batch_size`` option, else what keeps a batch under 64 MiB of input and 1,024
     samples).  ``client``: a ``dask.distributed.Client`` to spread the batches over its workers.
     ``compare_analog``: also run the analog network a spiking program was converted from, per batch.
     ``scores_path``: write the output scores (at the largest T) to this ``.npy``, batch by batch.
@@ -301,6 +301,8 @@ def evaluate(program, data, labels=None, *, timesteps: int | Sequence[int] | Non
 
             info = run_on_cluster(client, _artifact_bytes(prog, artifact), source, plan, collector.add, bar)
             workers, reruns, notes = info.workers, info.reruns, info.notes
+    if collector.total.samples == 0:
+        raise IRCError(f"the data set ({source.description}) has no samples")
     result = collector.finish(prog, time.perf_counter() - start, batch)
     result.workers, result.reruns, result.notes = workers, reruns, notes
     return result

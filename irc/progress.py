@@ -68,8 +68,10 @@ class Progress:
         """Redraw now and then while a long batch gives no update (elapsed time moves on)."""
         while not self._stop.wait(self.interval):
             bar = self.bar
-            if bar is not None and bar.last_print_t + self.interval <= time.time():
+            now = time.time()
+            if bar is not None and bar.last_print_t + self.interval <= now:
                 bar.refresh()
+                bar.last_print_t = now  # the next update waits a full interval again
 
     def update(self, samples: int) -> None:
         if self.bar is not None:
