@@ -155,13 +155,13 @@ def run_on_cluster(client: Client, artifact: bytes, source, plan: Plan, collect:
         raise IRCError(f"the Dask cluster at {client.scheduler.address} has no workers",
                        hint="start some with `dask worker ADDRESS`")
     run = ClusterRun(len(info))
-    name = "irc-program-" + sha256(artifact).hexdigest()[:16]
+    token = uuid.uuid4().hex[:8]
+    name = f"irc-program-{sha256(artifact).hexdigest()[:12]}-{token}"  # one per run: runs may overlap
     client.register_plugin(ProgramPlugin(artifact, _threads_by_host(client, info)), name=name)
     ship = isinstance(source, IterableSource) or not all(
         client.run(_all_exist, sorted(source.paths())).values())
     if ship and isinstance(source, Source) and source.paths():
         run.notes.append("the workers cannot read the data files, so irc reads them and sends each batch")
-    token = uuid.uuid4().hex[:8]
     in_flight = max(2, 2 * sum(w["nthreads"] for w in info.values())) if ship else None
     tasks = _tasks(source, plan.batch_size, ship)
     ranges: dict[str, tuple[int, int]] = {}
