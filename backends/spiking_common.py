@@ -27,6 +27,8 @@ from irc.ops import get_op
 from irc.program import Program
 from irc.types import Domain
 
+from .spike_tally import SpikeTally
+
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 ENERGY_MODEL = "45 nm CMOS, 32-bit float (Horowitz 2014): 0.9 pJ per accumulate, 4.6 pJ per MAC; memory traffic not counted"
@@ -115,6 +117,8 @@ class SweepPoint:
     timesteps: int
     scores: Any
     stats: dict[str, Any]
+    tally: SpikeTally | None = None
+    """The integer totals behind ``stats``; tallies of disjoint batches add up (see irc.evaluate)."""
 
 
 class SpikingProgram(Program):
@@ -151,8 +155,12 @@ class SpikingProgram(Program):
         return point.scores
 
     def sweep(self, *inputs, timesteps: list[int], batch_size: int | None = None, progress=None,
-              **named) -> list[SweepPoint]:
-        """One simulation of max(timesteps) steps, read out at every requested T."""
+              offset: int = 0, **named) -> list[SweepPoint]:
+        """One simulation of max(timesteps) steps, read out at every requested T.
+
+        ``offset`` is the index of the first sample in the whole data set: random encodings are
+        seeded per sample index, so a batch run at its offset gets the spikes of the full run.
+        """
         checkpoints = sorted({int(t) for t in timesteps})
         if not checkpoints or checkpoints[0] < 1:
             raise IRCError(f"timesteps must be positive, got {timesteps}")
@@ -162,15 +170,15 @@ class SpikingProgram(Program):
         parts: list[list[Counters]] = []
         for start in range(0, n, chunk):
             sub = {k: v[start:start + chunk] for k, v in feeds.items()}
-            parts.append(self._simulate(sub, start, checkpoints))
+            parts.append(self._simulate(sub, offset + start, checkpoints))
             if progress is not None:
                 progress(min(start + chunk, n), n)
         points = []
         for k, tk in enumerate(checkpoints):
             counters = [p[k] for p in parts]
             scores = [np.concatenate([c.scores[i] for c in counters]) for i in range(len(counters[0].scores))]
-            points.append(SweepPoint(tk, scores[0] if len(scores) == 1 else scores,
-                                     self._stats(tk, n, counters)))
+            tally = SpikeTally.of(counters)
+            points.append(SweepPoint(tk, scores[0] if len(scores) == 1 else scores, self.stats_of(tk, tally), tally))
         return points
 
     def auto_chunk(self, timesteps: int) -> int:
@@ -183,21 +191,25 @@ class SpikingProgram(Program):
 
     # ---------------------------------------------------------------- stats
     def _stats(self, timesteps: int, n: int, counters: list[Counters]) -> dict[str, Any]:
-        steps = np.concatenate([c.steps for c in counters])
+        return self.stats_of(timesteps, SpikeTally.of(counters))
+
+    def stats_of(self, timesteps: int, tally: SpikeTally) -> dict[str, Any]:
+        """``prog.stats`` from the integer totals of a run (or of merged batches)."""
+        n = tally.samples
         layers = {}
         total_spikes = 0
         for node in self.neurons:
-            spikes = int(sum(c.spikes[node.name].sum() for c in counters))
+            spikes = tally.spikes.get(node.name, 0)
             neurons = node.output.type.static_size()
             kind = get_op(node.op).neuron_kind
             layers[node.name] = {"kind": kind, "neurons": neurons,
-                                 "spikes": spikes, "rate": spikes / max(1, neurons * steps.sum())}
+                                 "spikes": spikes, "rate": spikes / max(1, neurons * tally.steps)}
             if kind == "neuron":
                 total_spikes += spikes
         ac = mac = 0
         per_layer_synops = {}
         for node in self.synaptic:
-            ops = int(sum(c.synops[node.name].sum() for c in counters))
+            ops = tally.synops.get(node.name, 0)
             per_layer_synops[node.name] = ops
             if node.name in self.mac_inputs:
                 mac += ops
@@ -209,7 +221,7 @@ class SpikingProgram(Program):
         return {
             "timesteps": timesteps,
             "samples": n,
-            "mean_timesteps": float(steps.mean()) if n else 0.0,
+            "mean_timesteps": tally.steps / n if n else 0.0,
             "spikes": total_spikes,
             "layers": layers,
             "synaptic_ops": sops,

@@ -25,9 +25,10 @@ from .graph import Graph, Node, Value  # noqa: E402
 from .types import BATCH, Domain, TensorType  # noqa: E402
 from .driver import compile, load  # noqa: E402
 from .program import Program, load_program  # noqa: E402
+from .evaluation import Evaluation, evaluate  # noqa: E402
 from .text import parse_graph, print_graph  # noqa: E402
 from .verify import verify  # noqa: E402
 
 __all__ = ["IRCError", "UnsupportedError", "VerifyError", "Graph", "Node", "Value", "BATCH", "Domain",
-           "TensorType", "compile", "load", "Program", "load_program", "parse_graph", "print_graph", "verify",
-           "__version__"]
+           "TensorType", "compile", "load", "Program", "load_program", "evaluate", "Evaluation", "parse_graph",
+           "print_graph", "verify", "__version__"]

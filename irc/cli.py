@@ -119,52 +119,80 @@ def _is_artifact(path: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .data import as_class_labels, load_arrays, pick_inputs, pick_labels
-    from .progress import Progress
+    """Stream the inputs through the program, here or on a Dask cluster (see irc.evaluation)."""
+    from .evaluation import evaluate
+    from .stream import open_source
 
     if not os.path.exists(args.model):
         raise IRCError("file not found", file=args.model)
-    if _is_artifact(args.model):
-        from .program import load_program
+    if args.scheduler and args.workers is not None:
+        raise IRCError("give --scheduler (an existing cluster) or --workers (one on this machine), not both")
+    client = None
+    if args.scheduler or args.workers is not None:
+        from . import distributed  # an IRCError saying how to install it when dask is missing
 
-        prog = load_program(args.model)
-        how = "artifact"
-    else:
-        prog = _compile(args.model, args)
-        how = "compiled on the fly"
-    arrays = load_arrays(args.input)
-    inputs = pick_inputs(arrays, [v.name for v in prog.graph.inputs], args.input)
-    n = len(inputs[0]) if prog.graph.inputs[0].type.has_batch else 1
-    labels = None
-    if args.labels:
-        label_arrays = load_arrays(args.labels)
-        labels = pick_labels(label_arrays) if "" not in label_arrays else label_arrays[""]
-        if labels is None:
-            raise IRCError("no labels found (name the array 'y' or 'labels')", file=args.labels)
-        labels = as_class_labels(labels, n, args.labels)
-    elif pick_labels(arrays) is not None:
-        labels = as_class_labels(pick_labels(arrays), n, args.input)
-    print(f"model: {args.model} ({how}), target: {prog.target}, samples: {n}")
-    if getattr(prog, "spiking", False):
-        from .report import run_spiking
+        if args.workers is not None and args.workers < 1:
+            raise IRCError(f"--workers must be at least 1, got {args.workers}")
+        if args.scheduler:
+            client = distributed.connect(args.scheduler)  # fail fast, before compiling anything
+    try:
+        if _is_artifact(args.model):
+            from .program import load_program
 
-        return run_spiking(prog, inputs, labels, args)
-    start = time.perf_counter()
-    out = prog.run(*inputs, batch_size=args.batch_size, progress=Progress("running"))
-    elapsed = time.perf_counter() - start
-    scores = out[0] if isinstance(out, list) else out
-    print(f"time: {elapsed * 1e3:.1f} ms total, {elapsed / max(n, 1) * 1e3:.4f} ms per sample")
-    preds = scores.reshape(len(scores), -1).argmax(axis=1)
-    if labels is not None:
-        correct = int((preds == labels).sum())
-        print(f"accuracy: {100.0 * correct / n:.2f}% ({correct}/{n})")
+            prog = load_program(args.model)
+            how = "artifact"
+        else:
+            prog = _compile(args.model, args)
+            how = "compiled on the fly"
+        source = open_source(args.input, prog.graph.inputs, args.labels)
+        print(f"model: {args.model} ({how}), target: {prog.target}, samples: {source.samples}")
+        for path in (args.output, getattr(args, "plot", None)):
+            if path:
+                _check_writable(path)
+        with _cluster(args, client) as cluster:
+            if cluster is not None:
+                print(f"dask: {distributed.describe(cluster)}")
+            if getattr(prog, "spiking", False):
+                from .report import run_spiking
+
+                return run_spiking(prog, source, args, cluster)
+            result = evaluate(prog, source, batch_size=args.batch_size, client=cluster, scores_path=args.output,
+                              progress=not args.quiet, label="running")
+    finally:
+        if client is not None:
+            client.close()
+    n = result.samples
+    print(f"time: {result.elapsed_s * 1e3:.1f} ms total, {result.elapsed_s / max(n, 1) * 1e3:.4f} ms per sample")
+    point = result.points[-1]
+    if point.correct is not None:
+        print(f"accuracy: {100.0 * point.correct / n:.2f}% ({point.correct}/{n})")
     else:
+        preds = result.predictions[None]
         shown = " ".join(str(p) for p in preds[:20])
         print(f"predictions: {shown}{' ...' if len(preds) > 20 else ''}")
+    from .report import print_cluster_notes
+
+    print_cluster_notes(result)
     if args.output:
-        np.save(args.output, scores)
         print(f"wrote {args.output} (scores)")
     return 0
+
+
+def _cluster(args: argparse.Namespace, client):
+    """The client to run on: the given one, a LocalCluster of --workers processes, or None (here)."""
+    from contextlib import nullcontext
+
+    if args.workers is not None:
+        from .distributed import local_cluster
+
+        return local_cluster(args.workers)
+    return nullcontext(client)
+
+
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise IRCError("the folder to write it in does not exist", file=path)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -241,9 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a model or artifact on inputs; accuracy with labels")
     p.add_argument("model", help="a model file (compiled on the fly) or an .ircp artifact")
-    p.add_argument("--input", "-i", required=True, help=".npy or .npz inputs (an .npz may also hold labels 'y')")
+    p.add_argument("--input", "-i", required=True,
+                   help=".npy (memory-mapped) or .npz inputs, or a folder of .npy/.npz shards; read one batch at a "
+                        "time (an .npz may also hold labels 'y')")
     p.add_argument("--labels", "-l", help=".npy/.npz class labels")
-    p.add_argument("--batch-size", type=int, help="samples per chunk")
+    p.add_argument("--batch-size", type=int, help="samples per batch (default: up to 1024, under 64 MiB of input)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the batches on this Dask cluster (tcp://host:8786; pip install 'irc-compiler[cluster]')")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run the batches on N worker processes of a Dask LocalCluster started for this run")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.add_argument("--output", help="save the output scores to this .npy")
     p.add_argument("--plot", help="spiking: draw accuracy against timesteps and firing rates to this .png")
     p.add_argument("--no-analog", action="store_true", help="spiking: skip the analog comparison run")
