@@ -72,6 +72,12 @@ class CudaBackend(Backend):
     summary = "the analog network as CUDA kernels generated per network (cupy)"
 
     @classmethod
+    def lowering_table(cls):
+        from .cuda.plan import KERNELS
+
+        return KERNELS
+
+    @classmethod
     def available(cls):
         return availability()
 
@@ -87,6 +93,12 @@ class CudaBackend(Backend):
 class SpikeCudaBackend(SpikingBackend):
     target = "spike-cuda"
     summary = "the spiking network as CUDA kernels: batched synaptic products, neurons scanning time (cupy)"
+
+    @classmethod
+    def lowering_table(cls):
+        from .cuda.plan import SPIKING
+
+        return SPIKING
 
     @classmethod
     def available(cls):

@@ -181,6 +181,10 @@ class NumpyProgram(Program):
 
 
 class NumpyBackend(Backend):
+    @classmethod
+    def lowering_table(cls):
+        return LOWER
+
     target = "numpy"
     summary = "the analog network as generated numpy source (numpy only)"
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from irc.errors import IRCError
+from irc.options import Option
 
 from .spiking_common import Counters, SpikingBackend, SpikingProgram
 
@@ -93,8 +94,14 @@ class SpikeLLVMBackend(SpikingBackend):
     target = "spike-llvm"
     summary = "event-driven spiking code generated as LLVM IR and JIT-compiled (llvmlite); all cores"
     options = {**SpikingBackend.options,
-               "threads": (None, "worker threads (default: all cores)"),
-               "cache": (True, "reuse compiled machine code from the on-disk cache")}
+               "threads": Option("int", None, "worker threads (default: all cores)", minimum=1, maximum=4096),
+               "cache": Option("bool", True, "reuse compiled machine code from the on-disk cache")}
+
+    @classmethod
+    def lowering_table(cls):
+        from .llvm.codegen import LOWER
+
+        return LOWER
 
     @classmethod
     def available(cls):

@@ -136,6 +136,10 @@ class SpikeNumpyProgram(SpikingProgram):
 
 
 class SpikeNumpyBackend(SpikingBackend):
+    @classmethod
+    def lowering_table(cls):
+        return SIMULATE
+
     target = "spike-numpy"
     summary = "clock-driven spiking simulation in numpy: the reference for the other spiking targets"
 

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .errors import IRCError
 from .graph import Graph
+from .options import Option, check_options
 from .program import Program
 
 
 class Backend:
     """Turns a lowered graph into a Program.
 
-    ``options`` maps each option the target accepts to ``(default, help)``;
-    ``pipeline`` names the passes that lower a loaded graph for this target.
+    ``options`` is the target's option schema (:mod:`irc.options`); ``pipeline``
+    names the passes that lower a loaded graph for this target.
     """
 
     target: str = ""
     summary: str = ""
-    options: dict[str, tuple[Any, str]] = {
-        "batch_size": (None, "run large batches in chunks of this many samples"),
+    options: dict[str, Option] = {
+        "batch_size": Option("int", None, "run large batches in chunks of this many samples", minimum=1),
     }
 
     @classmethod
@@ -27,13 +27,13 @@ class Backend:
         return True, ""
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise IRCError(f"target {self.target!r} has no option(s) {unknown}",
-                           hint="its options: " + ", ".join(sorted(self.options)))
-        out = {k: default for k, (default, _) in self.options.items()}
-        out.update({k: v for k, v in options.items() if v is not None})
-        return out
+        """The options validated against the schema, defaults filled in (one IRCError naming a bad one)."""
+        return check_options(self.target, self.options, options)
+
+    @classmethod
+    def lowering_table(cls):
+        """The target's lowering table (which ops it runs), or None when it does not have one."""
+        return None
 
     def pipeline(self, options: Mapping[str, Any]) -> list[str]:
         raise NotImplementedError

@@ -47,19 +47,8 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise IRCError(f"--option needs KEY=VALUE, got {item!r}")
-        opts[key.replace("-", "_")] = _parse_value(value)
+        opts[key.replace("-", "_")] = value  # the target's option schema parses and checks it
     return opts
-
-
-def _parse_value(text: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -226,14 +215,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_targets(args: argparse.Namespace) -> int:
     from .registry import TARGETS, backend_for
 
+    import textwrap
+
     for name in TARGETS:
         backend = backend_for(name)
         ok, why = backend.available()
         status = "available" if ok else f"unavailable: {why}"
         print(f"{name:12s} {status}")
         print(f"{'':12s} {backend.summary}")
-        opts = ", ".join(sorted(backend.options))
-        print(f"{'':12s} options: {opts}")
+        print(f"{'':12s} options (-O key=value):")
+        for key, opt in sorted(backend.options.items()):
+            print(f"{'':14s} {key:16s} {opt.describe()}: {opt.help}")
+        ops = backend.lowering_table().ops() if backend.lowering_table() is not None else []
+        if ops and getattr(args, "ops", False):
+            print(textwrap.fill("ops: " + ", ".join(ops), width=110, initial_indent=" " * 13,
+                                subsequent_indent=" " * 18))
     return 0
 
 
@@ -291,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", help="show the graph after a pipeline (e.g. analog)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("targets", help="list targets and whether they can run here")
+    p = sub.add_parser("targets", help="list targets, whether they can run here, and their options")
+    p.add_argument("--ops", action="store_true", help="also list the ops each target runs")
     p.set_defaults(func=cmd_targets)
     return parser
 
@@ -307,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("irc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output went to `head` or a closed pipe
+        sys.stderr.close()
+        return 0
     except MemoryError:
         print("irc: error: out of memory; try a smaller --batch-size", file=sys.stderr)
         return 2
