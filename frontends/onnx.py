@@ -401,6 +401,11 @@ def LeakyRelu(L, n):
     return [L.emit("LeakyRelu", [L.arg(n, 0)], {"alpha": attrs_of(n).get("alpha", 0.01)})]
 
 
+@handler("Elu")
+def Elu(L, n):
+    return [L.emit("Elu", [L.arg(n, 0)], {"alpha": attrs_of(n).get("alpha", 1.0)})]
+
+
 @handler("Clip")
 def Clip(L, n):
     a = attrs_of(n)

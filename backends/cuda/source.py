@@ -35,6 +35,7 @@ __device__ __forceinline__ irc_u32 irc_hash(irc_u32 seed, irc_u32 sample, irc_u3
 ACTIVATIONS = {
     "Relu": "fmaxf({v}, 0.0f)",
     "LeakyRelu": "({v} >= 0.0f ? {v} : {v} * {p0})",
+    "Elu": "({v} > 0.0f ? {v} : {p0} * expm1f({v}))",
     "Clip": "fminf(fmaxf({v}, {p0}), {p1})",
     "Sigmoid": "(1.0f / (1.0f + expf(-{v})))",
     "Tanh": "tanhf({v})",

@@ -156,6 +156,14 @@ class LeakyRelu(Activation):
 
 
 @register
+class Elu(Activation):
+    name = "Elu"
+    kernel = "elu"
+    attrs = {"alpha": Attr("float", 1.0)}
+    fused_params = ("alpha",)
+
+
+@register
 class Clip(Activation):
     name = "Clip"
     kernel = "clip"

@@ -276,6 +276,11 @@ def leaky_relu(x, *, alpha):
     return np.where(x >= 0, x, x * np.asarray(alpha, x.dtype)).astype(x.dtype)
 
 
+def elu(x, *, alpha):
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, x, np.asarray(alpha, x.dtype) * np.expm1(np.minimum(x, 0))).astype(x.dtype)
+
+
 def clip(x, *, min, max):
     return np.clip(x, np.asarray(min).astype(x.dtype), np.asarray(max).astype(x.dtype))
 
