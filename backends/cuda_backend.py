@@ -81,7 +81,7 @@ class CudaBackend(Backend):
     def available(cls):
         return availability()
 
-    def pipeline(self, options):
+    def pipeline(self, options, graph=None):
         from irc.passes import PIPELINES
 
         return PIPELINES["analog"]

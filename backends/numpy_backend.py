@@ -188,7 +188,7 @@ class NumpyBackend(Backend):
     target = "numpy"
     summary = "the analog network as generated numpy source (numpy only)"
 
-    def pipeline(self, options):
+    def pipeline(self, options, graph=None):
         from irc.passes import PIPELINES
 
         return PIPELINES["analog"]

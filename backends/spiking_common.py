@@ -69,6 +69,11 @@ SPIKING_OPTIONS: dict[str, Option] = {
 }
 
 
+def is_spiking(graph: Graph) -> bool:
+    """Whether the graph is already a spiking network (it has spiking ops): no conversion then."""
+    return any(get_op(n.op).spiking for n in graph.nodes)
+
+
 def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
     from irc.passes import FOUNDATION
 
@@ -87,7 +92,9 @@ class SpikingBackend(Backend):
         """The analog graph the conversion started from (left in the pass context by calibrate)."""
         return ctx.analog_graph if ctx is not None else None
 
-    def pipeline(self, options):
+    def pipeline(self, options, graph=None):
+        if graph is not None and is_spiking(graph):
+            return ["simplify", "fold_constants"]  # a spiking network as it is (NIR, a saved spiking IR)
         return spike_pipeline(options)
 
 

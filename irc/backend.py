@@ -35,7 +35,8 @@ class Backend:
         """The target's lowering table (which ops it runs), or None when it does not have one."""
         return None
 
-    def pipeline(self, options: Mapping[str, Any]) -> list[str]:
+    def pipeline(self, options: Mapping[str, Any], graph: Graph | None = None) -> list[str]:
+        """The passes that lower ``graph`` for this target."""
         raise NotImplementedError
 
     def build(self, graph: Graph, options: Mapping[str, Any], ctx=None) -> Program:

@@ -32,5 +32,5 @@ def compile(model: Graph | str | os.PathLike, target: str = "numpy", *, verify: 
     ctx = PassContext(options=options, print_ir=print_ir)
     if verify is not None:
         ctx.verify = verify
-    lowered = run_pipeline(graph, backend.pipeline(options), ctx)
+    lowered = run_pipeline(graph, backend.pipeline(options, graph), ctx)
     return backend.build(lowered, options, ctx=ctx)

@@ -154,3 +154,37 @@ def test_networkx_export_has_the_edges():
     g = _small_graph()
     dg = g.to_networkx()
     assert list(dg.edges) == [("conv", "relu")]
+
+
+class _NoIteration(list):
+    def __iter__(self):
+        raise AssertionError("replace_uses walked the node list")
+
+
+def test_replace_uses_touches_only_the_users_of_the_value():
+    g = irc.Graph("wide")
+    x = g.add_input("x", TensorType(("N", 4)))
+    shared = g.add_node("Relu", [x], name="shared").output
+    chain = x
+    for i in range(500):                       # many nodes that do not read `shared`
+        chain = g.add_node("Relu", [chain], name=f"r{i}").output
+    readers = [g.add_node("Add", [shared, chain], name="a"), g.add_node("Sub", [chain, shared], name="s")]
+    g.outputs.extend([n.output for n in readers] + [shared])
+    other = g.add_node("Tanh", [x], name="other").output
+    calls = []
+    original = g.set_input
+
+    def counting_set_input(node, index, value):
+        calls.append((node.name, index))
+        original(node, index, value)
+
+    g.set_input = counting_set_input
+    nodes, g.nodes = g.nodes, _NoIteration(g.nodes)
+    g.replace_uses(shared, other)
+    g.nodes = nodes
+    assert sorted(calls) == [("a", 0), ("s", 1)]
+    assert readers[0].inputs == (other, chain) and readers[1].inputs == (chain, other)
+    assert shared.users() == [] and sorted(n.name for n, _ in other.users()) == ["a", "s"]
+    assert g.outputs[-1] is other              # graph outputs follow too
+    g.sort()                                   # `other` was added last: order follows from the use lists
+    verify(g)

@@ -222,8 +222,9 @@ class AnalogPlan:
         self.consts = b.consts
 
     def run(self, ex, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return _AnalogRun(self, ex, len(next(iter(feeds.values())))).run(
-            {k: ex.upload(v) for k, v in feeds.items()})
+        batched = [v for v in self.g.inputs if v.type.has_batch]
+        n = len(feeds[batched[0].name]) if batched else 1
+        return _AnalogRun(self, ex, n).run({k: ex.upload(v) for k, v in feeds.items()})
 
 
 class _AnalogRun(Interpreter):
@@ -239,8 +240,10 @@ class _AnalogRun(Interpreter):
 
     def run_node(self, node: Node, args: list) -> list:
         kernel, template = self.plan.steps[id(node)]
-        out = self.ex.zeros((self.n,) + node.output.type.sample_shape, np.float32)
-        threads = self.n * node.output.type.static_size() // kernel.per_output
+        t = node.output.type
+        n = self.n if t.has_batch else 1  # a static output is computed once, whatever the batch
+        out = self.ex.zeros(t.concrete(n) if t.has_batch else t.shape, np.float32)
+        threads = n * t.static_size() // kernel.per_output
         self.ex.launch(kernel, threads, _bind(template, args, out, self.consts))
         return [out]
 

@@ -167,7 +167,7 @@ class OpDef:
             in_types = [_type_of(x) for x in ins]
         if out_types is None:
             out_types = self.infer(in_types, a)
-        fn = getattr(kernels, self.kernel) if isinstance(self.kernel, str) else self.kernel
+        fn = getattr(kernels, self.kernel) if isinstance(self.kernel, str) else type(self).kernel  # unbound
         out = fn(*ins, **self.kernel_args(in_types, out_types, a))
         return list(out) if isinstance(out, tuple) else [out]
 
@@ -252,7 +252,9 @@ class OpDef:
 
 @dataclass
 class OpExample:
-    """One instance of an op for tests: its inputs (arrays; those in ``params`` are constants) and attributes."""
+    """One instance of an op for tests: its inputs (arrays; those in ``params`` are constants) and attributes.
+
+    Axis 0 of every data input is the batch (tests give it the symbolic batch axis)."""
 
     inputs: list[np.ndarray | None]
     attrs: dict[str, Any]

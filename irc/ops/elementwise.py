@@ -59,7 +59,7 @@ class _Binary(OpDef):
 
     def example(self, rng):
         x = rng.standard_normal((2, 3, 4)).astype(np.float32)
-        y = rng.uniform(0.5, 2.0, (1, 3, 1)).astype(np.float32)
+        y = rng.uniform(0.5, 2.0, (2, 3, 1)).astype(np.float32)
         return OpExample([x, y], {})
 
 
@@ -295,7 +295,7 @@ class _Compare(OpDef):
 
     def example(self, rng):
         x = rng.integers(-2, 3, (2, 3, 4)).astype(np.float32)
-        return OpExample([x, rng.integers(-2, 3, (3, 1)).astype(np.float32)], {})
+        return OpExample([x, rng.integers(-2, 3, (2, 3, 1)).astype(np.float32)], {})
 
 
 @register
@@ -337,7 +337,7 @@ class _Logical(_Compare):
         return super().infer(ins, a)
 
     def example(self, rng):
-        return OpExample([rng.integers(0, 2, (2, 3)).astype(bool), rng.integers(0, 2, (1, 3)).astype(bool)], {})
+        return OpExample([rng.integers(0, 2, (2, 3)).astype(bool), rng.integers(0, 2, (2, 1)).astype(bool)], {})
 
 
 @register
@@ -371,7 +371,7 @@ class Where(OpDef):
 
     def example(self, rng):
         return OpExample([rng.integers(0, 2, (2, 3)).astype(bool), rng.standard_normal((2, 3)).astype(np.float32),
-                          rng.standard_normal((1, 3)).astype(np.float32)], {})
+                          rng.standard_normal((2, 1)).astype(np.float32)], {})
 
 
 class _Extremum(OpDef):
