@@ -10,7 +10,6 @@ from contextlib import contextmanager
 
 import llvmlite.ir as ir
 
-I1 = ir.IntType(1)
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)

@@ -34,8 +34,6 @@ from .mapping import mapping_matrix
 SUPPORTED = ("Conv", "Pool", "Fc", "Softmax", "Dropout", "BatchNorm", "ElemWise", "Padding")
 NATIVE_SPIKE_MODELS = ("Spike_Analog", "Spike_PCM", "Spike_RRAM")
 INPUT_SECTIONS = ("cenv", "env", "sp")
-SPIKE_KEYS = ("Threshold", "BipolarThreshold", "Leak", "TerminateDelta", "TerminateMax", "Refractory",
-              "IncomingDelay", "WeightsRelInit")
 TANH_LECUN_ALPHA = 1.7159 * (2.0 / 3.0)
 MAX_SIZE = 1 << 16               # widths, heights, channel and output counts
 MAX_WEIGHTS = 1 << 28            # one layer's weights (1 GiB of float32)

@@ -167,13 +167,6 @@ def write_fc(folder: str, section: str, w: np.ndarray, bias: np.ndarray | None) 
         _write(stem + "_biases.syntxt", list(bias))
 
 
-def write_batchnorm(folder: str, section: str, scales, biases, means, variances) -> None:
-    os.makedirs(folder, exist_ok=True)
-    stem = os.path.join(folder, file_stem(section))
-    for suffix, arr in (("scales", scales), ("biases", biases), ("means", means), ("variances", variances)):
-        _write(f"{stem}_{suffix}.syntxt", list(arr))
-
-
 # -------------------------------------------------------------- fillers
 def fill(doc, section: str, key: str, shape: tuple[int, ...], fan_in: int, fan_out: int,
          rng: np.random.Generator) -> np.ndarray:
