@@ -24,7 +24,7 @@ from irc.errors import IRCError
 from irc.feeds import bind_inputs
 from irc.graph import Graph, Node
 from irc.ops import get_op
-from irc.options import Option
+from irc.options import MAX_TIMESTEPS, Option
 from irc.program import Program
 from irc.types import Domain
 
@@ -33,10 +33,6 @@ from .spike_tally import SpikeTally
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 ENERGY_MODEL = "45 nm CMOS, 32-bit float (Horowitz 2014): 0.9 pJ per accumulate, 4.6 pJ per MAC; memory traffic not counted"
-
-MAX_TIMESTEPS = 100_000
-"""Longest run a spiking program accepts (a guard against a typo or a tampered artifact, not a limit of the
-semantics); runs this long are read out at checkpoints anyway."""
 
 SPIKING_OPTIONS: dict[str, Option] = {
     "calibration": Option("array", None, "calibration inputs (array, source layout) that set the thresholds"),

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from .errors import IRCError
+from .options import parse_timesteps
 
 ARTIFACT_SUFFIX = ".ircp"
 
@@ -36,7 +37,7 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
             key = next(iter(arrays))
         opts["calibration"] = arrays[key]
     if getattr(args, "timesteps", None):
-        opts["timesteps"] = max(_int_list(args.timesteps, "--timesteps"))
+        opts["timesteps"] = max(parse_timesteps(args.timesteps))
     for name in ("encoding", "percentile", "seed", "terminate_delta"):
         value = getattr(args, name, None)
         if value is not None:
@@ -51,14 +52,31 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise IRCError(f"{flag} takes integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise IRCError(f"{flag} takes positive integers, got {text!r}")
-    return values
+COMPILE_FLAGS = {"calibration": "--calibration", "encoding": "--encoding", "percentile": "--percentile",
+                 "per_channel": "--per-channel/--per-layer", "terminate_delta": "--terminate-delta",
+                 "seed": "--seed", "option": "-O", "weights": "--weights", "print_ir": "--print-ir"}
+"""Flags that shape compilation: an artifact was compiled already, so they cannot apply to it."""
+
+
+def _refuse_compile_flags(args: argparse.Namespace, prog) -> None:
+    """An artifact runs as it was compiled: a flag it cannot honour is an error, not silently ignored."""
+    given = [flag for key, flag in COMPILE_FLAGS.items() if getattr(args, key, None) not in (None, False, [])]
+    if given:
+        raise IRCError(f"{', '.join(given)} cannot change a compiled program", file=args.model,
+                       hint="these are set when compiling: run the model file itself, or `irc compile` it again")
+    if args.target and args.target != prog.target:
+        raise IRCError(f"the artifact is a {prog.target} program; --target {args.target} cannot change it",
+                       file=args.model, hint=f"compile the model for {args.target}, or drop --target")
+
+
+def _check_runnable(target: str) -> None:
+    """A target that cannot run on this machine is refused before anything runs."""
+    from .registry import backend_for
+
+    ok, why = backend_for(target).available()
+    if not ok:
+        raise IRCError(f"target {target!r} cannot run here: {why}",
+                       hint="`irc compile --emit source` writes its source anyway; `irc targets` lists what runs here")
 
 
 def _load_model(path: str, args: argparse.Namespace):
@@ -74,11 +92,13 @@ def _compile(path: str, args: argparse.Namespace):
     from .driver import compile as irc_compile
 
     print_ir = (lambda text: print(text, file=sys.stderr)) if getattr(args, "print_ir", False) else None
-    return irc_compile(_load_model(path, args), target=args.target, print_ir=print_ir, **_target_options(args))
+    return irc_compile(_load_model(path, args), target=args.target or "numpy", print_ir=print_ir,
+                       **_target_options(args))
 
 
 # ------------------------------------------------------------------ commands
 def cmd_compile(args: argparse.Namespace) -> int:
+    check_writable(args.output)
     prog = _compile(args.model, args)
     out = args.output
     if args.emit == "ir":
@@ -86,10 +106,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         with open(out, "w") as f:
             f.write(print_graph(prog.graph))
-        print(f"wrote {out} (IR after the {args.target} pipeline)")
+        print(f"wrote {out} (IR after the {prog.target} pipeline)")
     elif args.emit == "source":
         if prog.source is None:
-            raise IRCError(f"target {args.target!r} generates no source")
+            raise IRCError(f"target {prog.target!r} generates no source")
         written = prog.write_source(out)
         print("wrote " + ", ".join(written))
     else:
@@ -124,20 +144,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise IRCError(f"--workers must be at least 1, got {args.workers}")
         if args.scheduler:
             client = distributed.connect(args.scheduler)  # fail fast, before compiling anything
+    for path in (args.output, getattr(args, "plot", None)):
+        if path:
+            check_writable(path)
+    if getattr(args, "plot", None):
+        from .report import require_matplotlib
+
+        require_matplotlib()
+    if args.batch_size is not None and args.batch_size < 1:
+        raise IRCError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
         if _is_artifact(args.model):
             from .program import load_program
 
             prog = load_program(args.model)
+            _refuse_compile_flags(args, prog)
+            _check_runnable(prog.target)
             how = "artifact"
         else:
+            _check_runnable(args.target or "numpy")
             prog = _compile(args.model, args)
             how = "compiled on the fly"
+        if args.timesteps and not getattr(prog, "spiking", False):
+            raise IRCError(f"--timesteps applies to spiking programs; this one is a {prog.target} program",
+                           hint="compile it for spike-numpy or spike-llvm (with --calibration)")
         source = open_source(args.input, prog.graph.inputs, args.labels)
+        if source.samples == 0:
+            raise IRCError("the input holds no samples", file=args.input)
         print(f"model: {args.model} ({how}), target: {prog.target}, samples: {source.samples}")
-        for path in (args.output, getattr(args, "plot", None)):
-            if path:
-                _check_writable(path)
         with _cluster(args, client) as cluster:
             if cluster is not None:
                 print(f"dask: {distributed.describe(cluster)}")
@@ -178,10 +212,16 @@ def _cluster(args: argparse.Namespace, client):
     return nullcontext(client)
 
 
-def _check_writable(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
+def check_writable(path: str) -> None:
+    """An output path irc can write: checked before any long work, so a typo costs nothing."""
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise IRCError("is a folder; give a file name to write", file=path)
     if not os.path.isdir(folder):
-        raise IRCError("the folder to write it in does not exist", file=path)
+        raise IRCError("the folder to write it in does not exist", file=path, hint=f"create it: mkdir -p {folder}")
+    if not os.access(folder, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise IRCError("cannot write here (permission denied)", file=path)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -235,7 +275,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------- parser
 def _add_target_flags(p: argparse.ArgumentParser, default_target: str) -> None:
-    p.add_argument("--target", "-t", default=default_target, help=f"target (default {default_target}; see `irc targets`)")
+    p.add_argument("--target", "-t", help=f"target (default {default_target}; see `irc targets`)")
     p.add_argument("--weights", help="directory of weight files (N2D2 INI models)")
     p.add_argument("--calibration", help=".npy/.npz of calibration inputs (spiking targets)")
     p.add_argument("--timesteps", help="timesteps (run: a comma-separated list gives accuracy against timesteps)")
@@ -293,9 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """irc's own warnings as one line each; others as Python prints them."""
+    from .errors import IRCWarning
+
+    if issubclass(category, IRCWarning):
+        print(f"irc: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(_python_showwarning_format(message, category, filename, lineno, line))
+
+
+def _python_showwarning_format(message, category, filename, lineno, line) -> str:
+    import warnings
+
+    return warnings.formatwarning(message, category, filename, lineno, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except IRCError as e:

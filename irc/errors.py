@@ -55,3 +55,14 @@ class UnsupportedError(IRCError):
 
 class VerifyError(IRCError):
     """The IR broke one of its invariants (a bug in a pass or a hand-edited IR)."""
+
+
+class IRCWarning(UserWarning):
+    """Something irc did on the user's behalf that they should know about (a cast, an ignored value)."""
+
+
+def warn(message: str) -> None:
+    """Issue an IRCWarning (the CLI prints it as one ``irc: warning:`` line)."""
+    import warnings
+
+    warnings.warn(message, IRCWarning, stacklevel=3)

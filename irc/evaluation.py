@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import IRCError
+from .options import MAX_TIMESTEPS
 from .stream import InMemory, IterableSource, Source, Column, open_source
 
 IO_BATCH_BYTES = 64 << 20    # at most this much input per batch
@@ -320,8 +321,8 @@ def _checkpoints(prog, timesteps) -> list[int] | None:
         out = sorted({int(t) for t in values})
     except (TypeError, ValueError):
         raise IRCError(f"timesteps must be positive integers, got {timesteps!r}") from None
-    if not out or out[0] < 1:
-        raise IRCError(f"timesteps must be positive integers, got {timesteps!r}")
+    if not out or out[0] < 1 or out[-1] > MAX_TIMESTEPS:
+        raise IRCError(f"timesteps must be integers from 1 to {MAX_TIMESTEPS:,}, got {timesteps!r}")
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import IRCError
+from .stream import check_dtype, shape_error
 from .graph import Graph
 from .types import BATCH
 
@@ -38,9 +39,8 @@ def bind_inputs(graph: Graph, args: Sequence[Any], kwargs: Mapping[str, Any] | N
         want = v.type.shape
         ok = arr.ndim == len(want) and all(d == BATCH or d == a for d, a in zip(want, arr.shape))
         if not ok:
-            shown = "[" + ", ".join(str(d) for d in want) + "]"
-            raise IRCError(f"input {v.name!r} has shape {list(arr.shape)}, the model expects {shown}",
-                           hint="N is the batch size; the other axes must match (inputs use the source model's layout)")
+            raise shape_error(v, arr.shape, None)
+        check_dtype(v, arr.dtype, None)
         if v.type.has_batch:
             if batch is not None and arr.shape[0] != batch:
                 raise IRCError(f"inputs have different batch sizes ({batch} and {arr.shape[0]})")

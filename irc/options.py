@@ -20,6 +20,22 @@ from .errors import IRCError
 
 KINDS = ("int", "float", "str", "bool", "array", "any")
 
+MAX_TIMESTEPS = 100_000
+"""Longest run a spiking program accepts (a guard against a typo or a tampered artifact, not a limit of the
+semantics)."""
+
+
+def parse_timesteps(text: str, flag: str = "--timesteps") -> list[int]:
+    """A comma-separated list of timesteps (``2,4,8``): positive integers up to MAX_TIMESTEPS, no empty items."""
+    items = [v.strip() for v in str(text).split(",")]
+    try:
+        values = [int(v) for v in items]
+    except ValueError:
+        raise IRCError(f"{flag} takes positive integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1 or max(values) > MAX_TIMESTEPS:
+        raise IRCError(f"{flag} takes integers from 1 to {MAX_TIMESTEPS:,} separated by commas, got {text!r}")
+    return values
+
 
 @dataclass(frozen=True)
 class Option:

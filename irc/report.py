@@ -4,13 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .errors import IRCError
-
-
-def _int_list(text: str) -> list[int]:
-    values = [int(v) for v in str(text).split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise IRCError(f"--timesteps takes positive integers separated by commas, got {text!r}")
-    return values
+from .options import parse_timesteps
 
 
 def print_cluster_notes(result) -> None:
@@ -26,7 +20,7 @@ def run_spiking(prog, source, args: argparse.Namespace, client=None) -> int:
     """Stream ``source`` through ``prog`` (and its analog network, batch by batch) and print the table."""
     from .evaluation import evaluate
 
-    steps = _int_list(args.timesteps) if args.timesteps else [int(prog.options["timesteps"])]
+    steps = parse_timesteps(args.timesteps) if args.timesteps else [int(prog.options["timesteps"])]
     compare = not getattr(args, "no_analog", False) and "analog" in prog.companions
     result = evaluate(prog, source, timesteps=steps, batch_size=args.batch_size, client=client,
                       compare_analog=compare, scores_path=getattr(args, "output", None),
@@ -80,8 +74,8 @@ def run_spiking(prog, source, args: argparse.Namespace, client=None) -> int:
     return 0
 
 
-def plot(result, path: str) -> None:
-    """Accuracy (or agreement with the analog network) against timesteps, and firing rate per layer."""
+def require_matplotlib():
+    """pyplot (headless), or one IRCError saying how to install it (checked before a run that will plot)."""
     try:
         import matplotlib
 
@@ -89,6 +83,12 @@ def plot(result, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise IRCError("--plot needs matplotlib", hint="pip install 'irc-compiler[plot]'") from None
+    return plt
+
+
+def plot(result, path: str) -> None:
+    """Accuracy (or agreement with the analog network) against timesteps, and firing rate per layer."""
+    plt = require_matplotlib()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ts = [p.timesteps for p in result.points]
     if result.points[0].accuracy is not None:

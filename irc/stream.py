@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .data import INPUT_KEYS, LABEL_KEYS
-from .errors import IRCError
+from .errors import IRCError, warn
 from .graph import Value
 from .types import BATCH
 
@@ -296,12 +296,30 @@ def check_input(value: Value, shape: Sequence[int], dtype: np.dtype, where: str)
     else:  # a fixed leading axis: the data is fed in chunks of exactly that many rows
         ok = ok and tuple(shape[1:]) == tuple(want[1:])
     if not ok:
-        shown = "[" + ", ".join(str(d) for d in want) + "]"
-        raise IRCError(f"input {value.name!r} has shape {list(shape)}, the model expects {shown}", file=where,
-                       hint="N is the batch size; the other axes must match (inputs use the source model's layout)")
-    if np.dtype(dtype).kind not in "biuf":
-        raise IRCError(f"input {value.name!r} has element type {np.dtype(dtype)}; irc reads numeric arrays",
-                       file=where)
+        raise shape_error(value, shape, where)
+    check_dtype(value, dtype, where)
+
+
+def shape_error(value: Value, shape: Sequence[int], where: str | None) -> IRCError:
+    """The error for an input of the wrong shape, with a hint that fits the model's batch axis."""
+    want = value.type.shape
+    shown = "[" + ", ".join(str(d) for d in want) + "]"
+    hint = ("N is the batch size; the other axes must match (inputs use the source model's layout)"
+            if value.type.has_batch else
+            f"the model was exported with a fixed batch of {want[0] if want else 'none'}: irc feeds it that many "
+            f"samples at a time, so the other axes must match {list(want[1:])}")
+    return IRCError(f"input {value.name!r} has shape {list(shape)}, the model expects {shown}", file=where, hint=hint)
+
+
+def check_dtype(value: Value, dtype: np.dtype, where: str | None) -> None:
+    """Numeric inputs of another type are cast to the model's (with a warning); anything else is refused."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise IRCError(f"input {value.name!r} has element type {dtype}; irc reads real-valued numeric arrays",
+                       file=where, hint=f"give {value.type.np_dtype} data")
+    if dtype != value.type.np_dtype:
+        warn(f"input {value.name!r} holds {dtype} data; irc casts it to {value.type.np_dtype}, as the model "
+             f"declares (pass {value.type.np_dtype} to avoid the cast)")
 
 
 def open_source(data: Any, input_values: Sequence[Value], labels: Any = None) -> "Source | IterableSource":

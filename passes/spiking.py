@@ -162,7 +162,7 @@ def threshold_mode(graph: Graph, ctx: PassContext) -> str:
         raise IRCError(f"thresholds must be 'auto', 'calibrated' or 'model', got {mode!r}")
     if mode == "model" and "n2d2_spiking" not in graph.meta:
         raise IRCError("thresholds='model' needs a model that carries its own spiking thresholds (an N2D2 INI "
-                       "with a spike configuration)", hint="pass calibration data instead")
+                       "with a spike configuration)", hint="use thresholds='calibrated' (or 'auto') with calibration data")
     return mode
 
 
