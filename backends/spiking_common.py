@@ -54,6 +54,12 @@ SPIKING_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
+    """The conversion of an analog network, run by one pass that skips it for a graph that already spikes."""
+    conversion_passes(options)  # option errors before any pass runs
+    return ["convert_to_spiking"]
+
+
+def conversion_passes(options: Mapping[str, Any]) -> list[str]:
     from irc.passes import FOUNDATION
 
     names = FOUNDATION + ["unfuse_activations", "canonicalize_for_spiking", "drop_final_softmax", "calibrate",
@@ -64,6 +70,30 @@ def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
     elif normalize != "thresholds":
         raise IRCError(f"normalize must be 'thresholds' or 'weights', got {normalize!r}")
     return names + ["fold_pooling"]
+
+
+def is_spiking(graph: Graph) -> bool:
+    """A graph that already has neurons (a NIR import): it runs as it is, without calibration or conversion."""
+    return any(get_op(n.op).spiking for n in graph.nodes)
+
+
+def _convert_to_spiking(graph: Graph, ctx) -> Graph:
+    """The conversion passes (each verified and printed as usual), or nothing for an already spiking graph."""
+    from irc.passes import run_pipeline
+
+    if is_spiking(graph):
+        return graph
+    return run_pipeline(graph, conversion_passes(ctx.options), ctx)
+
+
+def _register() -> None:
+    from irc.passes import PASSES, register_pass
+
+    if "convert_to_spiking" not in PASSES:
+        register_pass("convert_to_spiking")(_convert_to_spiking)
+
+
+_register()
 
 
 class SpikingBackend(Backend):
@@ -180,6 +210,12 @@ class SpikingProgram(Program):
 
             self._analog_program = irc_compile(self.companions["analog"], target="numpy")
         return self._analog_program
+
+    def to_nir(self, path: str | None = None, *, lossy: bool = False, dt: float | None = None):
+        """This program as a ``nir.NIRGraph`` (written to ``path`` if given); see irc.backends.nir_export."""
+        from .nir_export import to_nir
+
+        return to_nir(self, path, lossy=lossy, **({} if dt is None else {"dt": dt}))
 
     def run(self, *inputs, timesteps: int | None = None, batch_size: int | None = None, progress=None, **named):
         """Scores after ``timesteps`` steps (default: the compiled value); sets ``stats``."""
