@@ -289,7 +289,7 @@ class _Reader:
         ins = [x, self.g.add_param(f"{k}.scale", scale.astype(np.float32))]
         if shift is not None and np.any(shift):
             ins.append(self.g.add_param(f"{k}.shift", shift.astype(np.float32)))
-        return self.g.add_node("ScaleShift", ins, name=f"{k}.scale").output
+        return self.g.add_node("ScaleShift", ins, name=f"{self.label(k)}.gain").output
 
     # ------------------------------------------------------------------ nodes
     def op_Affine(self, k, n, x):
