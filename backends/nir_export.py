@@ -133,10 +133,14 @@ class _Writer:
 
     def check_types(self, graph) -> None:
         """Every node's NIR type must be the shape irc computed (a mismatch is a bug in this writer)."""
+        shapes = {n.name: n.outputs[0].type.sample_shape for n in self.graph.nodes}
         for name, n in graph.nodes.items():
-            for t in list(n.input_type.values()) + list(n.output_type.values()):
-                if t is None:
-                    raise AssertionError(f"NIR node {name} has no type")
+            types = list(n.input_type.values()) + list(n.output_type.values())
+            if any(t is None for t in types):
+                raise AssertionError(f"NIR node {name} has no type")
+            irc_name = n.metadata.get("irc_node") if n.metadata else None
+            if irc_name in shapes and [int(d) for d in n.output_type["output"]] != list(shapes[irc_name]):
+                raise AssertionError(f"NIR node {name}: type {n.output_type['output']} != irc's {shapes[irc_name]}")
 
     def op_Encode(self, node: Node) -> None:
         a = node.attrs
