@@ -29,7 +29,6 @@ from .text import parse_graph, print_graph  # noqa: E402
 from .verify import verify  # noqa: E402
 
 
-
 def export_nir(program, path=None, *, lossy: bool = False, dt: float | None = None):
     """Write a spiking program as a NIR graph (``pip install "irc-compiler[nir]"``); returns the nir.NIRGraph."""
     from .backends.nir_export import to_nir

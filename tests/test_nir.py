@@ -9,7 +9,6 @@ tolerance and the predictions exactly (test_digits_in_norse, slow).
 """
 import os
 import sys
-import warnings
 
 import numpy as np
 import pytest
