@@ -156,6 +156,12 @@ class SpikingProgram(Program):
             self._analog_program = irc_compile(self.companions["analog"], target="numpy")
         return self._analog_program
 
+    def to_nir(self, path: str | None = None, *, lossy: bool = False, dt: float | None = None):
+        """This program as a ``nir.NIRGraph`` (written to ``path`` if given); see irc.backends.nir_export."""
+        from .nir_export import to_nir
+
+        return to_nir(self, path, lossy=lossy, **({} if dt is None else {"dt": dt}))
+
     def run(self, *inputs, timesteps: int | None = None, batch_size: int | None = None, progress=None, **named):
         """Scores after ``timesteps`` steps (default: the compiled value); sets ``stats``."""
         point = self.sweep(*inputs, timesteps=[timesteps or int(self.options["timesteps"])],

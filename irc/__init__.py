@@ -29,6 +29,14 @@ from .evaluation import Evaluation, evaluate  # noqa: E402
 from .text import parse_graph, print_graph  # noqa: E402
 from .verify import verify  # noqa: E402
 
-__all__ = ["IRCError", "UnsupportedError", "VerifyError", "Graph", "Node", "Value", "BATCH", "Domain",
-           "TensorType", "compile", "load", "Program", "load_program", "evaluate", "Evaluation", "parse_graph",
+
+def export_nir(program, path=None, *, lossy: bool = False, dt: float | None = None):
+    """Write a spiking program as a NIR graph (``pip install "irc-compiler[nir]"``); returns the nir.NIRGraph."""
+    from .backends.nir_export import to_nir
+
+    return to_nir(program, path, lossy=lossy, **({} if dt is None else {"dt": dt}))
+
+
+__all__ = ["IRCError", "UnsupportedError", "VerifyError", "Graph", "Node", "Value", "BATCH", "Domain", "TensorType",
+           "compile", "load", "Program", "load_program", "evaluate", "Evaluation", "export_nir", "parse_graph",
            "print_graph", "verify", "__version__"]

@@ -85,6 +85,8 @@ def _load_model(path: str, args: argparse.Namespace):
     kwargs = {}
     if getattr(args, "weights", None):
         kwargs["weights"] = args.weights
+    if getattr(args, "dt", None) is not None and path.lower().endswith(".nir"):
+        kwargs["dt"] = args.dt
     return load(path, **kwargs)
 
 
@@ -107,6 +109,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         with open(out, "w") as f:
             f.write(print_graph(prog.graph))
         print(f"wrote {out} (IR after the {prog.target} pipeline)")
+    elif args.emit == "nir":
+        from .backends.nir_export import to_nir
+
+        to_nir(prog, out, lossy=args.lossy, **({} if args.dt is None else {"dt": args.dt}))
+        print(f"wrote {out} (NIR graph of the {prog.target} program)")
     elif args.emit == "source":
         if prog.source is None:
             raise IRCError(f"target {prog.target!r} generates no source")
@@ -286,6 +293,7 @@ def _add_target_flags(p: argparse.ArgumentParser, default_target: str) -> None:
     p.add_argument("--per-layer", dest="per_channel", action="store_false", help="one threshold per layer (spiking)")
     p.add_argument("--terminate-delta", type=float, help="early decision margin in spikes (spiking; 0 = off)")
     p.add_argument("--seed", type=int, help="seed of random encodings (spiking)")
+    p.add_argument("--dt", type=float, help="NIR files (read or written): seconds per step (default 1e-4)")
     p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE", help="any other target option")
     p.add_argument("--print-ir", action="store_true", help="print the IR after each pass (stderr)")
 
@@ -299,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a model into a program artifact, IR text or source")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--emit", choices=["program", "ir", "source"], default="program")
+    p.add_argument("--emit", choices=["program", "ir", "source", "nir"], default="program")
+    p.add_argument("--lossy", action="store_true",
+                   help="--emit nir: write what NIR cannot say exactly anyway, with a warning listing the changes")
     _add_target_flags(p, "numpy")
     p.set_defaults(func=cmd_compile)
 

@@ -17,6 +17,7 @@ FRONTENDS: dict[str, str] = {
     ".keras": "irc.frontends.keras:load",
     ".h5": "irc.frontends.keras:load",
     ".hdf5": "irc.frontends.keras:load",
+    ".nir": "irc.frontends.nir_import:load",
 }
 
 TARGETS: dict[str, str] = {
