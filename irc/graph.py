@@ -42,6 +42,11 @@ class Value:
     def users(self) -> list[tuple["Node", int]]:
         return list(self.uses.values())
 
+    @property
+    def shape(self) -> tuple:
+        """The value's shape (``type.shape``; the batch axis may be the symbol 'N')."""
+        return self.type.shape
+
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"
 
