@@ -1,0 +1,225 @@
+"""Channels-last convolution kernels for the numpy target, written as LLVM IR and JIT-compiled with llvmlite.
+
+Numpy has no fused multiply-add: a depthwise convolution in numpy makes two full
+passes over its output per kernel tap.  These kernels keep a block of channels
+in vector registers, add every tap into it with one FMA each, clamp (ReLU,
+ReLU6, Clip) and store once.  The geometry is a runtime argument, so one
+compiled object (cached on disk by :mod:`irc.backends.llvm.jit`) serves every
+layer.  The work is split over output rows (batch x height), each part a ctypes
+call in its own Python thread (ctypes releases the GIL).
+
+Layouts: x (N, H, W, C), y (N, OH, OW, M), contiguous float32.
+
+* ``depthwise``: one input channel per group (M = C * multiplier, weight
+  (KH, KW, M)); vectorised over the output channels.
+* ``grouped``: cg input channels per group, mg outputs each (weight
+  (KH, KW, cg, M)); each input value is broadcast against the group's outputs,
+  vectorised over them.  A dense convolution is the one-group case.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import llvmlite.ir as ir
+import numpy as np
+
+from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX
+
+from .emit import F32, I64, Function, i64
+
+VEC = 8  # floats per AVX2 register; LLVM legalises the vector type on narrower targets
+V8 = ir.VectorType(F32, VEC)
+GEOMETRY = ("H", "W", "C", "OH", "OW", "M", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL", "CG", "MG")
+"""The i64 fields of the geometry array every kernel reads, in order."""
+
+
+class _Emitter:
+    """One conv kernel function: its arguments, the geometry loaded once, and vector helpers."""
+
+    def __init__(self, module: ir.Module, name: str):
+        ptr = F32.as_pointer()
+        self.f = Function(module, name, [ptr, ptr, ptr, ptr, I64.as_pointer(), F32, F32, I64, I64],
+                          ["x", "w", "b", "y", "geom", "lo", "hi", "row0", "row1"])
+        self.b = self.f.b
+        geom = self.f.args["geom"]
+        self.g = {k: self.f.entry.load(self.f.entry.gep(geom, [i64(i)]), name=k) for i, k in enumerate(GEOMETRY)}
+        self.fma_v = _intrinsic(module, "llvm.fma.v8f32", V8, 3)
+        self.fma_s = _intrinsic(module, "llvm.fma.f32", F32, 3)
+        self.lo, self.hi = self.f.args["lo"], self.f.args["hi"]
+
+    def vload(self, base, index):
+        p = self.b.bitcast(self.b.gep(base, [index], inbounds=True), V8.as_pointer())
+        return self.b.load(p, align=4)
+
+    def vstore(self, value, base, index) -> None:
+        p = self.b.bitcast(self.b.gep(base, [index], inbounds=True), V8.as_pointer())
+        self.b.store(value, p, align=4)
+
+    def splat(self, scalar):
+        vec = ir.Constant(V8, ir.Undefined)
+        vec = self.b.insert_element(vec, scalar, ir.Constant(I64, 0))
+        return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), VEC), [0] * VEC))
+
+    def clamp(self, v, lo, hi):
+        """min(max(v, lo), hi) with NaN passing through, as numpy's maximum/clip do."""
+        v = self.b.select(self.b.fcmp_ordered("<", v, lo), lo, v)
+        return self.b.select(self.b.fcmp_ordered(">", v, hi), hi, v)
+
+    def inside(self, index, size):
+        """0 <= index < size, as one unsigned compare."""
+        return self.b.icmp_unsigned("<", index, size)
+
+    def rows(self):
+        """for r in [row0, row1): yields (n, oh) of output row r."""
+        return self.f.loop(self.f.args["row0"], self.f.args["row1"], "row")
+
+    def taps(self, n, oh, ow, body) -> None:
+        """Call body(x_pixel_offset, tap_index) for every kernel tap that lands inside the input."""
+        g, b = self.g, self.b
+        with self.f.loop(0, g["KH"], "i") as i:
+            ih = b.add(b.sub(b.mul(oh, g["SH"]), g["PT"]), b.mul(i, g["DH"]))
+            with self.f.when(self.inside(ih, g["H"])):
+                with self.f.loop(0, g["KW"], "j") as j:
+                    iw = b.add(b.sub(b.mul(ow, g["SW"]), g["PL"]), b.mul(j, g["DW"]))
+                    with self.f.when(self.inside(iw, g["W"])):
+                        pixel = b.mul(b.add(b.mul(b.add(b.mul(n, g["H"]), ih), g["W"]), iw), g["C"])
+                        body(pixel, b.add(b.mul(i, g["KW"]), j))
+
+
+def _intrinsic(module: ir.Module, name: str, ty, arity: int) -> ir.Function:
+    return ir.Function(module, ir.FunctionType(ty, [ty] * arity), name)
+
+
+def _emit_depthwise(module: ir.Module) -> None:
+    """y[n,oh,ow,m] = b[m] + sum_taps x[n,ih,iw,m // MG] * w[i,j,m]; blocks of 4, then 1 vector, then scalars."""
+    e = _Emitter(module, "depthwise")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    lo_v, hi_v = e.splat(e.lo), e.splat(e.hi)
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        with f.loop(0, g["OW"], "ow") as ow:
+            out = b.mul(b.add(b.mul(r, g["OW"]), ow), g["M"])
+
+            def block(c, width: int) -> None:
+                accs = [f.var(V8, "acc") for _ in range(width)]
+                for k, acc in enumerate(accs):
+                    b.store(e.vload(bias, b.add(c, i64(k * VEC))), acc)
+
+                def tap(pixel, t) -> None:
+                    for k, acc in enumerate(accs):
+                        ch = b.add(c, i64(k * VEC))
+                        xv = e.vload(x, b.add(pixel, ch))
+                        wv = e.vload(w, b.add(b.mul(t, g["M"]), ch))
+                        b.store(b.call(e.fma_v, [xv, wv, b.load(acc)]), acc)
+                e.taps(n, oh, ow, tap)
+                for k, acc in enumerate(accs):
+                    e.vstore(e.clamp(b.load(acc), lo_v, hi_v), y, b.add(out, b.add(c, i64(k * VEC))))
+
+            # vector blocks read input channel m for output m: only without a channel multiplier
+            vectors = b.select(b.icmp_signed("==", g["MG"], i64(1)), g["M"], i64(0))
+            wide = b.sdiv(vectors, i64(4 * VEC))
+            with f.loop(0, wide, "c4") as q:
+                block(b.mul(q, i64(4 * VEC)), 4)
+            done4 = b.mul(wide, i64(4 * VEC))
+            single = b.sdiv(b.sub(vectors, done4), i64(VEC))
+            with f.loop(0, single, "c1") as q:
+                block(b.add(done4, b.mul(q, i64(VEC))), 1)
+            done1 = b.add(done4, b.mul(single, i64(VEC)))
+            with f.loop(done1, g["M"], "cs") as c:
+                acc = f.var(F32, "acc_s")
+                b.store(b.load(b.gep(bias, [c])), acc)
+                # depthwise with a multiplier: output m reads input channel m // MG
+                cin = b.sdiv(c, g["MG"])
+
+                def tap_s(pixel, t) -> None:
+                    xv = b.load(b.gep(x, [b.add(pixel, cin)]))
+                    wv = b.load(b.gep(w, [b.add(b.mul(t, g["M"]), c)]))
+                    b.store(b.call(e.fma_s, [xv, wv, b.load(acc)]), acc)
+                e.taps(n, oh, ow, tap_s)
+                b.store(e.clamp(b.load(acc), e.lo, e.hi), b.gep(y, [b.add(out, c)]))
+    f.finish()
+
+
+def _module_ir() -> str:
+    import llvmlite.binding as llvm
+
+    module = ir.Module("irc_conv_kernels")
+    module.triple = llvm.get_process_triple()
+    _emit_depthwise(module)
+    return str(module)
+
+
+_COMPILE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _compiled():
+    from .jit import compile_cached
+
+    return compile_cached(_module_ir())
+
+
+@functools.cache
+def _function(name: str):
+    with _COMPILE_LOCK:
+        fn = _compiled().function(name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
+    return fn
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="irc-conv")
+
+
+def threads() -> int:
+    return os.cpu_count() or 1
+
+
+def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: np.ndarray,
+             lo: float, hi: float, min_rows_per_thread: int = 8) -> np.ndarray:
+    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread."""
+    fn = _function(name)
+    rows = y.shape[0] * y.shape[1]
+    ptrs = [a.ctypes.data for a in (x, w, b, y, geom)]
+    parts = max(1, min(threads(), rows // min_rows_per_thread))
+    if threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
+        parts = 1  # already one of the threads a batch is split over
+    if parts == 1:
+        fn(*ptrs, lo, hi, 0, rows)
+        return y
+    bounds = [rows * k // parts for k in range(parts + 1)]
+    futures = [_pool().submit(fn, *ptrs, lo, hi, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    fn(*ptrs, lo, hi, bounds[0], bounds[1])
+    for fut in futures:
+        fut.result()
+    return y
+
+
+# ------------------------------------------------------------- numpy-facing calls
+def _clamp(activation: str, params) -> tuple[float, float, bool]:
+    """The fused activation as a clamp the kernel applies (lo, hi), and whether numpy must still apply it."""
+    if activation == "Relu":
+        return 0.0, np.inf, False
+    if activation == "Clip":
+        return float(params[0]), float(params[1]), False
+    return -np.inf, np.inf, bool(activation)
+
+
+def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=()):
+    """kernels_nhwc.conv_depthwise's arguments and result, computed by the JIT kernel (float32)."""
+    from irc.ops.kernels import _activate
+
+    x = np.ascontiguousarray(x, np.float32)
+    n, h, wd, c = x.shape
+    m = w.shape[-1]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, m), np.float32)
+    geom = np.array([h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c], np.int64)
+    lo, hi, rest = _clamp(activation, activation_params)
+    run_rows("depthwise", x, w, b, y, geom, lo, hi)
+    return _activate(y, activation, activation_params) if rest else y

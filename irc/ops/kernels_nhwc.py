@@ -1,0 +1,275 @@
+"""Channels-last numpy kernels: the numpy target's fast formulations of the ops in kernels.py.
+
+kernels.py is the reference semantics (NCHW).  The numpy target keeps 4-d
+activations channels-last (N, H, W, C) between layers instead, because then a
+pointwise convolution is one GEMM over every pixel, a depthwise tap is a
+multiply-add over contiguous rows of W*C values, and im2col reads runs of
+KW*C contiguous values.  Which kernel a layer calls is decided at compile time
+from its shapes (irc.backends.numpy_lowering) and weights arrive already
+packed in the layout each kernel reads, in the activations' dtype.  Like
+kernels.py this module needs numpy only: the numpy backend embeds it, after
+kernels.py, in every program it generates.
+
+Scratch buffers (padded inputs, im2col columns, tap products) are kept between
+calls, one set per thread: a padded buffer's border is written once, so a
+convolution copies its input into the interior and never calls np.pad.
+"""
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+# --- imports: the generated module has these from kernels.py
+from irc.ops.kernels import _activate, _lowest, _pool_slices
+# --- end imports
+
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT = 64
+
+
+def _scratch(role, shape, dtype, fill=None):
+    """A buffer of this role and shape kept between calls (per thread); ``fill`` is written once, at creation.
+
+    Callers only ever write the part of a filled buffer that the fill does not
+    cover (a padded buffer's interior), so the key holds everything that
+    decides which part that is.
+    """
+    cache = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (role, tuple(shape), np.dtype(dtype).str, fill)
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) >= _SCRATCH_LIMIT:
+            cache.clear()
+        buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+        cache[key] = buf
+    return buf
+
+
+def to_nhwc(x):
+    """(N, C, H, W) -> (N, H, W, C), contiguous."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def to_nchw(x):
+    """(N, H, W, C) -> (N, C, H, W), contiguous."""
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _padded(x, pads, size, fill=0.0):
+    """x (N, H, W, C) inside a (N, *size, C) buffer whose border holds ``fill``; x itself when nothing pads."""
+    n, h, w, c = x.shape
+    top, left = pads[0], pads[1]
+    if (h, w) == tuple(size) and top == left == 0:
+        return np.ascontiguousarray(x)
+    buf = _scratch(("pad", top, left, h, w), (n, size[0], size[1], c), x.dtype, fill)
+    buf[:, top:top + h, left:left + w] = x
+    return buf
+
+
+def _padded_size(x, kernel, strides, pads, dilations, out_dims):
+    """Rows and columns a padded input needs: its pads, and more at the end for ceil-mode windows."""
+    return tuple(max(x.shape[1 + i] + pads[i] + pads[2 + i], (out_dims[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1)
+                 for i in range(2))
+
+
+def _finish(y, b, activation, activation_params):
+    if b is not None:
+        np.add(y, b, out=y)
+    return _activate(y, activation, activation_params)
+
+
+# ---------------------------------------------------------------- convolutions
+def conv_pointwise(x, w, b=None, *, strides, activation="", activation_params=()):
+    """1x1 convolution (no padding) as one GEMM over all pixels: (N*H*W, C) @ w (C, M)."""
+    if strides != [1, 1]:
+        x = x[:, ::strides[0], ::strides[1]]
+    n, h, wd, c = x.shape
+    y = np.empty((n, h, wd, w.shape[1]), x.dtype)
+    np.matmul(x.reshape(n * h * wd, c), w, out=y.reshape(n * h * wd, w.shape[1]))
+    return _finish(y, b, activation, activation_params)
+
+
+def conv_im2col(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=()):
+    """Convolution as one GEMM: columns (N*OH*OW, KH*KW*C) @ w (KH*KW*C, M).
+
+    The columns are copied from a strided view of the padded input; without
+    dilation along W one kernel row of one pixel (KW*C values) is contiguous
+    in the input, so the copy moves runs of KW*C.
+    """
+    n, _, _, c = x.shape
+    kh, kw = kernel
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
+    xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
+    s3 = xp.itemsize  # from the shape: numpy may give size-1 axes of a contiguous array any stride
+    s2 = c * s3
+    s1 = xp.shape[2] * s2
+    s0 = xp.shape[1] * s1
+    if dw == 1:
+        view = as_strided(xp, (n, oh, ow, kh, kw * c), (s0, s1 * sh, s2 * sw, s1 * dh, s3), writeable=False)
+    else:
+        view = as_strided(xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
+    cols = _scratch("cols", view.shape, x.dtype)
+    np.copyto(cols, view)
+    y = np.empty((n, oh, ow, w.shape[1]), x.dtype)
+    np.matmul(cols.reshape(n * oh * ow, kh * kw * c), w, out=y.reshape(n * oh * ow, w.shape[1]))
+    return _finish(y, b, activation, activation_params)
+
+
+def _tap_planes(xp, kernel, strides, dilations, out_dims):
+    """For each kernel tap, the (N, OH, OW, C) view of the padded input it multiplies.
+
+    A strided convolution reads every s-th pixel; its taps come from the
+    stride phase planes (xp[:, p::sh, q::sw], copied contiguous once), where
+    each tap is a plain window whose rows are contiguous runs of OW*C values.
+    """
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
+    planes = {}
+    views = []
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            r, q = i * dh, j * dw
+            if sh == sw == 1:
+                views.append(xp[:, r:r + oh, q:q + ow])
+                continue
+            phase = (r % sh, q % sw)
+            if phase not in planes:
+                planes[phase] = np.ascontiguousarray(xp[:, phase[0]::sh, phase[1]::sw])
+            views.append(planes[phase][:, r // sh:r // sh + oh, q // sw:q // sw + ow])
+    return views
+
+
+def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="",
+                   activation_params=()):
+    """Depthwise convolution (one input channel per group), tap by tap over channels-last rows.
+
+    w is (KH, KW, M) with M = C * multiplier.  Each tap multiplies a window
+    of the padded input by its channel weights and adds it in place; the batch
+    goes through in chunks small enough that the running sum stays in cache.
+    """
+    n, _, _, c = x.shape
+    m = w.shape[-1]
+    if m != c:
+        x = np.repeat(x, m // c, axis=3)  # output channel k reads input channel k // multiplier
+    xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
+    views = _tap_planes(xp, kernel, strides, dilations, out_dims)
+    taps = w.reshape(-1, m)
+    y = np.empty((n,) + tuple(out_dims) + (m,), x.dtype)
+    per_sample = max(1, y[0].size)
+    chunk = max(1, 32768 // per_sample)
+    tmp = _scratch("dw", (min(chunk, n),) + y.shape[1:], x.dtype)
+    for start in range(0, n, chunk):
+        part = y[start:start + chunk]
+        t = tmp[:len(part)]
+        np.multiply(views[0][start:start + chunk], taps[0], out=part)
+        for view, tap in zip(views[1:], taps[1:]):
+            np.multiply(view[start:start + chunk], tap, out=t)
+            np.add(part, t, out=part)
+    return _finish(y, b, activation, activation_params)
+
+
+# ------------------------------------------------------------------ pooling
+def max_pool_nhwc(x, *, kernel, strides, pads, dilations, out_dims):
+    xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims), _lowest(x.dtype))
+    views = _tap_planes(xp, kernel, strides, dilations, out_dims)
+    y = views[0].copy()
+    for view in views[1:]:
+        np.maximum(y, view, out=y)
+    return y
+
+
+def avg_pool_nhwc(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
+    xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
+    views = _tap_planes(xp, kernel, strides, dilations, out_dims)
+    y = views[0].copy()
+    for view in views[1:]:
+        np.add(y, view, out=y)
+    divisor = _divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims, count_include_pad)
+    if np.all(divisor == divisor.flat[0]):
+        return np.multiply(y, np.asarray(1.0 / divisor.flat[0], y.dtype), out=y)
+    return np.divide(y, divisor[None, :, :, None].astype(y.dtype), out=y)
+
+
+def _divisors(size, kernel, strides, pads, dilations, out_dims, count_include_pad):
+    """Per output position, how many inputs an average divides by (kernels.avg_pool's rule)."""
+    ones = np.ones(size, np.float32)
+    if count_include_pad:
+        ones = np.pad(ones, [(pads[0], pads[2]), (pads[1], pads[3])], constant_values=1.0)
+        pads = [0, 0, 0, 0]
+    return np.maximum(sum(_pool_slices(ones, kernel, strides, pads, dilations, out_dims, 0.0)), 1)
+
+
+def global_avg_pool_nhwc(x):
+    """(N, H, W, C) -> (N, 1, 1, C), the mean over pixels as one product with a ones vector per sample."""
+    n, h, w, c = x.shape
+    ones = np.full((1, h * w), 1.0 / (h * w), x.dtype)
+    return np.matmul(ones, x.reshape(n, h * w, c)).reshape(n, 1, 1, c)
+
+
+def global_max_pool_nhwc(x):
+    return x.max(axis=(1, 2), keepdims=True)
+
+
+# ------------------------------------------------------- per-channel and merges
+def scale_shift_nhwc(x, scale, shift=None, *, activation="", activation_params=()):
+    """x * scale + shift along the last (channel) axis; also an unfused BatchNorm, its factors packed."""
+    y = np.multiply(x, scale)
+    return _finish(y, shift, activation, activation_params)
+
+
+def add_into(a, b, *, activation="", activation_params=()):
+    """a + b written over a (a value nothing reads afterwards)."""
+    return _activate(np.add(a, b, out=a), activation, activation_params)
+
+
+# ------------------------------------------------------------------ threads
+BATCH_THREAD_PREFIX = "irc-batch"
+"""Worker threads running a chunk of the batch are named so: kernels inside them do not split work again."""
+
+_POOL = []
+_BLAS = []
+
+
+def _blas_controller():
+    """threadpoolctl's controller for the BLAS numpy uses, if threadpoolctl is installed (else None)."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # not installed, or a BLAS it cannot drive: BLAS keeps its own threads
+            _BLAS.append([])
+    return _BLAS[0]
+
+
+class single_threaded_blas:
+    """BLAS calls on one thread each while the network runs: the batch is split over threads instead.
+
+    A multithreaded BLAS wakes its threads for every small GEMM; on a busy
+    machine each wake-up can cost a scheduler time slice.
+    """
+
+    def __enter__(self):
+        self.saved = [(lib, lib.get_num_threads()) for lib in _blas_controller()]
+        for lib, _ in self.saved:
+            lib.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            lib.set_num_threads(n)
+
+
+def run_in_threads(fn, W, inputs, threads, min_rows):
+    """fn(W, *inputs) with the batch split into up to ``threads`` chunks of at least ``min_rows`` rows,
+    each in its own thread (numpy and BLAS release the GIL); the outputs joined along the batch axis."""
+    n = len(inputs[0])
+    parts = max(1, min(threads, n // max(min_rows, 1)))
+    if parts == 1:
+        return fn(W, *inputs)
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BATCH_THREAD_PREFIX))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    futures = [_POOL[0].submit(fn, W, *[x[bounds[k]:bounds[k + 1]] for x in inputs]) for k in range(parts)]
+    results = [f.result() for f in futures]
+    return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
