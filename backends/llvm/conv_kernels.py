@@ -91,6 +91,8 @@ class _Emitter:
 
 
 def _intrinsic(module: ir.Module, name: str, ty, arity: int) -> ir.Function:
+    if name in module.globals:
+        return module.globals[name]
     return ir.Function(module, ir.FunctionType(ty, [ty] * arity), name)
 
 
@@ -145,12 +147,81 @@ def _emit_depthwise(module: ir.Module) -> None:
     f.finish()
 
 
+def _emit_direct(module: ir.Module) -> None:
+    """A dense convolution over a pre-padded input: y[n,oh,ow,m] = b[m] + sum_{i,j,c} x[n,ih,iw,c] w[i,j,c,m].
+
+    w is (KH, KW, C, MP) with MP = M rounded up to whole vectors (zeros past
+    M).  A tile of 4 output pixels x 2 vectors of output channels stays in 8
+    registers; per input channel and tap it takes 2 weight vectors and 4
+    broadcast inputs.  Tails: 1 pixel, 1 vector, lanes stored one by one.
+    """
+    e = _Emitter(module, "direct")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    lo_v, hi_v = e.splat(e.lo), e.splat(e.hi)
+    mp = b.mul(b.sdiv(b.add(g["M"], i64(VEC - 1)), i64(VEC)), i64(VEC))
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+
+        def tile(ow0, pixels: int, m0, vectors: int) -> None:
+            accs = [[f.var(V8, "acc") for _ in range(vectors)] for _ in range(pixels)]
+            for v in range(vectors):
+                bv = e.vload(bias, b.add(m0, i64(v * VEC)))
+                for t in range(pixels):
+                    b.store(bv, accs[t][v])
+            with f.loop(0, g["KH"], "i") as i:
+                ih = b.add(b.mul(oh, g["SH"]), b.mul(i, g["DH"]))
+                row = b.mul(b.add(b.mul(n, g["H"]), ih), g["W"])
+                with f.loop(0, g["KW"], "j") as j:
+                    px = [b.mul(b.add(row, b.add(b.mul(b.add(ow0, i64(t)), g["SW"]), b.mul(j, g["DW"]))), g["C"])
+                          for t in range(pixels)]
+                    pw = b.add(b.mul(b.mul(b.add(b.mul(i, g["KW"]), j), g["CG"]), mp), m0)
+                    # CG values from each pixel on: its C channels, or (KW = 1) a whole kernel row of them
+                    with f.loop(0, g["CG"], "c") as c:
+                        wrow = b.add(pw, b.mul(c, mp))
+                        wv = [e.vload(w, b.add(wrow, i64(v * VEC))) for v in range(vectors)]
+                        for t in range(pixels):
+                            xs = e.splat(b.load(b.gep(x, [b.add(px[t], c)], inbounds=True)))
+                            for v in range(vectors):
+                                b.store(b.call(e.fma_v, [xs, wv[v], b.load(accs[t][v])]), accs[t][v])
+            for t in range(pixels):
+                out = b.mul(b.add(b.mul(r, g["OW"]), b.add(ow0, i64(t))), g["M"])
+                for v in range(vectors):
+                    value = e.clamp(b.load(accs[t][v]), lo_v, hi_v)
+                    m = b.add(m0, i64(v * VEC))
+                    whole = b.icmp_signed("<=", b.add(m, i64(VEC)), g["M"])
+                    with b.if_else(whole) as (full, part):
+                        with full:
+                            e.vstore(value, y, b.add(out, m))
+                        with part:
+                            for lane in range(VEC):
+                                inside = b.icmp_signed("<", b.add(m, i64(lane)), g["M"])
+                                with b.if_then(inside):
+                                    b.store(b.extract_element(value, i64(lane)),
+                                            b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
+
+        def channel_blocks(ow0, pixels: int) -> None:
+            pairs = b.sdiv(mp, i64(2 * VEC))
+            with f.loop(0, pairs, "mb2") as q:
+                tile(ow0, pixels, b.mul(q, i64(2 * VEC)), 2)
+            with f.loop(b.mul(pairs, i64(2)), b.sdiv(mp, i64(VEC)), "mb1") as q:
+                tile(ow0, pixels, b.mul(q, i64(VEC)), 1)
+
+        quads = b.sdiv(g["OW"], i64(4))
+        with f.loop(0, quads, "ow4") as q:
+            channel_blocks(b.mul(q, i64(4)), 4)
+        with f.loop(b.mul(quads, i64(4)), g["OW"], "ow1") as ow:
+            channel_blocks(ow, 1)
+    f.finish()
+
+
 def _module_ir() -> str:
     import llvmlite.binding as llvm
 
     module = ir.Module("irc_conv_kernels")
     module.triple = llvm.get_process_triple()
     _emit_depthwise(module)
+    _emit_direct(module)
     return str(module)
 
 
@@ -180,13 +251,19 @@ def threads() -> int:
     return os.cpu_count() or 1
 
 
+SPLIT_MACS = 64_000_000
+"""Below this many multiply-adds a kernel runs in the calling thread: waking a second thread costs more
+(on a busy machine a woken thread may wait a whole scheduler slice)."""
+
+
 def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: np.ndarray,
-             lo: float, hi: float, min_rows_per_thread: int = 8) -> np.ndarray:
-    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread."""
+             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8) -> np.ndarray:
+    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread when the
+    work (``macs``) is large and the caller is not already one of the batch's threads."""
     fn = _function(name)
     rows = y.shape[0] * y.shape[1]
     ptrs = [a.ctypes.data for a in (x, w, b, y, geom)]
-    parts = max(1, min(threads(), rows // min_rows_per_thread))
+    parts = max(1, min(threads(), rows // min_rows_per_thread)) if macs >= SPLIT_MACS else 1
     if threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
         parts = 1  # already one of the threads a batch is split over
     if parts == 1:
@@ -221,5 +298,34 @@ def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, act
     y = np.empty((n, oh, ow, m), np.float32)
     geom = np.array([h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c], np.int64)
     lo, hi, rest = _clamp(activation, activation_params)
-    run_rows("depthwise", x, w, b, y, geom, lo, hi)
+    run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
+    return _activate(y, activation, activation_params) if rest else y
+
+
+def packed_direct_weight(w: np.ndarray) -> np.ndarray:
+    """An IR weight (M, C, KH, KW) as the direct kernel reads it: (KH, KW, C, MP), zeros past M."""
+    m = w.shape[0]
+    mp = -(-m // VEC) * VEC
+    out = np.zeros(w.shape[2:] + (w.shape[1], mp), np.float32)
+    out[..., :m] = w.transpose(2, 3, 1, 0)
+    return out
+
+
+def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
+                  activation_params=()):
+    """A dense convolution, channels-last, by the JIT kernel: w from packed_direct_weight, b padded like it."""
+    from irc.ops.kernels import _activate
+    from irc.ops.kernels_nhwc import _padded, _padded_size
+
+    xp = _padded(np.ascontiguousarray(x, np.float32), pads,
+                 _padded_size(x, kernel, strides, pads, dilations, out_dims))
+    n, hp, wp, c = xp.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, channels), np.float32)
+    # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
+    row_run = dw == 1
+    geom = np.array([hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
+                     kw * c if row_run else c, channels], np.int64)
+    lo, hi, rest = _clamp(activation, activation_params)
+    run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
     return _activate(y, activation, activation_params) if rest else y

@@ -115,6 +115,15 @@ def conv_im2col(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, act
     return _finish(y, b, activation, activation_params)
 
 
+def conv_direct(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
+                activation_params=()):
+    """The JIT direct kernel's numpy stand-in: w (KH, KW, C, MP) and b (MP) padded past ``channels``."""
+    w = np.ascontiguousarray(w[..., :channels]).reshape(-1, channels)
+    return conv_im2col(x, w, None if b is None else b[:channels], kernel=kernel, strides=strides, pads=pads,
+                       dilations=dilations, out_dims=out_dims, activation=activation,
+                       activation_params=activation_params)
+
+
 def _tap_planes(xp, kernel, strides, dilations, out_dims):
     """For each kernel tap, the (N, OH, OW, C) view of the padded input it multiplies.
 
