@@ -74,7 +74,8 @@ def run(W, {args}, threads=None):
 
 MIN_ROWS_PER_THREAD = 8
 
-JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d"}
+JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_max_pool": "max_pool2d",
+               "jit_avg_pool": "avg_pool2d"}
 
 
 def generate(graph: Graph, kernels: str = "llvm") -> tuple[str, dict[str, np.ndarray]]:

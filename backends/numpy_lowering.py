@@ -37,7 +37,8 @@ KERNEL_MODES = ("llvm", "numpy", "reference")
 NCHW, NHWC = "nchw", "nhwc"
 
 # kernel name -> the JIT kernel's numpy stand-in (same arguments, same packed weights)
-JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct"}
+JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_max_pool": "max_pool_nhwc",
+               "jit_avg_pool": "avg_pool_nhwc"}
 
 
 def check_mode(mode: Any) -> str:
@@ -239,7 +240,11 @@ def lower_pool(L: Lowering, node: Node) -> bool:
         return False
     opdef = get_op(node.op)
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
-    L.call(node, opdef.kernel + "_nhwc", [L.get(node.inputs[0], NHWC)], kwargs, NHWC)
+    if L.mode == "llvm" and node.inputs[0].type.dtype == "f32":
+        L.call(node, "jit_" + opdef.kernel, [L.get(node.inputs[0], NHWC)], kwargs, NHWC,
+               "JIT: taps inside the input, vectorised over channels")
+    else:
+        L.call(node, opdef.kernel + "_nhwc", [L.get(node.inputs[0], NHWC)], kwargs, NHWC)
     return True
 
 

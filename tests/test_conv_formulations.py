@@ -193,3 +193,39 @@ def test_unknown_kernels_option_is_one_clear_error():
     g.outputs = [g.add_node("Relu", [x]).outputs[0]]
     with pytest.raises(irc.IRCError, match="kernels='fast'"):
         irc.compile(g, target="numpy", kernels="fast")
+
+
+@pytest.mark.parametrize("name", ["lenet5_tanh", "vgg_bn_dropout", "resnet_tiny", "separable", "multibranch_concat",
+                                  "pools_ceil_padded", "dilated_strided"])
+def test_networks_in_every_kernel_mode(name):
+    """Channels-last between layers: pooling (ceil mode, padding, count_include_pad), Concat, residual Adds,
+    Flatten into Dense with permuted columns, Pad folded into Conv, against onnxruntime in every mode."""
+    from conftest import onnx_fixture, random_feeds
+
+    path = onnx_fixture(name)
+    graph = irc.load(path)
+    feeds = random_feeds(graph, 5)
+    ref = ort_run(path, feeds)
+    for mode in MODES:
+        got = irc.compile(graph, target="numpy", kernels=mode).run(**feeds)
+        got = got if isinstance(got, list) else [got]
+        for g_, r_ in zip(got, ref):
+            np.testing.assert_allclose(g_, r_, rtol=1e-5, atol=1e-5, err_msg=f"{name} kernels={mode}")
+
+
+def test_unfused_batchnorm_after_a_residual_add(tmp_path):
+    """A BatchNorm no Conv can absorb (after an Add) runs as one channels-last multiply-add."""
+    rng = np.random.default_rng(2)
+    c = 6
+    w = numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.2).astype(np.float32), "w")
+    bn = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in
+          ((rng.uniform(0.5, 1.5, c), "s"), (rng.uniform(-.2, .2, c), "bb"), (rng.uniform(-.5, .5, c), "mu"),
+           (rng.uniform(0.5, 2, c), "var"))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "s", "bb", "mu", "var"], ["y"])]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 7, 7])], [w] + bn)
+    path = str(tmp_path / "bn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    check_against_onnxruntime(path, c, 7, 7, 3, {"numpy": "scale_shift_nhwc", "llvm": "scale_shift_nhwc"})

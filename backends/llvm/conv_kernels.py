@@ -215,6 +215,39 @@ def _emit_direct(module: ir.Module) -> None:
     f.finish()
 
 
+def _emit_pool(module: ir.Module, name: str, is_max: bool) -> None:
+    """Max or average pooling, channels-last: every output row accumulated in place over the taps inside
+    the input (so padding is never read: -inf for max, nothing for the average, whose per-position divisor
+    comes in ``w``); vectorised over channels by LLVM."""
+    e = _Emitter(module, name)
+    f, b, g = e.f, e.b, e.g
+    x, divisor, y = f.args["x"], f.args["w"], f.args["y"]
+    init = ir.Constant(F32, float("-inf") if is_max else 0.0)
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        with f.loop(0, g["OW"], "ow") as ow:
+            out = b.mul(b.add(b.mul(r, g["OW"]), ow), g["C"])
+            with f.loop(0, g["C"], "c0") as c:
+                b.store(init, b.gep(y, [b.add(out, c)], inbounds=True))
+
+            def tap(pixel, t) -> None:
+                with f.loop(0, g["C"], "c") as c:
+                    dst = b.gep(y, [b.add(out, c)], inbounds=True)
+                    xv, yv = b.load(b.gep(x, [b.add(pixel, c)], inbounds=True)), b.load(dst)
+                    if is_max:  # numpy's maximum: a NaN wins
+                        take = b.or_(b.fcmp_unordered("uno", xv, xv), b.fcmp_ordered(">", xv, yv))
+                        b.store(b.select(take, xv, yv), dst)
+                    else:
+                        b.store(b.fadd(yv, xv), dst)
+            e.taps(n, oh, ow, tap)
+            if not is_max:
+                scale = b.fdiv(ir.Constant(F32, 1.0), b.load(b.gep(divisor, [b.add(b.mul(oh, g["OW"]), ow)])))
+                with f.loop(0, g["C"], "c1") as c:
+                    dst = b.gep(y, [b.add(out, c)], inbounds=True)
+                    b.store(b.fmul(b.load(dst), scale), dst)
+    f.finish()
+
+
 def _module_ir() -> str:
     import llvmlite.binding as llvm
 
@@ -222,6 +255,8 @@ def _module_ir() -> str:
     module.triple = llvm.get_process_triple()
     _emit_depthwise(module)
     _emit_direct(module)
+    _emit_pool(module, "max_pool", True)
+    _emit_pool(module, "avg_pool", False)
     return str(module)
 
 
@@ -329,3 +364,28 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
     lo, hi, rest = _clamp(activation, activation_params)
     run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
     return _activate(y, activation, activation_params) if rest else y
+
+
+def _pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
+    x = np.ascontiguousarray(x, np.float32)
+    n, h, wd, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, c), np.float32)
+    geom = np.array([h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1], np.int64)
+    zero = np.zeros(1, np.float32)
+    run_rows(name, x, zero if divisor is None else divisor, zero, y, geom, 0.0, 0.0, y.size * kh * kw)
+    return y
+
+
+def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
+    """kernels_nhwc.max_pool_nhwc by the JIT kernel (float32)."""
+    return _pool("max_pool", x, None, kernel, strides, pads, dilations, out_dims)
+
+
+def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
+    """kernels_nhwc.avg_pool_nhwc by the JIT kernel (float32), with the reference's divisors."""
+    from irc.ops.kernels_nhwc import _divisors
+
+    divisor = np.ascontiguousarray(_divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims,
+                                             count_include_pad), np.float32)
+    return _pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)

@@ -73,32 +73,53 @@ def _padded_size(x, kernel, strides, pads, dilations, out_dims):
 
 
 def _finish(y, b, activation, activation_params):
+    """Bias and activation, written into y (some activations make a new array: copied back)."""
     if b is not None:
         np.add(y, b, out=y)
-    return _activate(y, activation, activation_params)
+    out = _activate(y, activation, activation_params)
+    if out is not y:
+        np.copyto(y, out)
+    return y
 
 
 # ---------------------------------------------------------------- convolutions
+POINTWISE_CHUNK = 1 << 17
+"""Output values per GEMM step of a pointwise convolution: bias and activation follow while it is in cache."""
+
+
 def conv_pointwise(x, w, b=None, *, strides, activation="", activation_params=()):
-    """1x1 convolution (no padding) as one GEMM over all pixels: (N*H*W, C) @ w (C, M)."""
+    """1x1 convolution (no padding) as a GEMM over all pixels, (N*H*W, C) @ w (C, M), in row blocks."""
     if strides != [1, 1]:
         x = x[:, ::strides[0], ::strides[1]]
     n, h, wd, c = x.shape
-    y = np.empty((n, h, wd, w.shape[1]), x.dtype)
-    np.matmul(x.reshape(n * h * wd, c), w, out=y.reshape(n * h * wd, w.shape[1]))
-    return _finish(y, b, activation, activation_params)
+    m = w.shape[1]
+    y = np.empty((n, h, wd, m), x.dtype)
+    rows, out = x.reshape(n * h * wd, c), y.reshape(n * h * wd, m)
+    step = max(512, POINTWISE_CHUNK // max(m, c))
+    for start in range(0, len(rows), step):
+        part = out[start:start + step]
+        np.matmul(rows[start:start + step], w, out=part)
+        _finish(part, b, activation, activation_params)
+    return y
+
+
+IM2COL_CHUNK = 1 << 18
+"""Column values copied and multiplied per step (1 MB of float32): the copy stays in cache for the GEMM."""
 
 
 def conv_im2col(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=()):
-    """Convolution as one GEMM: columns (N*OH*OW, KH*KW*C) @ w (KH*KW*C, M).
+    """Convolution as GEMMs: columns (pixels, KH*KW*C) @ w (KH*KW*C, M), a few samples at a time.
 
     The columns are copied from a strided view of the padded input; without
     dilation along W one kernel row of one pixel (KW*C values) is contiguous
-    in the input, so the copy moves runs of KW*C.
+    in the input, so the copy moves runs of KW*C.  Each step copies about
+    IM2COL_CHUNK values, multiplies them while they are in cache, and adds the
+    bias and activation to its part of the output.
     """
     n, _, _, c = x.shape
     kh, kw = kernel
     (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
+    m = w.shape[1]
     xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
     s3 = xp.itemsize  # from the shape: numpy may give size-1 axes of a contiguous array any stride
     s2 = c * s3
@@ -108,11 +129,18 @@ def conv_im2col(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, act
         view = as_strided(xp, (n, oh, ow, kh, kw * c), (s0, s1 * sh, s2 * sw, s1 * dh, s3), writeable=False)
     else:
         view = as_strided(xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
-    cols = _scratch("cols", view.shape, x.dtype)
-    np.copyto(cols, view)
-    y = np.empty((n, oh, ow, w.shape[1]), x.dtype)
-    np.matmul(cols.reshape(n * oh * ow, kh * kw * c), w, out=y.reshape(n * oh * ow, w.shape[1]))
-    return _finish(y, b, activation, activation_params)
+    k = kh * kw * c
+    step = max(1, IM2COL_CHUNK // (oh * ow * k))
+    cols = _scratch("cols", (min(step, n),) + view.shape[1:], x.dtype)
+    y = np.empty((n, oh, ow, m), x.dtype)
+    for start in range(0, n, step):
+        part = view[start:start + step]
+        cols_part = cols[:len(part)]
+        np.copyto(cols_part, part)
+        out = y[start:start + step].reshape(-1, m)
+        np.matmul(cols_part.reshape(-1, k), w, out=out)
+        _finish(out, b, activation, activation_params)
+    return y
 
 
 def conv_direct(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
@@ -147,33 +175,76 @@ def _tap_planes(xp, kernel, strides, dilations, out_dims):
     return views
 
 
+def _phase_planes(xp, strides, rows):
+    """The stride phase planes of a padded input, each (N, rows, Wq, C) with one width Wq for all: plane
+    (p, q) holds xp[:, p::sh, q::sw] (zeros past its end).  Stride 1: the input itself when it has the rows."""
+    sh, sw = strides
+    n, hp, wp, c = xp.shape
+    wq = -(-wp // sw)
+    if sh == sw == 1 and hp >= rows:
+        return {(0, 0): xp}, wq
+    planes = {}
+    for p in range(sh):
+        for q in range(sw):
+            plane = _scratch(("phase", p, q, hp, wp), (n, rows, wq, c), xp.dtype, 0.0)
+            src = xp[:, p::sh, q::sw]
+            plane[:, :src.shape[1], :src.shape[2]] = src
+            planes[(p, q)] = plane
+    return planes, wq
+
+
 def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="",
                    activation_params=()):
-    """Depthwise convolution (one input channel per group), tap by tap over channels-last rows.
+    """Depthwise convolution (one input channel per group), tap by tap over whole padded rows.
 
-    w is (KH, KW, M) with M = C * multiplier.  Each tap multiplies a window
-    of the padded input by its channel weights and adds it in place; the batch
-    goes through in chunks small enough that the running sum stays in cache.
+    w is (KH, KW, M) with M = C * multiplier.  Every output row is computed
+    over the full width of the padded input (the columns past the output's
+    edge are dropped at the end), so each tap is one contiguous slice of the
+    flattened (stride phase plane of the) input, multiplied by the tap's
+    channel weights tiled along a row and added in place.  The batch goes
+    through in chunks small enough that the running sum stays in cache.
     """
     n, _, _, c = x.shape
     m = w.shape[-1]
     if m != c:
         x = np.repeat(x, m // c, axis=3)  # output channel k reads input channel k // multiplier
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
-    views = _tap_planes(xp, kernel, strides, dilations, out_dims)
-    taps = w.reshape(-1, m)
-    y = np.empty((n,) + tuple(out_dims) + (m,), x.dtype)
-    per_sample = max(1, y[0].size)
-    chunk = max(1, 32768 // per_sample)
-    tmp = _scratch("dw", (min(chunk, n),) + y.shape[1:], x.dtype)
+    rows = oh + ((kh - 1) * dh) // sh + 1  # one spare row: the last tap's slice runs past its last row
+    planes, wq = _phase_planes(xp, strides, rows)
+    row = wq * m
+    span = oh * row
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            r, q = i * dh, j * dw
+            plane = planes[(r % sh, q % sw)].reshape(n, -1)
+            offset = ((r // sh) * wq + q // sw) * m
+            taps.append((plane[:, offset:offset + span], np.tile(w[i, j], wq)))
+    chunk = max(1, DEPTHWISE_CHUNK // span)
+    grid = _scratch("dw_grid", (min(chunk, n), oh, row), x.dtype)
+    tmp = _scratch("dw_tmp", (min(chunk, n), oh, row), x.dtype)
+    y = np.empty((n, oh, ow, m), x.dtype)
     for start in range(0, n, chunk):
-        part = y[start:start + chunk]
-        t = tmp[:len(part)]
-        np.multiply(views[0][start:start + chunk], taps[0], out=part)
-        for view, tap in zip(views[1:], taps[1:]):
-            np.multiply(view[start:start + chunk], tap, out=t)
-            np.add(part, t, out=part)
-    return _finish(y, b, activation, activation_params)
+        size = min(chunk, n - start)
+        acc, t = grid[:size], tmp[:size]
+        for k, (source, tap) in enumerate(taps):
+            part = source[start:start + size].reshape(size, oh, row)
+            if k == 0:
+                np.multiply(part, tap, out=acc)
+            else:
+                np.multiply(part, tap, out=t)
+                np.add(acc, t, out=acc)
+        out = acc.reshape(size, oh, wq, m)[:, :, :ow]
+        if b is not None:
+            np.add(out, b, out=y[start:start + size])
+        else:
+            np.copyto(y[start:start + size], out)
+    return _activate(y, activation, activation_params)
+
+
+DEPTHWISE_CHUNK = 1 << 16
+"""Values of a depthwise convolution's running sum per step (256 kB of float32, in cache)."""
 
 
 # ------------------------------------------------------------------ pooling
@@ -198,8 +269,20 @@ def avg_pool_nhwc(x, *, kernel, strides, pads, dilations, out_dims, count_includ
     return np.divide(y, divisor[None, :, :, None].astype(y.dtype), out=y)
 
 
+_DIVISORS = {}
+
+
 def _divisors(size, kernel, strides, pads, dilations, out_dims, count_include_pad):
-    """Per output position, how many inputs an average divides by (kernels.avg_pool's rule)."""
+    """Per output position, how many inputs an average divides by (kernels.avg_pool's rule); computed once
+    per geometry."""
+    key = (tuple(size), tuple(kernel), tuple(strides), tuple(pads), tuple(dilations), tuple(out_dims),
+           count_include_pad)
+    if key not in _DIVISORS:
+        _DIVISORS[key] = _divisor_image(size, kernel, strides, pads, dilations, out_dims, count_include_pad)
+    return _DIVISORS[key]
+
+
+def _divisor_image(size, kernel, strides, pads, dilations, out_dims, count_include_pad):
     ones = np.ones(size, np.float32)
     if count_include_pad:
         ones = np.pad(ones, [(pads[0], pads[2]), (pads[1], pads[3])], constant_values=1.0)
