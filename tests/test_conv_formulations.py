@@ -69,7 +69,7 @@ def fits(h: int, w: int, kernel, strides, pads, dilations) -> bool:
                for i, size in enumerate((h, w)))
 
 
-activations = st.sampled_from(["", "Relu", "Clip", "Tanh", "LeakyRelu"])
+activations = st.sampled_from(["", "Relu", "Clip", "Tanh", "LeakyRelu", "Sigmoid"])
 odd_pads = st.lists(st.integers(0, 2), min_size=4, max_size=4)
 
 
@@ -229,3 +229,22 @@ def test_unfused_batchnorm_after_a_residual_add(tmp_path):
     path = str(tmp_path / "bn.onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     check_against_onnxruntime(path, c, 7, 7, 3, {"numpy": "scale_shift_nhwc", "llvm": "scale_shift_nhwc"})
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24])
+def test_direct_kernel_writes_nothing_past_its_output(m):
+    """Whole-vector stores that overhang into the next pixel never leave the output array."""
+    from irc.backends.llvm import conv_kernels as ck
+
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
+    w = ck.packed_direct_weight(rng.standard_normal((m, 3, 3, 3)).astype(np.float32))
+    b = np.zeros(w.shape[-1], np.float32)
+    out = np.full(2 * 4 * 5 * m + 64, 12345.0, np.float32)
+    y = out[:2 * 4 * 5 * m].reshape(2, 4, 5, m)
+    geom = np.array([6, 7, 3, 4, 5, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0], np.int64)
+    ck.run_rows("direct", x, w, b, y, geom, -np.inf, np.inf)
+    assert np.all(out[y.size:] == 12345.0)
+    want = ck.direct_conv2d(x, w, b, kernel=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1],
+                            out_dims=[4, 5], channels=m)
+    np.testing.assert_array_equal(y, want)

@@ -33,7 +33,16 @@ from .emit import F32, I64, Function, i64
 
 VEC = 8  # floats per AVX2 register; LLVM legalises the vector type on narrower targets
 V8 = ir.VectorType(F32, VEC)
-GEOMETRY = ("H", "W", "C", "OH", "OW", "M", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL", "CG", "MG")
+GEOMETRY = ("H", "W", "C", "OH", "OW", "M", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL", "CG", "MG", "ACT")
+"""The i64 fields of the geometry array every kernel reads, in order (ACT: the fused activation's code)."""
+ACTIVATION_CODES = {"": 0, "Relu": 0, "Clip": 0, "Tanh": 1, "Sigmoid": 2, "LeakyRelu": 3}
+"""0: clamp to [lo, hi]; 1: tanh; 2: sigmoid; 3: leaky ReLU with slope lo."""
+
+# Eigen's rational approximation of tanh on [-7.9053, 7.9053] (float32, within a few ulp)
+TANH_ALPHA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+              -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+TANH_BETA = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+TANH_CLAMP = 7.90531110763549805
 """The i64 fields of the geometry array every kernel reads, in order."""
 
 
@@ -68,6 +77,41 @@ class _Emitter:
         """min(max(v, lo), hi) with NaN passing through, as numpy's maximum/clip do."""
         v = self.b.select(self.b.fcmp_ordered("<", v, lo), lo, v)
         return self.b.select(self.b.fcmp_ordered(">", v, hi), hi, v)
+
+    def const(self, value: float):
+        return ir.Constant(V8, [ir.Constant(F32, float(value))] * VEC)
+
+    def tanh(self, v):
+        b = self.b
+        limit = self.const(TANH_CLAMP)
+        x = self.clamp(v, b.fneg(limit), limit)
+        x2 = b.fmul(x, x)
+        p = self.const(TANH_ALPHA[-1])
+        for a in reversed(TANH_ALPHA[:-1]):
+            p = b.call(self.fma_v, [p, x2, self.const(a)])
+        p = b.fmul(p, x)
+        q = self.const(TANH_BETA[-1])
+        for a in reversed(TANH_BETA[:-1]):
+            q = b.call(self.fma_v, [q, x2, self.const(a)])
+        return b.fdiv(p, q)
+
+    def activate(self, v):
+        """The fused activation of a vector, by the ACT code (a branch the predictor always gets right)."""
+        b, code = self.b, self.g["ACT"]
+        result = self.f.var(V8, "act")
+        b.store(self.clamp(v, self.splat(self.lo), self.splat(self.hi)), result)
+        with b.if_then(b.icmp_signed("==", code, i64(1))):
+            b.store(self.tanh(v), result)
+        with b.if_then(b.icmp_signed("==", code, i64(2))):
+            half = self.const(0.5)
+            b.store(b.call(self.fma_v, [self.tanh(b.fmul(v, half)), half, half]), result)
+        with b.if_then(b.icmp_signed("==", code, i64(3))):
+            b.store(b.select(b.fcmp_ordered(">=", v, self.const(0.0)), v, b.fmul(v, self.splat(self.lo))), result)
+        return b.load(result)
+
+    def activate_scalar(self, value):
+        vec = self.b.insert_element(ir.Constant(V8, ir.Undefined), value, ir.Constant(I64, 0))
+        return self.b.extract_element(self.activate(vec), ir.Constant(I64, 0))
 
     def inside(self, index, size):
         """0 <= index < size, as one unsigned compare."""
@@ -120,7 +164,7 @@ def _emit_depthwise(module: ir.Module) -> None:
                         b.store(b.call(e.fma_v, [xv, wv, b.load(acc)]), acc)
                 e.taps(n, oh, ow, tap)
                 for k, acc in enumerate(accs):
-                    e.vstore(e.clamp(b.load(acc), lo_v, hi_v), y, b.add(out, b.add(c, i64(k * VEC))))
+                    e.vstore(e.activate(b.load(acc)), y, b.add(out, b.add(c, i64(k * VEC))))
 
             # vector blocks read input channel m for output m: only without a channel multiplier
             vectors = b.select(b.icmp_signed("==", g["MG"], i64(1)), g["M"], i64(0))
@@ -143,7 +187,7 @@ def _emit_depthwise(module: ir.Module) -> None:
                     wv = b.load(b.gep(w, [b.add(b.mul(t, g["M"]), c)]))
                     b.store(b.call(e.fma_s, [xv, wv, b.load(acc)]), acc)
                 e.taps(n, oh, ow, tap_s)
-                b.store(e.clamp(b.load(acc), e.lo, e.hi), b.gep(y, [b.add(out, c)]))
+                b.store(e.activate_scalar(b.load(acc)), b.gep(y, [b.add(out, c)]))
     f.finish()
 
 
@@ -158,7 +202,6 @@ def _emit_direct(module: ir.Module) -> None:
     e = _Emitter(module, "direct")
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
-    lo_v, hi_v = e.splat(e.lo), e.splat(e.hi)
     mp = b.mul(b.sdiv(b.add(g["M"], i64(VEC - 1)), i64(VEC)), i64(VEC))
     with e.rows() as r:
         n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
@@ -187,16 +230,21 @@ def _emit_direct(module: ir.Module) -> None:
             for t in range(pixels):
                 out = b.mul(b.add(b.mul(r, g["OW"]), b.add(ow0, i64(t))), g["M"])
                 for v in range(vectors):
-                    value = e.clamp(b.load(accs[t][v]), lo_v, hi_v)
+                    value = e.activate(b.load(accs[t][v]))
                     m = b.add(m0, i64(v * VEC))
+                    # A whole vector may run past M into the next pixel's first channels when those are
+                    # written afterwards: this tile holds channel 0, the pixel does not end its row, and
+                    # the overhang stays inside the next pixel (m + VEC <= 2 M).
                     whole = b.icmp_signed("<=", b.add(m, i64(VEC)), g["M"])
-                    with b.if_else(whole) as (full, part):
+                    later = b.and_(b.and_(b.icmp_signed("==", m0, i64(0)),
+                                          b.icmp_signed("<", b.add(ow0, i64(t + 1)), g["OW"])),
+                                   b.icmp_signed("<=", b.add(m, i64(VEC)), b.mul(g["M"], i64(2))))
+                    with b.if_else(b.or_(whole, later)) as (full, part):
                         with full:
                             e.vstore(value, y, b.add(out, m))
                         with part:
                             for lane in range(VEC):
-                                inside = b.icmp_signed("<", b.add(m, i64(lane)), g["M"])
-                                with b.if_then(inside):
+                                with b.if_then(b.icmp_signed("<", b.add(m, i64(lane)), g["M"])):
                                     b.store(b.extract_element(value, i64(lane)),
                                             b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
 
@@ -313,28 +361,27 @@ def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarr
 
 
 # ------------------------------------------------------------- numpy-facing calls
-def _clamp(activation: str, params) -> tuple[float, float, bool]:
-    """The fused activation as a clamp the kernel applies (lo, hi), and whether numpy must still apply it."""
+def _clamp(activation: str, params) -> tuple[float, float, int]:
+    """The fused activation as the kernels apply it: (lo, hi, code), see ACTIVATION_CODES."""
     if activation == "Relu":
-        return 0.0, np.inf, False
+        return 0.0, np.inf, 0
     if activation == "Clip":
-        return float(params[0]), float(params[1]), False
-    return -np.inf, np.inf, bool(activation)
+        return float(params[0]), float(params[1]), 0
+    if activation == "LeakyRelu":
+        return float(params[0]), 0.0, 3
+    return -np.inf, np.inf, ACTIVATION_CODES[activation]
 
 
 def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=()):
     """kernels_nhwc.conv_depthwise's arguments and result, computed by the JIT kernel (float32)."""
-    from irc.ops.kernels import _activate
-
     x = np.ascontiguousarray(x, np.float32)
     n, h, wd, c = x.shape
     m = w.shape[-1]
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     y = np.empty((n, oh, ow, m), np.float32)
-    geom = np.array([h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c], np.int64)
-    lo, hi, rest = _clamp(activation, activation_params)
-    run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
-    return _activate(y, activation, activation_params) if rest else y
+    lo, hi, code = _clamp(activation, activation_params)
+    geom = np.array([h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code], np.int64)
+    return run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
 
 
 def packed_direct_weight(w: np.ndarray) -> np.ndarray:
@@ -349,7 +396,6 @@ def packed_direct_weight(w: np.ndarray) -> np.ndarray:
 def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
                   activation_params=()):
     """A dense convolution, channels-last, by the JIT kernel: w from packed_direct_weight, b padded like it."""
-    from irc.ops.kernels import _activate
     from irc.ops.kernels_nhwc import _padded, _padded_size
 
     xp = _padded(np.ascontiguousarray(x, np.float32), pads,
@@ -359,11 +405,10 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
     y = np.empty((n, oh, ow, channels), np.float32)
     # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
     row_run = dw == 1
+    lo, hi, code = _clamp(activation, activation_params)
     geom = np.array([hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
-                     kw * c if row_run else c, channels], np.int64)
-    lo, hi, rest = _clamp(activation, activation_params)
-    run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
-    return _activate(y, activation, activation_params) if rest else y
+                     kw * c if row_run else c, channels, code], np.int64)
+    return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
 
 
 def _pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
@@ -371,7 +416,7 @@ def _pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
     n, h, wd, c = x.shape
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     y = np.empty((n, oh, ow, c), np.float32)
-    geom = np.array([h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1], np.int64)
+    geom = np.array([h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0], np.int64)
     zero = np.zeros(1, np.float32)
     run_rows(name, x, zero if divisor is None else divisor, zero, y, geom, 0.0, 0.0, y.size * kh * kw)
     return y
