@@ -3,7 +3,8 @@
 The numpy target chooses per layer, from its shape, how a Conv runs
 (backends/numpy_conv.py): the JIT depthwise and direct kernels
 (``kernels=llvm``), numpy depthwise taps, one pointwise GEMM, im2col over
-channels-last rows, block-diagonal grouped weights (``kernels=numpy``), or the
+channels-last rows, channels-first GEMMs for few output channels, block-diagonal
+grouped weights (``kernels=numpy``), or the
 reference kernel (``kernels=reference``).  Each is checked against
 onnxruntime on the same one-node model, over shapes drawn by hypothesis; the
 test also checks that the formulation it means to test is the one the
@@ -114,8 +115,8 @@ def test_dense(tmp_path, c, m, k, strides, dilations, pads, act, bias, batch):
     conv_model(path, c=c, m=m, group=1, kernel=k, strides=strides, pads=pads, dilations=dilations, bias=bias,
                activation=act, h=h, w=w)
     pointwise = k == (1, 1) and not any(pads)
-    check_against_onnxruntime(path, c, h, w, batch, {"llvm": "jit_conv",
-                                                      "numpy": "conv_pointwise" if pointwise else "conv_im2col"})
+    numpy = "conv_few_outputs" if m < 8 else "conv_pointwise" if pointwise else "conv_im2col"
+    check_against_onnxruntime(path, c, h, w, batch, {"llvm": "jit_conv", "numpy": numpy})
 
 
 def packed_case(rng, *, c, m, k, group):

@@ -345,7 +345,7 @@ def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarr
     work (``macs``) is large and the caller is not already one of the batch's threads."""
     fn = _function(name)
     rows = y.shape[0] * y.shape[1]
-    ptrs = [a.ctypes.data for a in (x, w, b, y, geom)]
+    ptrs = [a.__array_interface__["data"][0] for a in (x, w, b, y, geom)]  # (ndarray.ctypes is slower)
     parts = max(1, min(threads(), rows // min_rows_per_thread)) if macs >= SPLIT_MACS else 1
     if threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
         parts = 1  # already one of the threads a batch is split over

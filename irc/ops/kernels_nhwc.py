@@ -143,6 +143,41 @@ def conv_im2col(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, act
     return y
 
 
+def conv_few_outputs(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="",
+                     activation_params=()):
+    """A convolution with few output channels, channels-first in and out: per sample w (M, C*KH*KW) @
+    columns (C*KH*KW, OH*OW), whose long axis is the pixels, a few samples at a time (in cache).
+
+    The columns of sample n are rows of its padded input read at each tap's offset (runs of OW values)."""
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
+    m = w.shape[0]
+    size = _padded_size(x.transpose(0, 2, 3, 1), kernel, strides, pads, dilations, out_dims)
+    if (h, wd) == size and not any(pads[:2]):
+        xp = np.ascontiguousarray(x)
+    else:
+        xp = _scratch(("pad_nchw", pads[0], pads[1], h, wd), (n, c) + size, x.dtype, 0.0)
+        xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    e = xp.itemsize
+    s3, s2 = e, size[1] * e
+    s1, s0 = size[0] * s2, c * size[0] * s2
+    view = as_strided(xp, (n, c, kh, kw, oh, ow), (s0, s1, s2 * dh, s3 * dw, s2 * sh, s3 * sw), writeable=False)
+    k = c * kh * kw
+    step = max(1, IM2COL_CHUNK // (oh * ow * k))
+    cols = _scratch("cols_nchw", (min(step, n), c, kh, kw, oh, ow), x.dtype)
+    y = np.empty((n, m, oh, ow), x.dtype)
+    bias = None if b is None else b.reshape(m, 1)
+    for start in range(0, n, step):
+        part = view[start:start + step]
+        cols_part = cols[:len(part)]
+        np.copyto(cols_part, part)
+        out = y[start:start + step].reshape(len(part), m, oh * ow)
+        np.matmul(w, cols_part.reshape(len(part), k, oh * ow), out=out)
+        _finish(out, bias, activation, activation_params)
+    return y
+
+
 def conv_direct(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
                 activation_params=()):
     """The JIT direct kernel's numpy stand-in: w (KH, KW, C, MP) and b (MP) padded past ``channels``."""
