@@ -21,6 +21,7 @@ import numpy as np
 
 from irc import __version__
 from irc.backend import Backend
+from irc.errors import IRCError
 from irc.graph import Graph
 from irc.naming import sanitize
 from irc.ops import kernels, kernels_nhwc
@@ -129,6 +130,10 @@ class NumpyProgram(Program):
     source_suffix = ".py"
 
     def __init__(self, graph: Graph, options: Mapping[str, Any]):
+        threads = options.get("threads")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise IRCError(f"option threads={threads!r} must be a positive integer",
+                           hint="-O threads=1 runs the batch in the calling thread")
         source, self._weights = generate(graph, check_mode(options.get("kernels", "llvm")))
         super().__init__(graph, options, source)
         namespace: dict[str, Any] = {"__name__": f"irc_generated_{sanitize(graph.name)}", "__file__": "<irc>"}

@@ -37,15 +37,21 @@ from node_profile import profile_program  # noqa: E402
 KERNELS = ("llvm", "numpy")
 
 
+SETTLE_S = 0.05
+
+
 def interleaved(fns: dict, repeats: int, budget_s: float) -> dict[str, list[float]]:
     """Each repeat runs every function once, in turn; stops after ``repeats`` or once past the time budget
-    (but never before 5 repeats)."""
+    (but never before 5 repeats).  A run shorter than SETTLE_S is preceded by an untimed one: onnxruntime's
+    threads keep spinning for a while after a run, and would otherwise eat the next short run's cores."""
     for f in fns.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     start = time.perf_counter()
     for i in range(repeats):
         for k, f in fns.items():
+            if not times[k] or min(times[k]) < SETTLE_S:
+                f()
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)

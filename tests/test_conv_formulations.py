@@ -249,3 +249,33 @@ def test_direct_kernel_writes_nothing_past_its_output(m):
     want = ck.direct_conv2d(x, w, b, kernel=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1],
                             out_dims=[4, 5], channels=m)
     np.testing.assert_array_equal(y, want)
+
+
+def test_bad_threads_option_is_one_clear_error():
+    from irc.types import TensorType
+
+    g = irc.Graph("g")
+    x = g.add_input("x", TensorType(("N", 3)))
+    g.outputs = [g.add_node("Relu", [x]).outputs[0]]
+    with pytest.raises(irc.IRCError, match="threads=0"):
+        irc.compile(g, target="numpy", threads=0)
+    out = irc.compile(g, target="numpy", threads=1).run(np.array([[-1.0, 2.0, -3.0]], np.float32))
+    np.testing.assert_array_equal(out, [[0.0, 2.0, 0.0]])
+
+
+def test_kernels_split_over_threads_compute_the_same(rng, monkeypatch):
+    """Large layers split their output rows over threads; the parts join up to the one-thread result."""
+    from irc.backends.llvm import conv_kernels as ck
+
+    x = rng.standard_normal((3, 12, 11, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    packed, b = ck.packed_direct_weight(w), np.zeros(16, np.float32)
+    geometry = dict(kernel=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], out_dims=[12, 11])
+    pool = dict(kernel=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], dilations=[1, 1], out_dims=[6, 6])
+    one = (ck.direct_conv2d(x, packed, b, channels=16, **geometry), ck.max_pool2d(x, **pool),
+           ck.depthwise_conv2d(x, np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)), b, **geometry))
+    monkeypatch.setattr(ck, "SPLIT_MACS", 0)
+    split = (ck.direct_conv2d(x, packed, b, channels=16, **geometry), ck.max_pool2d(x, **pool),
+             ck.depthwise_conv2d(x, np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)), b, **geometry))
+    for a, c in zip(one, split):
+        np.testing.assert_array_equal(a, c)

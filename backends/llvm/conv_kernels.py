@@ -411,7 +411,7 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
     return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
 
 
-def _pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
+def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
     x = np.ascontiguousarray(x, np.float32)
     n, h, wd, c = x.shape
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
@@ -424,7 +424,7 @@ def _pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
 
 def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
     """kernels_nhwc.max_pool_nhwc by the JIT kernel (float32)."""
-    return _pool("max_pool", x, None, kernel, strides, pads, dilations, out_dims)
+    return _run_pool("max_pool", x, None, kernel, strides, pads, dilations, out_dims)
 
 
 def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
@@ -433,4 +433,4 @@ def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_p
 
     divisor = np.ascontiguousarray(_divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims,
                                              count_include_pad), np.float32)
-    return _pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)
+    return _run_pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)
