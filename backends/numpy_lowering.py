@@ -389,7 +389,7 @@ def lower_transpose(L: Lowering, node: Node) -> bool:
 @lowering("Flatten", "Reshape")
 def lower_flatten(L: Lowering, node: Node) -> bool:
     """Flattening a channels-last value for Dense layers: a view, the Dense columns permuted to match."""
-    from passes.layout import flattens_to_features, source_positions
+    from irc.passes.layout import flattens_to_features, source_positions
 
     x, out = node.inputs[0], node.outputs[0]
     if x.type.rank != 4 or L.layout_of(x) != NHWC or not flattens_to_features(node):

@@ -4,9 +4,9 @@ kernels.py is the reference semantics (NCHW).  The numpy target keeps 4-d
 activations channels-last (N, H, W, C) between layers instead, because then a
 pointwise convolution is one GEMM over every pixel, a depthwise tap is a
 multiply-add over contiguous rows of W*C values, and im2col reads runs of
-KW*C contiguous values.  Which kernel a layer calls is decided at compile time
-from its shapes (irc.backends.numpy_lowering) and weights arrive already
-packed in the layout each kernel reads, in the activations' dtype.  Like
+KW*C contiguous values.  Which kernel a layer calls is decided at compile time,
+by irc.backends.numpy_lowering, and weights arrive already packed in the
+layout each kernel reads, in the activations' dtype.  Like
 kernels.py this module needs numpy only: the numpy backend embeds it, after
 kernels.py, in every program it generates.
 
