@@ -170,6 +170,8 @@ class Lowering:
         opdef = get_op(node.op)
         kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
         self.call(node, opdef.kernel, [self.get(v, NCHW) for v in node.inputs], kwargs, owned=False)
+        for v in node.inputs:  # a reference kernel may return a view of its input (reshape, identity)
+            self.owned.discard(id(v))
 
     def free(self, index: int, node: Node) -> None:
         outputs = {id(v) for v in self.graph.outputs}
@@ -352,6 +354,8 @@ def lower_elementwise(L: Lowering, node: Node) -> bool:
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
     L.call(node, opdef.kernel, [L.get(v, NHWC) for v in node.inputs], kwargs, NHWC,
            owned=node.op not in ("Identity", "Dropout"))
+    if node.op in ("Identity", "Dropout"):
+        L.owned.discard(id(x))  # its output is the same array
     return True
 
 

@@ -25,6 +25,8 @@ from irc.ops.kernels import _activate, _lowest, _pool_slices
 
 _SCRATCH = threading.local()
 _SCRATCH_LIMIT = 64
+_SCRATCH_BYTES = 1 << 28
+"""At most this many buffers, and bytes, are kept per thread; past either the cache starts again."""
 
 
 def _scratch(role, shape, dtype, fill=None):
@@ -38,7 +40,8 @@ def _scratch(role, shape, dtype, fill=None):
     key = (role, tuple(shape), np.dtype(dtype).str, fill)
     buf = cache.get(key)
     if buf is None:
-        if len(cache) >= _SCRATCH_LIMIT:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if len(cache) >= _SCRATCH_LIMIT or size + sum(b.nbytes for b in cache.values()) > _SCRATCH_BYTES:
             cache.clear()
         buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
         cache[key] = buf
@@ -221,7 +224,7 @@ def _phase_planes(xp, strides, rows):
     planes = {}
     for p in range(sh):
         for q in range(sw):
-            plane = _scratch(("phase", p, q, hp, wp), (n, rows, wq, c), xp.dtype, 0.0)
+            plane = _scratch(("phase", p, q, sh, sw, hp, wp), (n, rows, wq, c), xp.dtype, 0.0)
             src = xp[:, p::sh, q::sw]
             plane[:, :src.shape[1], :src.shape[2]] = src
             planes[(p, q)] = plane
