@@ -243,7 +243,7 @@ def test_direct_kernel_writes_nothing_past_its_output(m):
     b = np.zeros(w.shape[-1], np.float32)
     out = np.full(2 * 4 * 5 * m + 64, 12345.0, np.float32)
     y = out[:2 * 4 * 5 * m].reshape(2, 4, 5, m)
-    geom = np.array([6, 7, 3, 4, 5, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0], np.int64)
+    geom = (6, 7, 3, 4, 5, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0)
     ck.run_rows("direct", x, w, b, y, geom, -np.inf, np.inf)
     assert np.all(out[y.size:] == 12345.0)
     want = ck.direct_conv2d(x, w, b, kernel=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1],

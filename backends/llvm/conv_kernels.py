@@ -339,13 +339,25 @@ SPLIT_MACS = 64_000_000
 (on a busy machine a woken thread may wait a whole scheduler slice)."""
 
 
-def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: np.ndarray,
+_PLANS: dict = {}
+"""Per (kernel, weights, geometry): the geometry array and the constant pointers, made once."""
+
+
+def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: tuple,
              lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8) -> np.ndarray:
     """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread when the
     work (``macs``) is large and the caller is not already one of the batch's threads."""
+    key = (name, id(w), id(b), geom)
+    plan = _PLANS.get(key)
+    if plan is None or plan[0] is not w or plan[1] is not b:
+        g = np.array(geom, np.int64)
+        plan = (w, b, g, w.ctypes.data, b.ctypes.data, g.ctypes.data)  # holding w and b keeps their ids
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
     fn = _function(name)
     rows = y.shape[0] * y.shape[1]
-    ptrs = [a.__array_interface__["data"][0] for a in (x, w, b, y, geom)]  # (ndarray.ctypes is slower)
+    ptrs = (x.ctypes.data, plan[3], plan[4], y.ctypes.data, plan[5])
     parts = max(1, min(threads(), rows // min_rows_per_thread)) if macs >= SPLIT_MACS else 1
     if threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
         parts = 1  # already one of the threads a batch is split over
@@ -380,7 +392,7 @@ def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, act
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     y = np.empty((n, oh, ow, m), np.float32)
     lo, hi, code = _clamp(activation, activation_params)
-    geom = np.array([h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code], np.int64)
+    geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
     return run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
 
 
@@ -406,9 +418,12 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
     # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
     row_run = dw == 1
     lo, hi, code = _clamp(activation, activation_params)
-    geom = np.array([hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
-                     kw * c if row_run else c, channels, code], np.int64)
+    geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
+                     kw * c if row_run else c, channels, code)
     return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
+
+
+_ZERO = np.zeros(1, np.float32)
 
 
 def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
@@ -416,9 +431,8 @@ def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
     n, h, wd, c = x.shape
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     y = np.empty((n, oh, ow, c), np.float32)
-    geom = np.array([h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0], np.int64)
-    zero = np.zeros(1, np.float32)
-    run_rows(name, x, zero if divisor is None else divisor, zero, y, geom, 0.0, 0.0, y.size * kh * kw)
+    geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
+    run_rows(name, x, _ZERO if divisor is None else divisor, _ZERO, y, geom, 0.0, 0.0, y.size * kh * kw)
     return y
 
 

@@ -252,13 +252,14 @@ def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, 
     planes, wq = _phase_planes(xp, strides, rows)
     row = wq * m
     span = oh * row
+    tiles = _row_tiles(w, wq)
     taps = []
     for i in range(kh):
         for j in range(kw):
             r, q = i * dh, j * dw
             plane = planes[(r % sh, q % sw)].reshape(n, -1)
             offset = ((r // sh) * wq + q // sw) * m
-            taps.append((plane[:, offset:offset + span], np.tile(w[i, j], wq)))
+            taps.append((plane[:, offset:offset + span], tiles[i * kw + j]))
     chunk = max(1, DEPTHWISE_CHUNK // span)
     grid = _scratch("dw_grid", (min(chunk, n), oh, row), x.dtype)
     tmp = _scratch("dw_tmp", (min(chunk, n), oh, row), x.dtype)
@@ -279,6 +280,20 @@ def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, 
         else:
             np.copyto(y[start:start + size], out)
     return _activate(y, activation, activation_params)
+
+
+_TILES = {}
+
+
+def _row_tiles(w, wq):
+    """Each tap's channel weights repeated along a padded row of wq pixels; made once per weight and width."""
+    key = (id(w), wq)
+    hit = _TILES.get(key)
+    if hit is None or hit[0] is not w:
+        if len(_TILES) > 256:
+            _TILES.clear()
+        hit = _TILES[key] = (w, np.tile(w.reshape(-1, 1, w.shape[-1]), (1, wq, 1)).reshape(-1, wq * w.shape[-1]))
+    return hit[1]
 
 
 DEPTHWISE_CHUNK = 1 << 16
@@ -384,9 +399,10 @@ class single_threaded_blas:
     """
 
     def __enter__(self):
-        for lib in _blas_controller():
-            if lib.get_num_threads() != 1:
+        if len(_BLAS) < 2:  # once: the setting is kept (see above)
+            for lib in _blas_controller():
                 lib.set_num_threads(1)
+            _BLAS.append(True)
 
     def __exit__(self, *exc):
         pass
