@@ -29,7 +29,6 @@ import numpy as np
 
 from irc.errors import IRCError
 from irc.graph import Graph, Node, Value
-from irc.interp import last_uses
 from irc.naming import Namer, sanitize
 from irc.ops import get_op
 from irc.ops.nn import spatial_attrs
@@ -69,6 +68,22 @@ def literal(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(literal(x) for x in v) + "]"
     raise TypeError(f"no literal for {type(v).__name__}")
+
+
+def last_uses(graph: Graph) -> dict[int, int]:
+    """For each value id, the index of the last node that reads it (its name is deleted after that line)."""
+    last: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            if v is not None:
+                last[id(v)] = i
+    return last
+
+
+def kernel_name(opdef) -> str:
+    """The name the op's kernel has in the generated module (``kernel_name`` where ops declare one)."""
+    name = getattr(opdef, "kernel_name", None)
+    return name if isinstance(name, str) else opdef.kernel
 
 
 @dataclass
@@ -169,7 +184,7 @@ class Lowering:
         """The op's kernels.py kernel on channels-first arrays: the IR's semantics, always available."""
         opdef = get_op(node.op)
         kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
-        self.call(node, opdef.kernel, [self.get(v, NCHW) for v in node.inputs], kwargs, owned=False)
+        self.call(node, kernel_name(opdef), [self.get(v, NCHW) for v in node.inputs], kwargs, owned=False)
         for v in node.inputs:  # a reference kernel may return a view of its input (reshape, identity)
             self.owned.discard(id(v))
 
@@ -269,10 +284,10 @@ def lower_pool(L: Lowering, node: Node) -> bool:
     opdef = get_op(node.op)
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
     if L.mode == "llvm" and node.inputs[0].type.dtype == "f32":
-        L.call(node, "jit_" + opdef.kernel, [L.get(node.inputs[0], NHWC)], kwargs, NHWC,
+        L.call(node, "jit_" + kernel_name(opdef), [L.get(node.inputs[0], NHWC)], kwargs, NHWC,
                "JIT: taps inside the input, vectorised over channels")
     else:
-        L.call(node, opdef.kernel + "_nhwc", [L.get(node.inputs[0], NHWC)], kwargs, NHWC)
+        L.call(node, kernel_name(opdef) + "_nhwc", [L.get(node.inputs[0], NHWC)], kwargs, NHWC)
     return True
 
 
@@ -280,7 +295,7 @@ def lower_pool(L: Lowering, node: Node) -> bool:
 def lower_global_pool(L: Lowering, node: Node) -> bool:
     if not _spatial(node):
         return False
-    kernel = get_op(node.op).kernel + "_nhwc"
+    kernel = kernel_name(get_op(node.op)) + "_nhwc"
     L.call(node, kernel, [L.get(node.inputs[0], NHWC)], {}, NHWC, "a product with a ones vector"
            if node.op == "GlobalAvgPool" else "")
     return True
@@ -352,7 +367,7 @@ def lower_elementwise(L: Lowering, node: Node) -> bool:
         return False
     opdef = get_op(node.op)
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
-    L.call(node, opdef.kernel, [L.get(v, NHWC) for v in node.inputs], kwargs, NHWC,
+    L.call(node, kernel_name(opdef), [L.get(v, NHWC) for v in node.inputs], kwargs, NHWC,
            owned=node.op not in ("Identity", "Dropout"))
     if node.op in ("Identity", "Dropout"):
         L.owned.discard(id(x))  # its output is the same array
@@ -393,10 +408,13 @@ def lower_transpose(L: Lowering, node: Node) -> bool:
 @lowering("Flatten", "Reshape")
 def lower_flatten(L: Lowering, node: Node) -> bool:
     """Flattening a channels-last value for Dense layers: a view, the Dense columns permuted to match."""
-    from irc.passes.layout import flattens_to_features, source_positions
+    from irc.passes import layout
 
     x, out = node.inputs[0], node.outputs[0]
-    if x.type.rank != 4 or L.layout_of(x) != NHWC or not flattens_to_features(node):
+    opdef = get_op(node.op)
+    flattens = opdef.flattens_to_features(node) if hasattr(opdef, "flattens_to_features") \
+        else layout.flattens_to_features(node)  # an op fact once ops declare it
+    if x.type.rank != 4 or L.layout_of(x) != NHWC or not flattens:
         return False
     users = L.graph.users(out)
     c, h, w = x.type.shape[1:]
@@ -408,7 +426,7 @@ def lower_flatten(L: Lowering, node: Node) -> bool:
             "channels-last order, Dense columns permuted" if not same_order else "a view")
     L.owned.discard(id(x))
     if not same_order:
-        L.flat_order[id(out)] = source_positions((c, h, w), [0, 2, 3, 1])
+        L.flat_order[id(out)] = layout.source_positions((c, h, w), [0, 2, 3, 1])
     return True
 
 

@@ -318,11 +318,15 @@ def _compiled():
     return compile_cached(_module_ir())
 
 
-@functools.cache
+_FUNCTIONS: dict = {}
+
+
 def _function(name: str):
     with _COMPILE_LOCK:
-        fn = _compiled().function(name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
-    return fn
+        if name not in _FUNCTIONS:
+            _FUNCTIONS[name] = _compiled().function(
+                name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
+    return _FUNCTIONS[name]
 
 
 @functools.cache
@@ -355,12 +359,12 @@ def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarr
         if len(_PLANS) > 1024:
             _PLANS.clear()
         _PLANS[key] = plan
-    fn = _function(name)
+    fn = _FUNCTIONS.get(name) or _function(name)
     rows = y.shape[0] * y.shape[1]
-    ptrs = (x.ctypes.data, plan[3], plan[4], y.ctypes.data, plan[5])
-    parts = max(1, min(threads(), rows // min_rows_per_thread)) if macs >= SPLIT_MACS else 1
-    if threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
-        parts = 1  # already one of the threads a batch is split over
+    ptrs = (x.__array_interface__["data"][0], plan[3], plan[4], y.__array_interface__["data"][0], plan[5])
+    parts = 1
+    if macs >= SPLIT_MACS and not threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
+        parts = max(1, min(threads(), rows // min_rows_per_thread))  # (not inside one of the batch's threads)
     if parts == 1:
         fn(*ptrs, lo, hi, 0, rows)
         return y

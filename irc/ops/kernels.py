@@ -53,7 +53,7 @@ def _windows(x, kernel, strides, pads, dilations, out_dims, pad_value=0.0):
 
 def _like(x, p):
     """A parameter in the activations' float dtype: a float64 weight must not make a float32 layer float64."""
-    if p is None or not np.issubdtype(x.dtype, np.floating):
+    if p is None or p.dtype == x.dtype or x.dtype.kind != "f":
         return p
     return p.astype(x.dtype, copy=False)
 

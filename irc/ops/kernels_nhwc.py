@@ -49,13 +49,28 @@ def _scratch(role, shape, dtype, fill=None):
 
 
 def to_nhwc(x):
-    """(N, C, H, W) -> (N, H, W, C), contiguous."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    """(N, C, H, W) -> (N, H, W, C), contiguous.  Few channels: one strided copy per channel, whose loop
+    runs over all pixels (a plain transpose copy would loop over the few channels innermost)."""
+    if x.shape[1] == 1:
+        return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[2], x.shape[3], 1)  # the same memory
+    if x.shape[1] > 8:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    y = np.empty((x.shape[0],) + x.shape[2:] + (x.shape[1],), x.dtype)
+    for c in range(x.shape[1]):
+        y[..., c] = x[:, c]
+    return y
 
 
 def to_nchw(x):
-    """(N, H, W, C) -> (N, C, H, W), contiguous."""
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """(N, H, W, C) -> (N, C, H, W), contiguous (few channels: one strided copy per channel)."""
+    if x.shape[3] == 1:
+        return np.ascontiguousarray(x).reshape(x.shape[0], 1, x.shape[1], x.shape[2])
+    if x.shape[3] > 8:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y = np.empty((x.shape[0], x.shape[3]) + x.shape[1:3], x.dtype)
+    for c in range(x.shape[3]):
+        y[:, c] = x[..., c]
+    return y
 
 
 def _padded(x, pads, size, fill=0.0):
