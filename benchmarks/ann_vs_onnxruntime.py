@@ -42,8 +42,10 @@ SETTLE_S = 0.05
 
 def interleaved(fns: dict, repeats: int, budget_s: float) -> dict[str, list[float]]:
     """Each repeat runs every function once, in turn; stops after ``repeats`` or once past the time budget
-    (but never before 5 repeats).  A run shorter than SETTLE_S is preceded by an untimed one: onnxruntime's
-    threads keep spinning for a while after a run, and would otherwise eat the next short run's cores."""
+    (but never before 5 repeats).  A run shorter than SETTLE_S is preceded by a pause and an untimed run:
+    onnxruntime's threads keep spinning for a while after a run, and would otherwise take the cores of
+    whatever runs next (measured: irc's numpy-only ResNet-8 at batch 1, 1.5 ms alone, 10 ms right after
+    onnxruntime)."""
     for f in fns.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -51,6 +53,7 @@ def interleaved(fns: dict, repeats: int, budget_s: float) -> dict[str, list[floa
     for i in range(repeats):
         for k, f in fns.items():
             if not times[k] or min(times[k]) < SETTLE_S:
+                time.sleep(SETTLE_S)  # let the previous contender's threads stop spinning
                 f()
             t = time.perf_counter()
             f()
