@@ -1,121 +1,112 @@
 """The ``numpy`` target: the analog network as a generated, readable numpy module.
 
 The generated module holds the kernels of :mod:`irc.ops.kernels` (copied
-verbatim: the same functions that define the IR's semantics), one ``run``
-function with a line per node, and a small ``__main__``.  It needs only numpy
-and the weights ``.npz`` written beside it.  The Program runs exactly that
-source.
+verbatim: the same functions that define the IR's semantics) and the
+channels-last formulations of :mod:`irc.ops.kernels_nhwc`, one ``run``
+function with a line per node (its formulation chosen at compile time by
+:mod:`irc.backends.numpy_lowering`), and a small ``__main__``.  It needs only
+numpy and the weights ``.npz`` written beside it (the JIT kernels it may call
+are imported from irc when irc is there, the numpy formulations stand in
+otherwise).  The Program runs exactly that source.
 """
 from __future__ import annotations
 
 import builtins
-import inspect
 import io
-import math
 import os
-import textwrap
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from irc import __version__
 from irc.backend import Backend
-from irc.graph import Graph, Node, Value
-from irc.interp import Interpreter
-from irc.lowering import LoweringTable
-from irc.naming import Namer, sanitize
-from irc.ops import OpDef, get_op, kernels
+from irc.graph import Graph
+from irc.naming import sanitize
+from irc.ops import kernels, kernels_nhwc
 from irc.program import Program
 
+from irc.options import Option
+
+from .numpy_lowering import JIT_KERNELS, KERNEL_MODES, LOWER, Lowering, literal  # noqa: F401 (literal: API)
+
 KERNELS_SOURCE = Path(kernels.__file__).read_text()
-
-Lowering = Callable[["_SourceWriter", Node, list[str]], str]
-"""Returns the right-hand side of the assignment that computes ``node`` from its argument expressions."""
-
-LOWER: LoweringTable[Lowering] = LoweringTable("numpy")
+NHWC_SOURCE = Path(kernels_nhwc.__file__).read_text()
 
 
-def literal(v: Any) -> str:
-    """A Python literal for an attribute value (numbers, strings, lists, dicts of those only)."""
-    if isinstance(v, bool):
-        return "True" if v else "False"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if math.isnan(v):
-            return "np.nan"
-        if math.isinf(v):
-            return "np.inf" if v > 0 else "-np.inf"
-        return repr(v)
-    if isinstance(v, str):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(literal(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{literal(str(k))}: {literal(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"no literal for {type(v).__name__}")
+def embedded(module_source: str) -> str:
+    """A kernels module's source without its import block (the generated module has those names already)."""
+    head, sep, rest = module_source.partition("# --- imports:")
+    if not sep:
+        return module_source
+    return head + rest.partition("# --- end imports\n")[2]
 
 
-def extra_kernel_source(opdef: OpDef) -> str | None:
-    """The source of a kernel given as a function object (not one of irc.ops.kernels), to embed it."""
-    if opdef.kernel is None or isinstance(opdef.kernel, str):
-        return None
-    return textwrap.dedent(inspect.getsource(opdef.kernel))
+def extra_kernel_sources(graph: Graph) -> str:
+    """The source of every kernel given as a function object (ops declared outside irc.ops.kernels), embedded so
+    the generated module still needs numpy alone."""
+    import inspect
+    import textwrap
+
+    from irc.ops import get_op
+
+    found = {}
+    for n in graph.nodes:
+        opdef = get_op(n.op)
+        if opdef.kernel is not None and not isinstance(opdef.kernel, str):
+            found[opdef.kernel_name] = textwrap.dedent(inspect.getsource(type(opdef).kernel))
+    return "\n\n".join(found.values())
 
 
-@LOWER.register_trait("has a numpy kernel", lambda op: op.kernel is not None and not op.spiking)
-def call_kernel(w: "_SourceWriter", n: Node, args: list[str]) -> str:
-    """The generic lowering: one call of the op's kernel with its compile-time keyword arguments."""
-    opdef = get_op(n.op)
-    kwargs = opdef.kernel_args(n.input_types(), [o.type for o in n.outputs], n.attrs)
-    while args and args[-1] == "None":
-        args = args[:-1]
-    return f"{opdef.kernel_name}({', '.join(args + [f'{k}={literal(v)}' for k, v in kwargs.items()])})"
+def jit_imports(names: set[str]) -> str:
+    if not names:
+        return ""
+    imports = ", ".join(f"{JIT_RUNTIME[n]} as {n}" for n in sorted(names))
+    fallbacks = "".join(f"    {n} = {JIT_KERNELS[n]}\n" for n in sorted(names))
+    return (f"\ntry:  # the JIT-compiled kernels (irc, llvmlite); without irc the numpy formulations stand in\n"
+            f"    from irc.backends.llvm.conv_kernels import {imports}\n"
+            f"except ImportError:\n{fallbacks}")
 
 
-class _SourceWriter(Interpreter):
-    """Interprets the graph symbolically: every value is a variable name, every node a line of source."""
-
-    def __init__(self, graph: Graph):
-        super().__init__(graph)
-        self.values = Namer("v_", reserved=set(dir(builtins)))
-        keys = Namer()
-        self.weight_key = {p: keys(p) for p in graph.params}
-        self.body: list[str] = []
-
-    def param(self, value: Value) -> str:
-        return f'W["{self.weight_key[value.name]}"]'
-
-    def feed(self, value: Value, data: Any) -> str:
-        return self.values(value.name)
-
-    def run_node(self, node: Node, args: list[Any]) -> list[str]:
-        outs = [self.values(o.name) for o in node.outputs]
-        shape = " ".join(str(o.type) for o in node.outputs)
-        self.body.append(f"    # {node.op} {sanitize(node.name)}: {shape}")
-        expr = LOWER.lower(node)(self, node, ["None" if a is None else a for a in args])
-        self.body.append(f"    {', '.join(outs)} = {expr}")
-        return outs
-
-    def free(self, value: Value, data: Any) -> None:
-        if value.producer is not None:
-            self.body.append(f"    del {data}")
+def threaded_entry(graph: Graph, inputs: list[str]) -> str:
+    """``run``: BLAS on one thread per call, the batch split over threads when every input and output has one."""
+    args = ", ".join(inputs)
+    splits = all(v.type.has_batch for v in graph.inputs) and all(v.type.has_batch for v in graph.outputs)
+    call = (f"run_in_threads(run_batch, W, [{args}], threads or THREADS, MIN_ROWS)" if splits
+            else f"run_batch(W, {args})")
+    return f'''THREADS = os.cpu_count() or 1
+MIN_ROWS = {MIN_ROWS_PER_THREAD}  # smaller batches run in one thread (the JIT kernels split their rows instead)
 
 
-def generate(graph: Graph) -> tuple[str, dict[str, str]]:
-    """Generate the module source; returns it and the param-name -> weight-key map."""
-    LOWER.check(graph)
-    writer = _SourceWriter(graph)
-    returns = ", ".join(writer.run({v.name: None for v in graph.inputs}))
-    extra = {get_op(n.op).kernel_name: extra_kernel_source(get_op(n.op)) for n in graph.nodes}
-    extra_source = "\n\n".join(src for src in extra.values() if src)
-    in_names = [writer.values(v.name) for v in graph.inputs]
-    in_doc = ", ".join(f"{writer.values(v.name)}: {v.type}" for v in graph.inputs)
+def run(W, {args}, threads=None):
+    """Run the network; W maps weight names to arrays (see load_weights).
+
+    The batch is split over ``threads`` Python threads (numpy and BLAS
+    release the GIL), each calling BLAS single-threaded.
+    """
+    with single_threaded_blas():
+        return {call}
+
+'''
+
+
+MIN_ROWS_PER_THREAD = 8
+
+JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_max_pool": "max_pool2d",
+               "jit_avg_pool": "avg_pool2d"}
+
+
+def generate(graph: Graph, kernels: str = "llvm") -> tuple[str, dict[str, np.ndarray]]:
+    """Generate the module source; returns it and the weights it reads, by key."""
+    low = Lowering(graph, kernels).lower()
+    in_doc = ", ".join(f"{n}: {v.type}" for n, v in zip(low.inputs, graph.inputs))
     out_doc = ", ".join(str(v.type) for v in graph.outputs)
     name = sanitize(graph.name)
-    src = f'''"""{name}: generated by irc {__version__} (target numpy).
+    sources = KERNELS_SOURCE if kernels == "reference" else KERNELS_SOURCE + "\n\n" + embedded(NHWC_SOURCE)
+    entry, body_name = "", "run"
+    if kernels != "reference":
+        entry, body_name = threaded_entry(graph, low.inputs), "run_batch"
+    src = f'''"""{name}: generated by irc {__version__} (target numpy, kernels={kernels}).
 
 Needs numpy and the weights .npz of the same name beside this module.
     python {name}.py INPUT.npy      prints the predicted class of each sample
@@ -125,14 +116,16 @@ Outputs: {out_doc}
 import os
 import sys
 
-{KERNELS_SOURCE}
-{extra_source}
+{sources}
+{extra_kernel_sources(graph)}
+{jit_imports(low.jit)}
 
 # ----------------------------------------------------------------- network
-def run(W, {", ".join(in_names)}):
+{entry}
+def {body_name}(W, {", ".join(low.inputs)}):
     """Run the network; W maps weight names to arrays (see load_weights)."""
-{chr(10).join(writer.body)}
-    return [{returns}]
+{chr(10).join(low.lines)}
+    return [{", ".join(low.returns)}]
 
 
 def load_weights(path=None):
@@ -147,7 +140,7 @@ if __name__ == "__main__":
     result = run(weights, *inputs)[0]
     print(result.reshape(len(result), -1).argmax(axis=1))
 '''
-    return src, writer.weight_key
+    return src, low.weights
 
 
 class NumpyProgram(Program):
@@ -155,15 +148,17 @@ class NumpyProgram(Program):
     source_suffix = ".py"
 
     def __init__(self, graph: Graph, options: Mapping[str, Any]):
-        source, self.weight_key = generate(graph)
+        source, self._weights = generate(graph, options.get("kernels", "llvm"))
         super().__init__(graph, options, source)
         namespace: dict[str, Any] = {"__name__": f"irc_generated_{sanitize(graph.name)}", "__file__": "<irc>"}
         exec(builtins.compile(source, f"<irc numpy: {sanitize(graph.name)}>", "exec"), namespace)
         self._fn = namespace["run"]
-        self._weights = {self.weight_key[p]: arr for p, arr in graph.params.items()}
 
     def _run_chunk(self, feeds, offset):
-        return self._fn(self._weights, *[feeds[v.name] for v in self.graph.inputs])
+        inputs = [feeds[v.name] for v in self.graph.inputs]
+        if self.options.get("kernels") == "reference":
+            return self._fn(self._weights, *inputs)
+        return self._fn(self._weights, *inputs, threads=self.options.get("threads"))
 
     def weights_npz(self) -> bytes:
         buf = io.BytesIO()
@@ -181,12 +176,20 @@ class NumpyProgram(Program):
 
 
 class NumpyBackend(Backend):
+    target = "numpy"
+    summary = "the analog network as generated numpy source (numpy only)"
+    options = {
+        **Backend.options,
+        "kernels": Option("str", "llvm", "llvm: JIT-compiled kernels where numpy is slow (depthwise convs), numpy: "
+                          "numpy formulations only, reference: one kernels.py call per node, channels-first",
+                          choices=KERNEL_MODES, nullable=False),
+        "threads": Option("int", None, "threads to split a batch over (default: all cores)", minimum=1,
+                          maximum=4096),
+    }
+
     @classmethod
     def lowering_table(cls):
         return LOWER
-
-    target = "numpy"
-    summary = "the analog network as generated numpy source (numpy only)"
 
     def pipeline(self, options, graph=None):
         from irc.passes import PIPELINES

@@ -55,7 +55,7 @@ def test_emit_source_runs_with_numpy_alone(lenet_data):
     assert (d / "lenet_gen.npz").exists()
     src = (d / "lenet_gen.py").read_text()
     imports = [line for line in src.splitlines() if line.startswith(("import ", "from "))]
-    assert all(line.split()[1].split(".")[0] in ("os", "sys", "numpy") for line in imports), imports
+    assert all(line.split()[1].split(".")[0] in ("os", "sys", "threading", "numpy") for line in imports), imports
     code = (f"import sys, numpy as np; sys.path.insert(0, {str(d)!r}); import lenet_gen; "
             "print(repr(lenet_gen.run(lenet_gen.load_weights(), np.load('x.npy'))[0].tolist()))")
     # -I: isolated mode, so irc itself is not importable from the working directory

@@ -109,7 +109,7 @@ def test_softmax_before_opset_13_flattens_trailing_axes(tmp_path):
     ((3, 3), [1, 1, 1, 1], [1, 1], 8),       # few channels: the im2col path
 ])
 def test_unit_stride_conv_paths_match_onnxruntime(tmp_path, kernel, pads, dilations, channels):
-    """A single wide Conv (the numpy kernel's shifted-GEMM path) against onnxruntime."""
+    """A single wide Conv (the reference kernel's shifted-GEMM path) against onnxruntime."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
@@ -125,5 +125,5 @@ def test_unit_stride_conv_paths_match_onnxruntime(tmp_path, kernel, pads, dilati
     path = str(tmp_path / "conv.onnx")
     onnx.save(model, path)
     x = rng.standard_normal((3, channels, 9, 11)).astype(np.float32)
-    got = irc.compile(irc.load(path), target="numpy").run(x)
+    got = irc.compile(irc.load(path), target="numpy", kernels="reference").run(x)
     np.testing.assert_allclose(got, ort_run(path, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -52,6 +52,13 @@ def _windows(x, kernel, strides, pads, dilations, out_dims, pad_value=0.0):
     return win[tuple(index)]
 
 
+def _like(x, p):
+    """A parameter in the activations' float dtype: a float64 weight must not make a float32 layer float64."""
+    if p is None or p.dtype == x.dtype or x.dtype.kind != "f":
+        return p
+    return p.astype(x.dtype, copy=False)
+
+
 def _channel(v, ndim):
     """Reshape a per-channel vector to broadcast along axis 1 of an ndim array."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
@@ -68,6 +75,7 @@ def conv(x, w, b=None, mask=None, *, strides, pads, dilations, group, out_dims,
     """
     if mask is not None:
         w = w * mask.reshape(mask.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
+    w, b = _like(x, w), _like(x, b)
     if w.ndim == 4 and group == 1 and list(strides) == [1, 1] and x.shape[1] >= 16 and w.shape[2] * w.shape[3] > 1:
         return _conv2d_shifted(x, w, b, pads, dilations, out_dims, activation, activation_params)
     nd = w.ndim - 2
@@ -132,6 +140,7 @@ def _conv2d_shifted(x, w, b, pads, dilations, out_dims, activation, activation_p
 
 def dense(x, w, b=None, *, activation="", activation_params=None):
     """y = x @ w.T + b, with w stored (out_features, in_features)."""
+    w, b = _like(x, w), _like(x, b)
     y = x @ w.T
     if b is not None:
         y += b

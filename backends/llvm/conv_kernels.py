@@ -1,0 +1,461 @@
+"""Channels-last convolution kernels for the numpy target, written as LLVM IR and JIT-compiled with llvmlite.
+
+Numpy has no fused multiply-add: a depthwise convolution in numpy makes two full
+passes over its output per kernel tap.  These kernels keep a block of channels
+in vector registers, add every tap into it with one FMA each, clamp (ReLU,
+ReLU6, Clip) and store once.  The geometry is a runtime argument, so one
+compiled object (cached on disk by :mod:`irc.backends.llvm.jit`) serves every
+layer.  The work is split over output rows (batch x height), each part a ctypes
+call in its own Python thread (ctypes releases the GIL).
+
+Layouts: x (N, H, W, C), y (N, OH, OW, M), contiguous float32.
+
+* ``depthwise``: one input channel per group (M = C * multiplier, weight
+  (KH, KW, M)); vectorised over the output channels.
+* ``grouped``: cg input channels per group, mg outputs each (weight
+  (KH, KW, cg, M)); each input value is broadcast against the group's outputs,
+  vectorised over them.  A dense convolution is the one-group case.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import llvmlite.ir as ir
+import numpy as np
+
+from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX
+
+from .emit import F32, I64, Function, i64
+
+VEC = 8  # floats per AVX2 register; LLVM legalises the vector type on narrower targets
+V8 = ir.VectorType(F32, VEC)
+GEOMETRY = ("H", "W", "C", "OH", "OW", "M", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL", "CG", "MG", "ACT")
+"""The i64 fields of the geometry array every kernel reads, in order (ACT: the fused activation's code)."""
+ACTIVATION_CODES = {"": 0, "relu": 0, "clip": 0, "tanh": 1, "sigmoid": 2, "leaky_relu": 3}
+"""0: clamp to [lo, hi]; 1: tanh; 2: sigmoid; 3: leaky ReLU with slope lo."""
+
+# Eigen's rational approximation of tanh on [-7.9053, 7.9053] (float32, within a few ulp)
+TANH_ALPHA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+              -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+TANH_BETA = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+TANH_CLAMP = 7.90531110763549805
+"""The i64 fields of the geometry array every kernel reads, in order."""
+
+
+class _Emitter:
+    """One conv kernel function: its arguments, the geometry loaded once, and vector helpers."""
+
+    def __init__(self, module: ir.Module, name: str):
+        ptr = F32.as_pointer()
+        self.f = Function(module, name, [ptr, ptr, ptr, ptr, I64.as_pointer(), F32, F32, I64, I64],
+                          ["x", "w", "b", "y", "geom", "lo", "hi", "row0", "row1"])
+        self.b = self.f.b
+        geom = self.f.args["geom"]
+        self.g = {k: self.f.entry.load(self.f.entry.gep(geom, [i64(i)]), name=k) for i, k in enumerate(GEOMETRY)}
+        self.fma_v = _intrinsic(module, "llvm.fma.v8f32", V8, 3)
+        self.fma_s = _intrinsic(module, "llvm.fma.f32", F32, 3)
+        self.lo, self.hi = self.f.args["lo"], self.f.args["hi"]
+
+    def vload(self, base, index):
+        p = self.b.bitcast(self.b.gep(base, [index], inbounds=True), V8.as_pointer())
+        return self.b.load(p, align=4)
+
+    def vstore(self, value, base, index) -> None:
+        p = self.b.bitcast(self.b.gep(base, [index], inbounds=True), V8.as_pointer())
+        self.b.store(value, p, align=4)
+
+    def splat(self, scalar):
+        vec = ir.Constant(V8, ir.Undefined)
+        vec = self.b.insert_element(vec, scalar, ir.Constant(I64, 0))
+        return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), VEC), [0] * VEC))
+
+    def clamp(self, v, lo, hi):
+        """min(max(v, lo), hi) with NaN passing through, as numpy's maximum/clip do."""
+        v = self.b.select(self.b.fcmp_ordered("<", v, lo), lo, v)
+        return self.b.select(self.b.fcmp_ordered(">", v, hi), hi, v)
+
+    def const(self, value: float):
+        return ir.Constant(V8, [ir.Constant(F32, float(value))] * VEC)
+
+    def tanh(self, v):
+        b = self.b
+        limit = self.const(TANH_CLAMP)
+        x = self.clamp(v, b.fneg(limit), limit)
+        x2 = b.fmul(x, x)
+        p = self.const(TANH_ALPHA[-1])
+        for a in reversed(TANH_ALPHA[:-1]):
+            p = b.call(self.fma_v, [p, x2, self.const(a)])
+        p = b.fmul(p, x)
+        q = self.const(TANH_BETA[-1])
+        for a in reversed(TANH_BETA[:-1]):
+            q = b.call(self.fma_v, [q, x2, self.const(a)])
+        return b.fdiv(p, q)
+
+    def activate(self, v):
+        """The fused activation of a vector, by the ACT code (a branch the predictor always gets right)."""
+        b, code = self.b, self.g["ACT"]
+        result = self.f.var(V8, "act")
+        b.store(self.clamp(v, self.splat(self.lo), self.splat(self.hi)), result)
+        with b.if_then(b.icmp_signed("==", code, i64(1))):
+            b.store(self.tanh(v), result)
+        with b.if_then(b.icmp_signed("==", code, i64(2))):
+            half = self.const(0.5)
+            b.store(b.call(self.fma_v, [self.tanh(b.fmul(v, half)), half, half]), result)
+        with b.if_then(b.icmp_signed("==", code, i64(3))):
+            b.store(b.select(b.fcmp_ordered(">=", v, self.const(0.0)), v, b.fmul(v, self.splat(self.lo))), result)
+        return b.load(result)
+
+    def activate_scalar(self, value):
+        vec = self.b.insert_element(ir.Constant(V8, ir.Undefined), value, ir.Constant(I64, 0))
+        return self.b.extract_element(self.activate(vec), ir.Constant(I64, 0))
+
+    def inside(self, index, size):
+        """0 <= index < size, as one unsigned compare."""
+        return self.b.icmp_unsigned("<", index, size)
+
+    def rows(self):
+        """for r in [row0, row1): yields (n, oh) of output row r."""
+        return self.f.loop(self.f.args["row0"], self.f.args["row1"], "row")
+
+    def taps(self, n, oh, ow, body) -> None:
+        """Call body(x_pixel_offset, tap_index) for every kernel tap that lands inside the input."""
+        g, b = self.g, self.b
+        with self.f.loop(0, g["KH"], "i") as i:
+            ih = b.add(b.sub(b.mul(oh, g["SH"]), g["PT"]), b.mul(i, g["DH"]))
+            with self.f.when(self.inside(ih, g["H"])):
+                with self.f.loop(0, g["KW"], "j") as j:
+                    iw = b.add(b.sub(b.mul(ow, g["SW"]), g["PL"]), b.mul(j, g["DW"]))
+                    with self.f.when(self.inside(iw, g["W"])):
+                        pixel = b.mul(b.add(b.mul(b.add(b.mul(n, g["H"]), ih), g["W"]), iw), g["C"])
+                        body(pixel, b.add(b.mul(i, g["KW"]), j))
+
+
+def _intrinsic(module: ir.Module, name: str, ty, arity: int) -> ir.Function:
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(ty, [ty] * arity), name)
+
+
+def _emit_depthwise(module: ir.Module) -> None:
+    """y[n,oh,ow,m] = b[m] + sum_taps x[n,ih,iw,m // MG] * w[i,j,m]; blocks of 4, then 1 vector, then scalars."""
+    e = _Emitter(module, "depthwise")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    lo_v, hi_v = e.splat(e.lo), e.splat(e.hi)
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        with f.loop(0, g["OW"], "ow") as ow:
+            out = b.mul(b.add(b.mul(r, g["OW"]), ow), g["M"])
+
+            def block(c, width: int) -> None:
+                accs = [f.var(V8, "acc") for _ in range(width)]
+                for k, acc in enumerate(accs):
+                    b.store(e.vload(bias, b.add(c, i64(k * VEC))), acc)
+
+                def tap(pixel, t) -> None:
+                    for k, acc in enumerate(accs):
+                        ch = b.add(c, i64(k * VEC))
+                        xv = e.vload(x, b.add(pixel, ch))
+                        wv = e.vload(w, b.add(b.mul(t, g["M"]), ch))
+                        b.store(b.call(e.fma_v, [xv, wv, b.load(acc)]), acc)
+                e.taps(n, oh, ow, tap)
+                for k, acc in enumerate(accs):
+                    e.vstore(e.activate(b.load(acc)), y, b.add(out, b.add(c, i64(k * VEC))))
+
+            # vector blocks read input channel m for output m: only without a channel multiplier
+            vectors = b.select(b.icmp_signed("==", g["MG"], i64(1)), g["M"], i64(0))
+            wide = b.sdiv(vectors, i64(4 * VEC))
+            with f.loop(0, wide, "c4") as q:
+                block(b.mul(q, i64(4 * VEC)), 4)
+            done4 = b.mul(wide, i64(4 * VEC))
+            single = b.sdiv(b.sub(vectors, done4), i64(VEC))
+            with f.loop(0, single, "c1") as q:
+                block(b.add(done4, b.mul(q, i64(VEC))), 1)
+            done1 = b.add(done4, b.mul(single, i64(VEC)))
+            with f.loop(done1, g["M"], "cs") as c:
+                acc = f.var(F32, "acc_s")
+                b.store(b.load(b.gep(bias, [c])), acc)
+                # depthwise with a multiplier: output m reads input channel m // MG
+                cin = b.sdiv(c, g["MG"])
+
+                def tap_s(pixel, t) -> None:
+                    xv = b.load(b.gep(x, [b.add(pixel, cin)]))
+                    wv = b.load(b.gep(w, [b.add(b.mul(t, g["M"]), c)]))
+                    b.store(b.call(e.fma_s, [xv, wv, b.load(acc)]), acc)
+                e.taps(n, oh, ow, tap_s)
+                b.store(e.activate_scalar(b.load(acc)), b.gep(y, [b.add(out, c)]))
+    f.finish()
+
+
+def _emit_direct(module: ir.Module) -> None:
+    """A dense convolution over a pre-padded input: y[n,oh,ow,m] = b[m] + sum_{i,j,c} x[n,ih,iw,c] w[i,j,c,m].
+
+    w is (KH, KW, C, MP) with MP = M rounded up to whole vectors (zeros past
+    M).  A tile of 4 output pixels x 2 vectors of output channels stays in 8
+    registers; per input channel and tap it takes 2 weight vectors and 4
+    broadcast inputs.  Tails: 1 pixel, 1 vector, lanes stored one by one.
+    """
+    e = _Emitter(module, "direct")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    mp = b.mul(b.sdiv(b.add(g["M"], i64(VEC - 1)), i64(VEC)), i64(VEC))
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+
+        def tile(ow0, pixels: int, m0, vectors: int) -> None:
+            accs = [[f.var(V8, "acc") for _ in range(vectors)] for _ in range(pixels)]
+            for v in range(vectors):
+                bv = e.vload(bias, b.add(m0, i64(v * VEC)))
+                for t in range(pixels):
+                    b.store(bv, accs[t][v])
+            with f.loop(0, g["KH"], "i") as i:
+                ih = b.add(b.mul(oh, g["SH"]), b.mul(i, g["DH"]))
+                row = b.mul(b.add(b.mul(n, g["H"]), ih), g["W"])
+                with f.loop(0, g["KW"], "j") as j:
+                    px = [b.mul(b.add(row, b.add(b.mul(b.add(ow0, i64(t)), g["SW"]), b.mul(j, g["DW"]))), g["C"])
+                          for t in range(pixels)]
+                    pw = b.add(b.mul(b.mul(b.add(b.mul(i, g["KW"]), j), g["CG"]), mp), m0)
+                    # CG values from each pixel on: its C channels, or (KW = 1) a whole kernel row of them
+                    with f.loop(0, g["CG"], "c") as c:
+                        wrow = b.add(pw, b.mul(c, mp))
+                        wv = [e.vload(w, b.add(wrow, i64(v * VEC))) for v in range(vectors)]
+                        for t in range(pixels):
+                            xs = e.splat(b.load(b.gep(x, [b.add(px[t], c)], inbounds=True)))
+                            for v in range(vectors):
+                                b.store(b.call(e.fma_v, [xs, wv[v], b.load(accs[t][v])]), accs[t][v])
+            for t in range(pixels):
+                out = b.mul(b.add(b.mul(r, g["OW"]), b.add(ow0, i64(t))), g["M"])
+                for v in range(vectors):
+                    value = e.activate(b.load(accs[t][v]))
+                    m = b.add(m0, i64(v * VEC))
+                    # A whole vector may run past M into the next pixel's first channels when those are
+                    # written afterwards: this tile holds channel 0, the pixel does not end its row, and
+                    # the overhang stays inside the next pixel (m + VEC <= 2 M).
+                    whole = b.icmp_signed("<=", b.add(m, i64(VEC)), g["M"])
+                    later = b.and_(b.and_(b.icmp_signed("==", m0, i64(0)),
+                                          b.icmp_signed("<", b.add(ow0, i64(t + 1)), g["OW"])),
+                                   b.icmp_signed("<=", b.add(m, i64(VEC)), b.mul(g["M"], i64(2))))
+                    with b.if_else(b.or_(whole, later)) as (full, part):
+                        with full:
+                            e.vstore(value, y, b.add(out, m))
+                        with part:
+                            for lane in range(VEC):
+                                with b.if_then(b.icmp_signed("<", b.add(m, i64(lane)), g["M"])):
+                                    b.store(b.extract_element(value, i64(lane)),
+                                            b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
+
+        def channel_blocks(ow0, pixels: int) -> None:
+            pairs = b.sdiv(mp, i64(2 * VEC))
+            with f.loop(0, pairs, "mb2") as q:
+                tile(ow0, pixels, b.mul(q, i64(2 * VEC)), 2)
+            with f.loop(b.mul(pairs, i64(2)), b.sdiv(mp, i64(VEC)), "mb1") as q:
+                tile(ow0, pixels, b.mul(q, i64(VEC)), 1)
+
+        quads = b.sdiv(g["OW"], i64(4))
+        with f.loop(0, quads, "ow4") as q:
+            channel_blocks(b.mul(q, i64(4)), 4)
+        with f.loop(b.mul(quads, i64(4)), g["OW"], "ow1") as ow:
+            channel_blocks(ow, 1)
+    f.finish()
+
+
+def _emit_pool(module: ir.Module, name: str, is_max: bool) -> None:
+    """Max or average pooling, channels-last: every output row accumulated in place over the taps inside
+    the input (so padding is never read: -inf for max, nothing for the average, whose per-position divisor
+    comes in ``w``); vectorised over channels by LLVM."""
+    e = _Emitter(module, name)
+    f, b, g = e.f, e.b, e.g
+    x, divisor, y = f.args["x"], f.args["w"], f.args["y"]
+    init = ir.Constant(F32, float("-inf") if is_max else 0.0)
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        with f.loop(0, g["OW"], "ow") as ow:
+            out = b.mul(b.add(b.mul(r, g["OW"]), ow), g["C"])
+            with f.loop(0, g["C"], "c0") as c:
+                b.store(init, b.gep(y, [b.add(out, c)], inbounds=True))
+
+            def tap(pixel, t) -> None:
+                with f.loop(0, g["C"], "c") as c:
+                    dst = b.gep(y, [b.add(out, c)], inbounds=True)
+                    xv, yv = b.load(b.gep(x, [b.add(pixel, c)], inbounds=True)), b.load(dst)
+                    if is_max:  # numpy's maximum: a NaN wins
+                        take = b.or_(b.fcmp_unordered("uno", xv, xv), b.fcmp_ordered(">", xv, yv))
+                        b.store(b.select(take, xv, yv), dst)
+                    else:
+                        b.store(b.fadd(yv, xv), dst)
+            e.taps(n, oh, ow, tap)
+            if not is_max:
+                scale = b.fdiv(ir.Constant(F32, 1.0), b.load(b.gep(divisor, [b.add(b.mul(oh, g["OW"]), ow)])))
+                with f.loop(0, g["C"], "c1") as c:
+                    dst = b.gep(y, [b.add(out, c)], inbounds=True)
+                    b.store(b.fmul(b.load(dst), scale), dst)
+    f.finish()
+
+
+def _module_ir() -> str:
+    import llvmlite.binding as llvm
+
+    module = ir.Module("irc_conv_kernels")
+    module.triple = llvm.get_process_triple()
+    _emit_depthwise(module)
+    _emit_direct(module)
+    _emit_pool(module, "max_pool", True)
+    _emit_pool(module, "avg_pool", False)
+    return str(module)
+
+
+_COMPILE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _compiled():
+    from .jit import compile_cached
+
+    return compile_cached(_module_ir())
+
+
+_FUNCTIONS: dict = {}
+
+
+def _function(name: str):
+    with _COMPILE_LOCK:
+        if name not in _FUNCTIONS:
+            _FUNCTIONS[name] = _compiled().function(
+                name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
+    return _FUNCTIONS[name]
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="irc-conv")
+
+
+def threads() -> int:
+    return os.cpu_count() or 1
+
+
+SPLIT_MACS = 64_000_000
+"""Below this many multiply-adds a kernel runs in the calling thread: waking a second thread costs more
+(on a busy machine a woken thread may wait a whole scheduler slice)."""
+
+
+_PLANS: dict = {}
+"""Per (kernel, weights, geometry): the geometry array and the constant pointers, made once."""
+
+
+def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: tuple,
+             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8) -> np.ndarray:
+    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread when the
+    work (``macs``) is large and the caller is not already one of the batch's threads."""
+    key = (name, id(w), id(b), geom)
+    plan = _PLANS.get(key)
+    if plan is None or plan[0] is not w or plan[1] is not b:
+        g = np.array(geom, np.int64)
+        plan = (w, b, g, w.ctypes.data, b.ctypes.data, g.ctypes.data)  # holding w and b keeps their ids
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    fn = _FUNCTIONS.get(name) or _function(name)
+    rows = y.shape[0] * y.shape[1]
+    ptrs = (x.__array_interface__["data"][0], plan[3], plan[4], y.__array_interface__["data"][0], plan[5])
+    parts = 1
+    if macs >= SPLIT_MACS and not threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
+        parts = max(1, min(threads(), rows // min_rows_per_thread))  # (not inside one of the batch's threads)
+    if parts == 1:
+        fn(*ptrs, lo, hi, 0, rows)
+        return y
+    bounds = [rows * k // parts for k in range(parts + 1)]
+    futures = [_pool().submit(fn, *ptrs, lo, hi, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    fn(*ptrs, lo, hi, bounds[0], bounds[1])
+    for fut in futures:
+        fut.result()
+    return y
+
+
+# ------------------------------------------------------------- numpy-facing calls
+JIT_ACTIVATIONS = {
+    "relu": lambda p: (0.0, np.inf, ACTIVATION_CODES["relu"]),
+    "clip": lambda p: (float(p["min"]), float(p["max"]), ACTIVATION_CODES["clip"]),
+    "leaky_relu": lambda p: (float(p["alpha"]), 0.0, ACTIVATION_CODES["leaky_relu"]),
+    "tanh": lambda p: (-np.inf, np.inf, ACTIVATION_CODES["tanh"]),
+    "sigmoid": lambda p: (-np.inf, np.inf, ACTIVATION_CODES["sigmoid"]),
+}
+"""Fused activations the JIT kernels apply (by kernel name, with the kernel's keyword parameters): (lo, hi,
+code); a convolution with another fused activation runs in numpy."""
+
+
+def _clamp(activation: str, params) -> tuple[float, float, int]:
+    """The fused activation as the kernels apply it: (lo, hi, code), see ACTIVATION_CODES."""
+    if not activation:
+        return -np.inf, np.inf, 0
+    return JIT_ACTIVATIONS[activation](params or {})
+
+
+def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=None):
+    """kernels_nhwc.conv_depthwise's arguments and result, computed by the JIT kernel (float32)."""
+    x = np.ascontiguousarray(x, np.float32)
+    n, h, wd, c = x.shape
+    m = w.shape[-1]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, m), np.float32)
+    lo, hi, code = _clamp(activation, activation_params)
+    geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
+    return run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
+
+
+def packed_direct_weight(w: np.ndarray) -> np.ndarray:
+    """An IR weight (M, C, KH, KW) as the direct kernel reads it: (KH, KW, C, MP), zeros past M."""
+    m = w.shape[0]
+    mp = -(-m // VEC) * VEC
+    out = np.zeros(w.shape[2:] + (w.shape[1], mp), np.float32)
+    out[..., :m] = w.transpose(2, 3, 1, 0)
+    return out
+
+
+def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
+                  activation_params=None):
+    """A dense convolution, channels-last, by the JIT kernel: w from packed_direct_weight, b padded like it."""
+    from irc.ops.kernels_nhwc import _padded, _padded_size
+
+    xp = _padded(np.ascontiguousarray(x, np.float32), pads,
+                 _padded_size(x, kernel, strides, pads, dilations, out_dims))
+    n, hp, wp, c = xp.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, channels), np.float32)
+    # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
+    row_run = dw == 1
+    lo, hi, code = _clamp(activation, activation_params)
+    geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
+                     kw * c if row_run else c, channels, code)
+    return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
+
+
+_ZERO = np.zeros(1, np.float32)
+
+
+def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
+    x = np.ascontiguousarray(x, np.float32)
+    n, h, wd, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    y = np.empty((n, oh, ow, c), np.float32)
+    geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
+    run_rows(name, x, _ZERO if divisor is None else divisor, _ZERO, y, geom, 0.0, 0.0, y.size * kh * kw)
+    return y
+
+
+def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
+    """kernels_nhwc.max_pool_nhwc by the JIT kernel (float32)."""
+    return _run_pool("max_pool", x, None, kernel, strides, pads, dilations, out_dims)
+
+
+def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
+    """kernels_nhwc.avg_pool_nhwc by the JIT kernel (float32), with the reference's divisors."""
+    from irc.ops.kernels_nhwc import _divisors
+
+    divisor = np.ascontiguousarray(_divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims,
+                                             count_include_pad), np.float32)
+    return _run_pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)

@@ -1,0 +1,107 @@
+"""The numpy target's choice of formulation for each 2-d convolution, from its shape, at compile time.
+
+Weights are packed here once, in the activations' dtype (a float64 weight
+must not turn a float32 network's GEMMs float64), with an N2D2 channel mask
+multiplied in.  The rules, each measured against the alternatives on the
+benchmark networks (interleaved medians, batch 1 and 256):
+
+* depthwise (one input channel per group): taps over whole padded rows in
+  numpy; with ``kernels=llvm`` the JIT kernel (one FMA per tap, vectorised
+  over channels), which numpy's two passes per tap cannot reach (DS-CNN's
+  depthwise layers, one thread: about 16 ms JIT against 80-96 ms numpy taps
+  before the whole-row form, 14 ms after it on a 128-sample layer);
+* dense convolutions with ``kernels=llvm``: the JIT direct kernel (a
+  register tile of 4 pixels x 16 output channels, the input padded once),
+  faster than BLAS on these narrow GEMMs (M = 6..96) and with no column copy;
+* otherwise 1x1 without padding: one GEMM over all pixels;
+* other dense convolutions: im2col over channels-last rows (copies of KW*C
+  contiguous values) and one GEMM;
+* grouped convolutions: a dense block-diagonal weight (G times the
+  multiplies, but one kernel or BLAS call rather than one small GEMM per group).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from irc.graph import Node
+from irc.ops.nn import fused_activation_args, masked_weight, spatial_attrs
+
+
+@dataclass
+class ConvPlan:
+    kernel: str
+    weight: str
+    bias: str
+    kwargs: dict[str, Any]
+    note: str
+
+
+def conv_weight(L, node: Node) -> np.ndarray:
+    """The IR weight (M, C/group, KH, KW), mask applied, in the input's dtype."""
+    return masked_weight(node, L.graph.param).astype(L.dtype(node.inputs[0]))
+
+
+def block_diagonal(w: np.ndarray, group: int) -> np.ndarray:
+    """A grouped weight (M, C/group, KH, KW) as the dense (M, C, KH, KW) weight that computes the same."""
+    m, cg = w.shape[:2]
+    mg = m // group
+    dense = np.zeros((m, cg * group) + w.shape[2:], w.dtype)
+    for g in range(group):
+        dense[g * mg:(g + 1) * mg, g * cg:(g + 1) * cg] = w[g * mg:(g + 1) * mg]
+    return dense
+
+
+def choose_conv(L, node: Node) -> ConvPlan:
+    x = node.inputs[0]
+    a = node.attrs
+    strides, pads, dilations = spatial_attrs(a, 2)
+    group = a["group"]
+    w = conv_weight(L, node)
+    m, cg, kh, kw = w.shape
+    c = x.type.shape[1]
+    dt = L.dtype(x)
+    act = fused_activation_args(a)
+    from irc.backends.llvm.conv_kernels import JIT_ACTIVATIONS
+
+    jit = L.mode == "llvm" and dt == np.float32 and act.get("activation", "relu") in JIT_ACTIVATIONS
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    bias = L.graph.param(b).astype(dt) if b is not None else None
+    geometry = {"kernel": [kh, kw], "strides": strides, "pads": pads, "dilations": dilations,
+                "out_dims": list(node.outputs[0].type.shape[2:])}
+
+    def bias_ref(required: bool) -> str:
+        if bias is None and not required:
+            return "None"
+        return L.packed(node.name + ".bias", bias if bias is not None else np.zeros(m, dt))
+
+    if cg == 1 and group == c > 1:
+        packed = L.packed(node.name + ".weight_hwm", w[:, 0].transpose(1, 2, 0))
+        if jit:
+            return ConvPlan("jit_depthwise", packed, bias_ref(True), {**geometry, **act},
+                            "depthwise, JIT: FMA over channels")
+        return ConvPlan("conv_depthwise", packed, bias_ref(False), {**geometry, **act},
+                        "depthwise: taps over channels-last rows")
+    note = ""
+    if group > 1:
+        w = block_diagonal(w, group)
+        note = f"{group} groups as one block-diagonal weight; "
+    if jit:
+        from irc.backends.llvm.conv_kernels import packed_direct_weight
+
+        packed = packed_direct_weight(w)
+        padded_bias = np.zeros(packed.shape[-1], dt)
+        if bias is not None:
+            padded_bias[:m] = bias
+        return ConvPlan("jit_conv", L.packed(node.name + ".weight_hwcm", packed),
+                        L.packed(node.name + ".bias_padded", padded_bias), {**geometry, "channels": m, **act},
+                        note + "JIT direct convolution: 4 pixels x 16 channels in registers")
+    if kh == kw == 1 and not any(pads):
+        packed = L.packed(node.name + ".weight_cm", w[:, :, 0, 0].T)
+        return ConvPlan("conv_pointwise", packed, bias_ref(False), {"strides": strides, **act},
+                        note + "pointwise: one GEMM over pixels")
+    packed = L.packed(node.name + ".weight_col", w.transpose(2, 3, 1, 0).reshape(kh * kw * c, m))
+    return ConvPlan("conv_im2col", packed, bias_ref(False), {**geometry, **act},
+                    note + "im2col over channels-last rows, one GEMM")
