@@ -1,6 +1,8 @@
 """The driver: load -> passes -> backend -> Program."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from typing import Any, Callable
 
@@ -32,5 +34,20 @@ def compile(model: Graph | str | os.PathLike, target: str = "numpy", *, verify: 
     ctx = PassContext(options=options, print_ir=print_ir)
     if verify is not None:
         ctx.verify = verify
-    lowered = run_pipeline(graph, backend.pipeline(options, graph), ctx)
-    return backend.build(lowered, options, ctx=ctx)
+    with _no_gc_pauses():
+        lowered = run_pipeline(graph, backend.pipeline(options, graph), ctx)
+        return backend.build(lowered, options, ctx=ctx)
+
+
+@contextlib.contextmanager
+def _no_gc_pauses():
+    """No cyclic garbage collection while compiling: graphs are webs of references (values <-> nodes), so the
+    collector's full passes over an ever larger heap made compile time grow faster than the graph.  Whatever
+    compiling leaves behind is collected when it ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -3,8 +3,9 @@
 A pass is a function ``(graph, ctx) -> graph`` registered under a name,
 declaring which fields of the :class:`PassContext` it needs and which it
 provides (the spike conversion's results, the analog graph it started from).
-The manager checks that order before running anything, hands each pass a copy
-of the graph (parameter arrays are shared and must not be written in place),
+The manager checks that order before running anything, copies the graph once
+(the caller's stays as it was; parameter arrays are shared and must not be
+written in place) and lets the passes rewrite that copy in turn,
 restores topological order afterwards, runs the verifier when asked (always
 in tests), and can print the IR after every pass.  A failure names the pass
 and the ones that ran before it.
@@ -119,9 +120,10 @@ def run_pipeline(graph: Graph, names: Sequence[str], ctx: PassContext | None = N
     done: list[str] = []
     if ctx.verify:
         verify(graph)
+    graph = graph.copy()  # the caller's graph stays as it was; the passes then rewrite this copy in place
     for name in names:
         p = get_pass(name)
-        g = graph.copy()
+        g = graph
         try:
             out = p.fn(g, ctx)
             g = out if out is not None else g
