@@ -23,6 +23,55 @@ REALWORLD = os.path.join(FIXTURES, "realworld")
 with open(os.path.join(REALWORLD, "fixtures.json")) as _f:
     ENTRIES = json.load(_f)
 
+# Not yet supported (issue 13), by what stops each file.  Strict: a file that starts passing fails here until
+# its line is removed, so this list can only shrink and never hides a regression.
+KNOWN_GAPS: dict[str, str] = {
+    'classifier_dynamic_hw_op13.onnx': 'symbolic H/W inputs (shape specialisation)',
+    'convnext_block_gelu_tanh_op13.onnx': 'Pow, Sqrt',
+    'convnext_block_gelu_tanh_op20.onnx': 'Pow, Sqrt, LayerNormalization, Gelu',
+    'convnext_block_op13.onnx': 'Pow, Sqrt, Erf',
+    'convnext_block_op17.onnx': 'Pow, Sqrt, LayerNormalization, Erf',
+    'convnext_block_op18.onnx': 'Pow, Sqrt, LayerNormalization, Erf',
+    'convnext_block_op20.onnx': 'Pow, Sqrt, LayerNormalization, Gelu',
+    'crnn_gru_op13.onnx': 'GRU',
+    'crnn_lstm_op13.onnx': 'LSTM',
+    'fcn_resize_op13.onnx': 'ConvTranspose, Resize',
+    'handwritten_norms_op13.onnx': 'Pow, Sqrt',
+    'handwritten_norms_op18.onnx': 'Pow, Sqrt',
+    'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
+    'if_shape_script_op13.onnx': 'If',
+    'keras_convnext_block.h5': 'Normalization, LayerNormalization, gelu, LayerScale',
+    'keras_convnext_block.keras': 'Normalization, LayerNormalization, gelu, LayerScale',
+    'keras_crnn.h5': 'Permute, Bidirectional LSTM',
+    'keras_crnn.keras': 'Permute, Bidirectional LSTM',
+    'keras_dynamic_hw.h5': 'Input(None, None, 3)',
+    'keras_dynamic_hw.keras': 'Input(None, None, 3)',
+    'keras_efficientnet_block.h5': 'Normalization, Rescaling, silu',
+    'keras_efficientnet_block.keras': 'Normalization, Rescaling, silu',
+    'keras_fcn.h5': 'Conv2DTranspose, UpSampling2D',
+    'keras_fcn.keras': 'Conv2DTranspose, UpSampling2D',
+    'keras_lstm_gru.h5': 'LSTM, GRU',
+    'keras_lstm_gru.keras': 'LSTM, GRU',
+    'keras_mobilenetv3_block.h5': 'hard_silu, hard_sigmoid',
+    'keras_mobilenetv3_block.keras': 'hard_silu, hard_sigmoid',
+    'keras_ops_with_numbers.h5': 'Add/Multiply with a Python number (the number is dropped)',
+    'keras_ops_with_numbers.keras': 'Add/Multiply with a Python number (the number is dropped)',
+    'keras_ops_with_numbers_sub.h5': 'TrueDivide with a number',
+    'keras_ops_with_numbers_sub.keras': 'TrueDivide with a number',
+    'lrn_alexnet_op13.onnx': 'LRN',
+    'lrn_torch_if_op13.onnx': 'If, Pow',
+    'mobilenetv3_block_op13.onnx': 'HardSigmoid, HardSwish',
+    'mobilenetv3_block_op17.onnx': 'HardSigmoid, HardSwish',
+    'segmentation_dynamic_hw_op13.onnx': 'symbolic H/W inputs, Resize',
+    'sum_branches_op13.onnx': 'Sum',
+}
+
+
+def marked(entry: dict):
+    gap = KNOWN_GAPS.get(entry["file"])
+    marks = [pytest.mark.xfail(strict=True, reason=f"not supported yet: {gap}")] if gap else []
+    return pytest.param(entry, id=entry["file"], marks=marks)
+
 
 def reference_sets(entry: dict) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
     """(inputs, outputs) at each stored input size: x0.., y0.. and, for symbolic H/W models, b_x0.., b_y0.."""
@@ -36,7 +85,7 @@ def reference_sets(entry: dict) -> list[tuple[list[np.ndarray], list[np.ndarray]
     return sets
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
+@pytest.mark.parametrize("entry", [marked(e) for e in ENTRIES])
 def test_matches_the_models_own_runtime(entry):
     prog = irc.compile(irc.load(os.path.join(REALWORLD, entry["file"])), target="numpy")
     for xs, ys in reference_sets(entry):
