@@ -56,6 +56,9 @@ LayerEntry = dict
 Ref = tuple[str, int, int]
 """A Keras tensor reference: (layer name, call index, output index)."""
 
+Operand = Union[Ref, np.ndarray]
+"""A positional argument of a layer call: a tensor reference, or a constant (``keras.ops.add(x, 3.0)``)."""
+
 Weights = dict[str, np.ndarray]
 """A layer's arrays by variable role ('kernel', 'bias', 'moving_mean', ...)."""
 
@@ -246,8 +249,14 @@ def archive_keys(layers: list[LayerEntry]) -> list[str]:
     return keys
 
 
+def is_operation(layer: LayerEntry) -> bool:
+    """A ``keras.ops`` call saved in a functional model (``keras.ops.add(x, 3.0)``): an Operation, not a Layer, so
+    Keras gives it no weight group and it does not count in the archive's group names."""
+    return str(layer.get("module") or "").startswith(("keras.src.ops.", "keras.ops."))
+
+
 def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, list[np.ndarray]]) -> None:
-    layers = container_layers(model)
+    layers = [layer for layer in container_layers(model) if not is_operation(layer)]
     for layer, key in zip(layers, archive_keys(layers)):
         sub = group[key] if key in group else None
         if is_container(layer):
@@ -565,20 +574,27 @@ class Lowering:
         if len(inputs) != len(args):
             raise IRCError(f"the model {layer_name(model)!r} takes {len(inputs)} inputs, it is called with {len(args)}")
         produced: dict[tuple[str, int], list[Tensor]] = {(name, 0): [t] for (name, _, _), t in zip(inputs, args)}
-        calls = [(layer, k, refs) for layer in cfg["layers"] if layer["class_name"] != "InputLayer"
-                 for k, refs in enumerate(inbound_calls(layer))]
+        calls = [(layer, k, operands) for layer in cfg["layers"] if layer["class_name"] != "InputLayer"
+                 for k, operands in enumerate(inbound_calls(layer))]
         while calls:
-            ready = [c for c in calls if all((n, i) in produced for n, i, _ in c[2])]
+            ready = [c for c in calls if all((o[0], o[1]) in produced for o in c[2] if isinstance(o, tuple))]
             if not ready:
                 names = ", ".join(sorted({layer_name(layer) for layer, _, _ in calls}))
                 raise IRCError(f"the model {layer_name(model)!r} has layers whose inputs are never computed: {names}")
-            for layer, k, refs in ready:
-                produced[(layer_name(layer), k)] = self.call_layer(layer, [pick(produced, r) for r in refs])
+            for layer, k, operands in ready:
+                produced[(layer_name(layer), k)] = self.call_layer(
+                    layer, [pick(produced, o) if isinstance(o, tuple) else o for o in operands])
             calls = [c for c in calls if not any(c is r for r in ready)]
         return [pick(produced, r) for r in refs_of(cfg["output_layers"])]
 
-    def call_layer(self, layer: LayerEntry, args: list[Tensor]) -> list[Tensor]:
+    def call_layer(self, layer: LayerEntry, args: list[Tensor | np.ndarray]) -> list[Tensor]:
         cls = layer["class_name"]
+        constants = [a for a in args if isinstance(a, np.ndarray)]
+        if constants and not (cls in RULES and RULES[cls].constants):
+            raise UnsupportedError(f"{cls} is called with the constant operand {constants[0].tolist()!r}; irc reads "
+                                   "constant operands of " + ", ".join(sorted(c for c, r in RULES.items()
+                                                                              if r.constants)),
+                                   node=layer_name(layer))
         if is_container(layer):
             return self.call_model(layer, args)
         if cls == "InputLayer":
@@ -703,14 +719,15 @@ def refs_of(spec: Any) -> list[Ref]:
 
 
 @checked_config
-def inbound_calls(layer: LayerEntry) -> list[list[Ref]]:
-    """The tensors each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists)."""
+def inbound_calls(layer: LayerEntry) -> list[list[Operand]]:
+    """The operands each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists), in order: tensors, and the
+    numbers of an op on a tensor and a constant (``keras.ops.subtract(1.0, x)`` saves ``args: [1.0, x]``)."""
     calls = []
     for node in layer.get("inbound_nodes") or []:
         if isinstance(node, dict):
             if keras_tensors(node.get("kwargs", {})):
                 raise UnsupportedError("the layer takes tensors as keyword arguments", node=layer_name(layer))
-            calls.append(keras_tensors(node.get("args", [])))
+            calls.append(call_operands(node.get("args", [])))
         else:  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
             calls.append([(str(n[0]), int(n[1]), int(n[2])) for n in node])
     return calls
@@ -726,6 +743,23 @@ def keras_tensors(obj: Any) -> list[Ref]:
         return [r for v in obj.values() for r in keras_tensors(v)]
     if isinstance(obj, (list, tuple)):
         return [r for v in obj for r in keras_tensors(v)]
+    return []
+
+
+@checked_config
+def call_operands(obj: Any) -> list[Operand]:
+    """The tensor references and constants of a call's positional arguments, flattened in order (a merge layer's
+    list of tensors included); other values (None, strings, flags) are not operands."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return keras_tensors(obj)
+        if obj.get("class_name") in ("__numpy__", "__tensor__"):
+            return [numeric(obj)]
+        return []
+    if isinstance(obj, (list, tuple)):
+        return [o for v in obj for o in call_operands(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [np.asarray(obj, np.float32)]
     return []
 
 
@@ -817,6 +851,8 @@ class Rule:
     lower: LowerFn
     variables: VarsFn
     check: CheckFn
+    constants: bool = False
+    """Whether the lowering takes constant operands (numpy arrays among its args)."""
 
 
 RULES: dict[str, Rule] = {}
@@ -830,11 +866,11 @@ def no_problems(cfg: dict) -> list[str]:
     return []
 
 
-def rule(*classes: str, variables: VarsFn = no_variables, check: CheckFn = no_problems):
+def rule(*classes: str, variables: VarsFn = no_variables, check: CheckFn = no_problems, constants: bool = False):
     """Register a lowering for Keras layer classes."""
     def deco(fn: LowerFn) -> LowerFn:
         for cls in classes:
-            RULES[cls] = Rule(fn, variables, check)
+            RULES[cls] = Rule(fn, variables, check, constants)
         return fn
     return deco
 
@@ -1141,30 +1177,49 @@ def zero_padding(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tens
 
 
 # ------------------------------------------------------------------ merges
-def chain(L: Lowering, op: str, args: list[Tensor], name: str) -> Tensor:
-    """op over all inputs, left to right; the last node gets the layer's name."""
-    args = L.same_arrangement(args)
-    v = args[0].value
-    for i, t in enumerate(args[1:], start=1):
-        v = L.node(op, [v, t.value], name=name if i == len(args) - 1 else f"{name}.{i}")
-    return Tensor(v, args[0].axes)
+def chain(L: Lowering, op: str, args: list[Tensor | np.ndarray], name: str) -> Tensor:
+    """op over all operands, left to right; the last node gets the layer's name.  Constants (the numbers of
+    ``keras.ops.add(x, 3.0)``) become float32 parameters broadcast as numpy does, in their place in the order."""
+    tensors = L.same_arrangement([a for a in args if isinstance(a, Tensor)])
+    if not tensors:
+        raise IRCError("the layer has no tensor operand")
+    ref = tensors[0]
+    it = iter(tensors)
+    values = [next(it).value if isinstance(a, Tensor) else
+              L.param(f"{name}.const{i}", broadcast_constant(np.asarray(a, np.float32), ref))
+              for i, a in enumerate(args)]
+    v = values[0]
+    for i, operand in enumerate(values[1:], start=1):
+        v = L.node(op, [v, operand], name=name if i == len(values) - 1 else f"{name}.{i}")
+    return Tensor(v, ref.axes)
 
 
-@rule("Add")
+def two_operands(args: list, cls: str) -> list:
+    if len(args) != 2:
+        raise IRCError(f"{cls} takes two operands, got {len(args)}")
+    return args
+
+
+@rule("Add", constants=True)
 def add(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return chain(L, "Add", args, cfg["name"])
 
 
-@rule("Subtract")
+@rule("Subtract", constants=True)
 def subtract(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
-    if len(args) != 2:
-        raise IRCError(f"Subtract takes two inputs, got {len(args)}")
-    return chain(L, "Sub", args, cfg["name"])
+    return chain(L, "Sub", two_operands(args, "Subtract"), cfg["name"])
 
 
-@rule("Multiply")
+@rule("Multiply", constants=True)
 def multiply(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return chain(L, "Mul", args, cfg["name"])
+
+
+@rule("TrueDivide", "Divide", constants=True)
+def divide(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """``keras.ops.divide`` / ``true_divide`` (an op, not a layer): a tensor by a tensor or a number, or a number by
+    a tensor."""
+    return chain(L, "Div", two_operands(args, "TrueDivide"), cfg["name"])
 
 
 @rule("Average")
