@@ -1024,13 +1024,19 @@ def batch_norm_check(cfg: dict) -> list[str]:
     return problems
 
 
-@rule("BatchNormalization", variables=batch_norm_vars, check=batch_norm_check)
-def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
-    t = one(args)
-    k = L.ir_axis(t, single_axis(cfg, -1))
+def channel_at_1(L: Lowering, t: Tensor, keras_axis: int) -> Tensor:
+    """``t`` arranged so that Keras axis ``keras_axis`` is IR axis 1, where the per-channel ops (BatchNorm,
+    ScaleShift) act; unchanged when it already is."""
+    k = L.ir_axis(t, keras_axis)
     if k != 1:
         axis = t.axes[k]
         t = L.arrange(t, (0, axis) + tuple(a for a in t.axes[1:] if a != axis))
+    return t
+
+
+@rule("BatchNormalization", variables=batch_norm_vars, check=batch_norm_check)
+def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = channel_at_1(L, one(args), single_axis(cfg, -1))
     mean = w["moving_mean"]
     gamma = w.get("gamma", np.ones_like(mean))
     beta = w.get("beta", np.zeros_like(mean))
@@ -1039,7 +1045,74 @@ def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) 
     return Tensor(L.node("BatchNorm", [t.value, *params], {"epsilon": cfg.get("epsilon", 1e-3)}, cfg["name"]), t.axes)
 
 
+def normalization_vars(cfg: dict) -> list[Var]:
+    """An adapted Normalization stores its statistics; one given ``mean=``/``variance=`` keeps them in the config."""
+    if cfg.get("mean") is not None and cfg.get("variance") is not None:
+        return []
+    return [Var("mean", trains=False), Var("variance", trains=False), Var("count", trains=False)]
+
+
+def keras_axes(cfg: dict, default: int) -> list[int]:
+    axis = cfg.get("axis", default)
+    if axis is None:
+        return []
+    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) else [int(axis)]
+
+
+KERAS_EPSILON = 1e-7
+"""``keras.backend.epsilon()``: Normalization divides by max(sqrt(variance), this)."""
+
+
+@rule("Normalization", variables=normalization_vars)
+def normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """(x - mean) / max(sqrt(variance), 1e-7) per feature of the kept ``axis`` (x * that + mean with invert=True),
+    folded into one ScaleShift (one kept axis) or a Mul and an Add of broadcast constants."""
+    t = one(args)
+    mean = numeric(cfg["mean"]) if not w else w["mean"]
+    var = numeric(cfg["variance"]) if not w else w["variance"]
+    axes = sorted(a % t.rank for a in keras_axes(cfg, -1))
+    if any(not 0 < a < t.rank for a in axes):
+        raise IRCError(f"axis {cfg.get('axis')} is out of range for a rank-{t.rank} input")
+    kept = [t.shape[t.axes.index(a)] for a in axes]
+    if mean.size not in (1, int(np.prod(kept))) or var.size != mean.size:
+        raise IRCError(f"mean/variance of {mean.size}/{var.size} values do not match the kept axes' sizes {kept}")
+    std = np.maximum(np.sqrt(var.astype(np.float64)), KERAS_EPSILON)
+    mean = mean.astype(np.float64)
+    scale, shift = (std, mean) if cfg.get("invert") else (1.0 / std, -mean / std)
+    if len(axes) == 1 and mean.size == kept[0]:
+        t = channel_at_1(L, t, axes[0])
+        ins = [t.value, L.param(cfg["name"] + ".scale", scale.reshape(-1)),
+               L.param(cfg["name"] + ".shift", shift.reshape(-1))]
+        return Tensor(L.node("ScaleShift", ins, name=cfg["name"]), t.axes)
+    full = [t.shape[t.axes.index(a)] if a in axes else 1 for a in range(1, t.rank)]
+    shaped = [np.transpose(np.broadcast_to(c, kept).reshape([1] + full) if c.size > 1 else c.reshape([1] * t.rank),
+                           t.axes) for c in (scale, shift)]
+    y = L.node("Mul", [t.value, L.param(cfg["name"] + ".scale", shaped[0])], name=cfg["name"] + ".scale")
+    return Tensor(L.node("Add", [y, L.param(cfg["name"] + ".shift", shaped[1])], name=cfg["name"]), t.axes)
+
+
+def layer_scale_vars(cfg: dict) -> list[Var]:
+    return [Var("gamma", aliases=("variable",))]
+
+
+@rule("LayerScale", variables=layer_scale_vars)
+def layer_scale(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """keras.applications.convnext's LayerScale: x * gamma along the last axis (``projection_dim`` values)."""
+    t = channel_at_1(L, one(args), -1)
+    gamma = w["gamma"].reshape(-1)
+    if gamma.size != t.shape[1]:
+        raise IRCError(f"gamma has {gamma.size} values for {t.shape[1]} channels")
+    return Tensor(L.node("ScaleShift", [t.value, L.param(cfg["name"] + ".gamma", gamma, w["gamma"])],
+                         name=cfg["name"]), t.axes)
+
+
 # ------------------------------------------------------------- activations
+def silu(L: Lowering, t: Tensor, name: str) -> Tensor:
+    """x * sigmoid(x)."""
+    gate = L.node("Sigmoid", [t.value], name=name + ".sigmoid")
+    return Tensor(L.node("Mul", [t.value, gate], name=name), t.axes)
+
+
 def softmax_on(L: Lowering, t: Tensor, axis: int, name: str) -> Tensor:
     return L.apply("Softmax", t, {"axis": L.ir_axis(t, axis)}, name)
 
@@ -1052,6 +1125,8 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
     "sigmoid": lambda L, t, name: L.apply("Sigmoid", t, None, name),
     "tanh": lambda L, t, name: L.apply("Tanh", t, None, name),
     "softmax": lambda L, t, name: softmax_on(L, t, -1, name),
+    "silu": silu,
+    "swish": silu,
 }
 """Keras's built-in activations that have an exact IR equivalent (leaky_relu's default slope is 0.2)."""
 

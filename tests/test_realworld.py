@@ -46,8 +46,6 @@ KNOWN_GAPS: dict[str, str] = {
     'keras_crnn.keras': 'Permute, Bidirectional LSTM',
     'keras_dynamic_hw.h5': 'Input(None, None, 3)',
     'keras_dynamic_hw.keras': 'Input(None, None, 3)',
-    'keras_efficientnet_block.h5': 'Normalization, Rescaling, silu',
-    'keras_efficientnet_block.keras': 'Normalization, Rescaling, silu',
     'keras_fcn.h5': 'Conv2DTranspose, UpSampling2D',
     'keras_fcn.keras': 'Conv2DTranspose, UpSampling2D',
     'keras_lstm_gru.h5': 'LSTM, GRU',
