@@ -27,19 +27,10 @@ with open(os.path.join(REALWORLD, "fixtures.json")) as _f:
 # its line is removed, so this list can only shrink and never hides a regression.
 KNOWN_GAPS: dict[str, str] = {
     'classifier_dynamic_hw_op13.onnx': 'symbolic H/W inputs (shape specialisation)',
-    'convnext_block_gelu_tanh_op13.onnx': 'Pow, Sqrt',
-    'convnext_block_gelu_tanh_op20.onnx': 'Pow, Sqrt, LayerNormalization, Gelu',
-    'convnext_block_op13.onnx': 'Pow, Sqrt, Erf',
-    'convnext_block_op17.onnx': 'Pow, Sqrt, LayerNormalization, Erf',
-    'convnext_block_op18.onnx': 'Pow, Sqrt, LayerNormalization, Erf',
-    'convnext_block_op20.onnx': 'Pow, Sqrt, LayerNormalization, Gelu',
     'crnn_gru_op13.onnx': 'GRU',
     'crnn_lstm_op13.onnx': 'LSTM',
     'fcn_resize_op13.onnx': 'ConvTranspose, Resize',
-    'handwritten_norms_op13.onnx': 'Pow, Sqrt',
-    'handwritten_norms_op18.onnx': 'Pow, Sqrt',
     'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
-    'if_shape_script_op13.onnx': 'If',
     'keras_convnext_block.h5': 'Normalization, LayerNormalization, gelu, LayerScale',
     'keras_convnext_block.keras': 'Normalization, LayerNormalization, gelu, LayerScale',
     'keras_crnn.h5': 'Permute, Bidirectional LSTM',
@@ -52,12 +43,7 @@ KNOWN_GAPS: dict[str, str] = {
     'keras_lstm_gru.keras': 'LSTM, GRU',
     'keras_mobilenetv3_block.h5': 'hard_silu, hard_sigmoid',
     'keras_mobilenetv3_block.keras': 'hard_silu, hard_sigmoid',
-    'lrn_alexnet_op13.onnx': 'LRN',
-    'lrn_torch_if_op13.onnx': 'If, Pow',
-    'mobilenetv3_block_op13.onnx': 'HardSigmoid, HardSwish',
-    'mobilenetv3_block_op17.onnx': 'HardSigmoid, HardSwish',
     'segmentation_dynamic_hw_op13.onnx': 'symbolic H/W inputs, Resize',
-    'sum_branches_op13.onnx': 'Sum',
 }
 
 

@@ -243,6 +243,26 @@ def div(a, b):
     return np.true_divide(a, b)
 
 
+def sqrt(x):
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x)
+
+
+def power(a, b):
+    """``a ** b`` in a's dtype (ONNX Pow: the exponent's type may differ)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if np.issubdtype(a.dtype, np.floating):
+            return np.power(a, np.asarray(b).astype(a.dtype))
+        return np.power(a, np.asarray(b).astype(np.int64)).astype(a.dtype)
+
+
+def add_n(*xs):
+    out = np.array(xs[0])
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
 def exp(x):
     with np.errstate(over="ignore"):
         return np.exp(x)
@@ -288,6 +308,31 @@ def leaky_relu(x, *, alpha):
 def elu(x, *, alpha):
     with np.errstate(over="ignore"):
         return np.where(x > 0, x, np.asarray(alpha, x.dtype) * np.expm1(np.minimum(x, 0))).astype(x.dtype)
+
+
+def hard_sigmoid(x, *, alpha, beta):
+    return np.clip(x * np.asarray(alpha, x.dtype) + np.asarray(beta, x.dtype), 0, 1).astype(x.dtype, copy=False)
+
+
+def hard_swish(x):
+    return x * hard_sigmoid(x, alpha=1.0 / 6.0, beta=0.5)
+
+
+def erf(x):
+    """erf by Abramowitz & Stegun 7.1.26 in float64 (|error| < 1.5e-7, float32's resolution): numpy has no erf
+    and generated programs import numpy alone."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-z * z))).astype(x.dtype)
+
+
+def gelu(x, *, approximate):
+    """GELU; ``approximate`` is 'none'/'tanh' (a node's attribute) or 0.0/1.0 (a host's fused parameter)."""
+    if approximate in ("tanh", 1.0):
+        x64 = x.astype(np.float64)
+        return (0.5 * x64 * (1.0 + np.tanh(0.7978845608028654 * (x64 + 0.044715 * x64 ** 3)))).astype(x.dtype)
+    return (0.5 * x * (1.0 + erf(x * np.asarray(0.7071067811865476, x.dtype)))).astype(x.dtype)
 
 
 def clip(x, *, min, max):
@@ -372,3 +417,32 @@ def slice_pad(x, *, pads, value):
     nd = x.ndim
     crop = tuple(slice(max(-pads[i], 0), x.shape[i] - max(-pads[nd + i], 0)) for i in range(nd))
     return pad(x[crop], pads=[max(p, 0) for p in pads], value=value)
+
+
+# ---------------------------------------------------------- normalisations
+def layer_norm(x, scale, bias=None, *, axis, epsilon):
+    """(x - mean) / sqrt(var + epsilon) * scale + bias over the axes from ``axis`` on, computed in float32
+    (ONNX LayerNormalization's stash_type=1)."""
+    axes = tuple(range(axis, x.ndim))
+    acc = np.float64 if x.dtype == np.float64 else np.float32
+    xf = x.astype(acc, copy=False)
+    mean = xf.mean(axis=axes, keepdims=True)
+    d = xf - mean
+    var = (d * d).mean(axis=axes, keepdims=True)
+    y = d / np.sqrt(var + np.asarray(epsilon, acc)) * scale.astype(acc, copy=False)
+    if bias is not None:
+        y = y + bias.astype(acc, copy=False)
+    return y.astype(x.dtype, copy=False)
+
+
+def lrn(x, *, size, alpha, beta, bias):
+    """Local response normalisation across channels (axis 1), as ONNX defines it: the window holds channels
+    c - floor((size-1)/2) .. c + ceil((size-1)/2), and alpha is divided by size."""
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.square(x.astype(np.float64))
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (lo + 1, hi)
+    csum = np.cumsum(np.pad(sq, pad), axis=1)
+    c = x.shape[1]
+    window = np.take(csum, np.arange(lo + 1 + hi, lo + 1 + hi + c), axis=1) - np.take(csum, np.arange(c), axis=1)
+    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
