@@ -211,6 +211,7 @@ def read_archive(path: str) -> "KerasModel":
                 raise UnsupportedError("the archive has no model.weights.h5 (sharded or npz weights are not read)",
                                        hint="save the model with model.save('m.keras')")
             blob = z.read("model.weights.h5")
+            version = archive_version(z.read("metadata.json")) if "metadata.json" in members else "3"
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
         raise IRCError(f"not a readable .keras archive ({type(e).__name__}: {e})",
                        hint="the file may be truncated or damaged; save it again") from None
@@ -222,7 +223,17 @@ def read_archive(path: str) -> "KerasModel":
             read_archive_container(config, f["layers"], "layers", weights)
         except OSError as e:
             raise IRCError(f"the archive's weights are unreadable ({e})") from None
-    return KerasModel(config, weights)
+    return KerasModel(config, weights, version)
+
+
+def archive_version(raw: bytes) -> str:
+    """``keras_version`` from an archive's metadata.json ('3' when it is unreadable: only Keras 3 and late
+    Keras 2 write archives)."""
+    try:
+        meta = json.loads(raw)
+        return str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
+    except (ValueError, TypeError):
+        return "3"
 
 
 def is_group(node: Any) -> bool:
@@ -293,6 +304,7 @@ def read_legacy_h5(path: str) -> "KerasModel":
                 raise IRCError("the .h5 file has no model_config: it holds weights only (or is not a Keras file)",
                                hint="save the whole model with model.save('m.keras') or model.save('m.h5')")
             config = parse_config(as_text(f.attrs["model_config"]))
+            version = as_text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "2"
             check_supported(config)
             root = f["model_weights"] if "model_weights" in f else f
             weights: dict[int, list[np.ndarray]] = {}
@@ -300,7 +312,7 @@ def read_legacy_h5(path: str) -> "KerasModel":
                 weights.update(assign_legacy(layer, stored_arrays(root, layer)))
         except OSError as e:
             raise IRCError(f"the file's weights are unreadable ({e})", hint="the file may be truncated") from None
-    return KerasModel(config, weights)
+    return KerasModel(config, weights, version)
 
 
 class open_h5:
@@ -485,6 +497,12 @@ class KerasModel:
 
     config: LayerEntry
     weights: dict[int, list[np.ndarray]]
+    keras_version: str = "3"
+    """Which Keras wrote the file: ``hard_sigmoid`` changed in Keras 3 (relu6(x + 3) / 6, was 0.2 x + 0.5)."""
+
+    @property
+    def keras2(self) -> bool:
+        return self.keras_version.split(".")[0] in ("1", "2")
 
 
 @dataclass(frozen=True)
@@ -1091,6 +1109,33 @@ def normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Ten
     return Tensor(L.node("Add", [y, L.param(cfg["name"] + ".shift", shaped[1])], name=cfg["name"]), t.axes)
 
 
+def layer_norm_vars(cfg: dict) -> list[Var]:
+    return ([Var("gamma")] if cfg.get("scale", True) else []) + ([Var("beta")] if cfg.get("center", True) else [])
+
+
+def layer_norm_check(cfg: dict) -> list[str]:
+    return ["rms_scaling=True"] if cfg.get("rms_scaling") else []
+
+
+@rule("LayerNormalization", variables=layer_norm_vars, check=layer_norm_check)
+def layer_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """(x - mean) / sqrt(var + epsilon) * gamma + beta over the Keras axes ``axis``: those are arranged last (in
+    Keras's order), where the IR's LayerNormalization normalises; gamma/beta have the shape of those axes."""
+    t = one(args)
+    axes = sorted({a % t.rank for a in keras_axes(cfg, -1)})
+    if not axes or axes[0] == 0 or axes[-1] >= t.rank:
+        raise IRCError(f"axis {cfg.get('axis')} is not a set of feature axes of a rank-{t.rank} input")
+    t = L.arrange(t, tuple(a for a in t.axes if a not in axes) + tuple(axes))
+    normalised = tuple(t.shape[t.rank - len(axes):])
+    name = cfg["name"]
+    gamma = w.get("gamma", np.ones(normalised, np.float32))
+    beta = w.get("beta")
+    ins = [t.value, L.param(name + ".gamma", gamma.reshape(normalised), w.get("gamma")),
+           L.param(name + ".beta", beta.reshape(normalised), beta) if beta is not None else None]
+    attrs = {"axis": t.rank - len(axes), "epsilon": float(cfg.get("epsilon", 1e-3))}
+    return Tensor(L.node("LayerNormalization", ins, attrs, name), t.axes)
+
+
 def layer_scale_vars(cfg: dict) -> list[Var]:
     return [Var("gamma", aliases=("variable",))]
 
@@ -1113,6 +1158,17 @@ def silu(L: Lowering, t: Tensor, name: str) -> Tensor:
     return Tensor(L.node("Mul", [t.value, gate], name=name), t.axes)
 
 
+def hard_sigmoid(L: Lowering, t: Tensor, name: str) -> Tensor:
+    """Keras 3: relu6(x + 3) / 6, i.e. clip(x / 6 + 0.5, 0, 1); Keras 2 (a file it wrote): clip(0.2 x + 0.5, 0, 1)."""
+    alpha = 0.2 if L.model.keras2 else 1.0 / 6.0
+    return L.apply("HardSigmoid", t, {"alpha": alpha, "beta": 0.5}, name)
+
+
+def gelu(approximate: bool) -> Callable[[Lowering, Tensor, str], Tensor]:
+    """keras.activations.gelu (approximate=False: the erf form) or keras.ops.gelu's default tanh form."""
+    return lambda L, t, name: L.apply("Gelu", t, {"approximate": "tanh" if approximate else "none"}, name)
+
+
 def softmax_on(L: Lowering, t: Tensor, axis: int, name: str) -> Tensor:
     return L.apply("Softmax", t, {"axis": L.ir_axis(t, axis)}, name)
 
@@ -1127,6 +1183,10 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
     "softmax": lambda L, t, name: softmax_on(L, t, -1, name),
     "silu": silu,
     "swish": silu,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_silu": lambda L, t, name: L.apply("HardSwish", t, None, name),
+    "hard_swish": lambda L, t, name: L.apply("HardSwish", t, None, name),
+    "gelu": gelu(False),
 }
 """Keras's built-in activations that have an exact IR equivalent (leaky_relu's default slope is 0.2)."""
 
@@ -1134,6 +1194,27 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
 @rule("Activation")
 def activation(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return L.activation(cfg.get("activation"), one(args), cfg["name"])
+
+
+OPS_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "silu",
+                   "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu"}
+"""``keras.ops`` activation calls saved in a functional model (class name: the activation it applies)."""
+
+
+def ops_activation(activation_name: str) -> LowerFn:
+    def lower(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+        return ACTIVATIONS[activation_name](L, one(args), cfg["name"])
+    return lower
+
+
+for _cls, _activation in OPS_ACTIVATIONS.items():
+    rule(_cls)(ops_activation(_activation))
+
+
+@rule("Gelu")
+def ops_gelu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """``keras.ops.gelu(x, approximate=True)``: its default is the tanh form (the activation's is the erf one)."""
+    return gelu(bool(cfg.get("approximate", True)))(L, one(args), cfg["name"])
 
 
 def relu_check(cfg: dict) -> list[str]:

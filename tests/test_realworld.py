@@ -31,8 +31,6 @@ KNOWN_GAPS: dict[str, str] = {
     'crnn_lstm_op13.onnx': 'LSTM',
     'fcn_resize_op13.onnx': 'ConvTranspose, Resize',
     'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
-    'keras_convnext_block.h5': 'Normalization, LayerNormalization, gelu, LayerScale',
-    'keras_convnext_block.keras': 'Normalization, LayerNormalization, gelu, LayerScale',
     'keras_crnn.h5': 'Permute, Bidirectional LSTM',
     'keras_crnn.keras': 'Permute, Bidirectional LSTM',
     'keras_dynamic_hw.h5': 'Input(None, None, 3)',
@@ -41,8 +39,6 @@ KNOWN_GAPS: dict[str, str] = {
     'keras_fcn.keras': 'Conv2DTranspose, UpSampling2D',
     'keras_lstm_gru.h5': 'LSTM, GRU',
     'keras_lstm_gru.keras': 'LSTM, GRU',
-    'keras_mobilenetv3_block.h5': 'hard_silu, hard_sigmoid',
-    'keras_mobilenetv3_block.keras': 'hard_silu, hard_sigmoid',
     'segmentation_dynamic_hw_op13.onnx': 'symbolic H/W inputs, Resize',
 }
 
