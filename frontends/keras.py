@@ -1140,7 +1140,14 @@ def layer_scale_vars(cfg: dict) -> list[Var]:
     return [Var("gamma", aliases=("variable",))]
 
 
-@rule("LayerScale", variables=layer_scale_vars)
+def layer_scale_check(cfg: dict) -> list[str]:
+    """Only keras.applications.convnext's LayerScale (init_values, projection_dim) is known; another class of that
+    name is someone's own code."""
+    return [] if {"init_values", "projection_dim"} <= set(cfg) else [
+        "not keras.applications.convnext's LayerScale (no init_values/projection_dim in its config)"]
+
+
+@rule("LayerScale", variables=layer_scale_vars, check=layer_scale_check)
 def layer_scale(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     """keras.applications.convnext's LayerScale: x * gamma along the last axis (``projection_dim`` values)."""
     t = channel_at_1(L, one(args), -1)

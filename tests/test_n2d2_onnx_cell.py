@@ -180,3 +180,33 @@ def test_n2d2s_own_mnist_onnx_ini_runs_over_a_model_of_that_shape(tmp_path):
     x = RNG.uniform(0, 1, (1, 1, 28, 28)).astype(np.float32)
     got = irc.compile(irc.load(str(tmp_path / "mnist_ONNX.ini")), target="numpy").run(x)
     np.testing.assert_allclose(got, ort_run(str(tmp_path / "model.onnx"), {"Input3": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_corpus_onnx_inis_name_the_missing_file_or_variable(monkeypatch, tmp_path):
+    """N2D2's 27 model files with a Type=ONNX cell point at models not shipped with them: each is refused naming
+    the unset variable or, once it is set, the resolved path and the variable."""
+    import glob
+    import warnings
+
+    corpus = os.path.join(os.path.dirname(__file__), "fixtures", "n2d2_corpus")
+    files = [p for p in sorted(glob.glob(os.path.join(corpus, "**", "*.ini"), recursive=True))
+             if "Type=ONNX" in open(p).read()]
+    assert len(files) == 27
+    for models in (None, str(tmp_path / "models")):
+        if models is None:
+            monkeypatch.delenv("N2D2_MODELS", raising=False)
+        else:
+            monkeypatch.setenv("N2D2_MODELS", models)
+        for path in files:
+            uses_var = "${N2D2_MODELS}" in open(path).read()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with pytest.raises(irc.IRCError) as e:
+                    irc.load(path)
+            message = str(e.value)
+            assert "[onnx]" in message and os.path.basename(path) in message, message
+            if uses_var and models is None:
+                assert "${N2D2_MODELS}" in message and "not set" in message, message
+            else:
+                assert "ONNX file not found" in message, message
+                assert (models in message and "N2D2_MODELS" in message) if uses_var else corpus in message, message
