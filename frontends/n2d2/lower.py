@@ -160,10 +160,11 @@ class _Lowering:
     def build_order(self, env: str, layers: list[str]) -> list[str]:
         depth: dict[str, int] = {}
         pending = list(layers)
+        onnx_tensors = self.onnx_names(layers)
         while pending:
             progressed = False
             for s in list(pending):
-                ins = [p for p in self.input_names(s, env) if p not in self.onnx_names(layers)]
+                ins = [p for p in self.input_names(s, env) if p not in onnx_tensors]
                 if all(p == "env" or p in depth for p in ins):
                     depth[s] = 1 + max([depth.get(p, 0) for p in ins] or [0])
                     pending.remove(s)

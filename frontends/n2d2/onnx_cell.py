@@ -3,12 +3,14 @@
 N2D2 (docs ``onnx_import.rst`` / ``onnx_transfer.rst``): the section's ``File=`` is read like every path-like
 key, through ``Utils::expandEnvVars`` (``${N2D2_MODELS}/...``), relative paths from the INI file's folder (the rule
 irc's template includes follow too; absolute paths may point anywhere).  The cells named in its ``Input=`` feed
-the ONNX graph's input.  A later cell takes the ONNX graph's output with ``Input=<onnx section>``, or a tensor
-inside it with ``Input=<onnx section>,<onnx tensor name>`` (the section name first, for the build order); a
-``[<onnx tensor name>.Target]`` section makes that tensor an output.  ``Ignore=`` lists ONNX tensors whose node
-is skipped: its consumers read the node's first input instead.
+the ONNX graph's input.  A later cell takes a tensor inside it with ``Input=<onnx section>,<onnx tensor name>``
+(the section name first, for the build order: N2D2's ``DeepNetGenerator`` then drops it from the parents); a
+``[<onnx tensor name>.Target]`` section makes that tensor an output, as N2D2 attaches targets to the cells the
+import created.  ``Ignore=`` lists ONNX tensors whose node is not imported (N2D2 uses it to cut a classifier off).
 
-Unlike N2D2, an unset variable is an error (N2D2 expands it to nothing and then fails on an odd path).
+Where irc goes further than N2D2, it says so: ``Input=<onnx section>`` alone (no cell in N2D2) takes the ONNX
+graph's output; a node left out by ``Ignore=`` passes its first input on to its consumers (N2D2 leaves them
+without that parent); an unset variable is an error (N2D2 expands it to nothing and fails on the odd path).
 """
 from __future__ import annotations
 
