@@ -286,3 +286,32 @@ def test_reduce_with_axes_as_an_input_opset18(op, shape, keep, seed):
     model = build([helper.make_node(op, ["x", "axes"], ["y"], keepdims=int(keep))], {"x": x}, out_rank,
                   inits={"axes": np.array(axes, np.int64)}, opset=18)
     compare(model, {"x": x})
+
+
+# -------------------------------------------------------------- spiking
+def _three_branch_model(act: str) -> tuple[onnx.ModelProto, np.ndarray]:
+    rng = np.random.default_rng(0)
+    inits = {f"w{i}": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32) for i in range(3)}
+    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]) for i in range(3)]
+    nodes += [helper.make_node("Sum", ["c0", "c1", "c2"], ["s"]), helper.make_node(act, ["s"], ["r"]),
+              helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    x = rng.uniform(0, 1, (16, 3, 6, 6)).astype(np.float32)
+    return build(nodes, {"x": x}, 4, inits=inits, opset=20), x
+
+
+def test_sum_of_branches_converts_to_spikes():
+    """Sum follows Add's rate rule (branches with one scale add as they are): the spiking network tracks the
+    analog one, and a target without a Sum lowering refuses it by name."""
+    model, x = _three_branch_model("Relu")
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=128).run(x)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
+    with pytest.raises(irc.IRCError, match="cannot run: Sum"):
+        irc.compile(from_model(model), target="spike-llvm", calibration=x, timesteps=8)
+
+
+@pytest.mark.parametrize("act", ["HardSwish", "HardSigmoid", "Gelu", "Erf"])
+def test_spike_conversion_refuses_the_new_activations_by_name(act):
+    model, x = _three_branch_model(act)
+    with pytest.raises(irc.IRCError, match=f"{act} has no spiking equivalent"):
+        irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=8)
