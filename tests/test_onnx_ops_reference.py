@@ -315,3 +315,25 @@ def test_spike_conversion_refuses_the_new_activations_by_name(act):
     model, x = _three_branch_model(act)
     with pytest.raises(irc.IRCError, match=f"{act} has no spiking equivalent"):
         irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=8)
+
+
+# ------------------------------------------------------------------ cuda
+@pytest.mark.parametrize("op,attrs,opset", ACTIVATIONS, ids=[f"{o}{a}" for o, a, _ in ACTIVATIONS])
+def test_cuda_runs_the_new_activations_fused_and_alone(op, attrs, opset):
+    """The cuda target's expressions (source.ACTIVATIONS), run through the C++ emulation, fused into a Conv and
+    on their own (after a Mul, which hosts no activation)."""
+    from cuda_emulation import compiler, emulate
+
+    if compiler() is None:
+        pytest.skip("no C++ compiler for the CUDA emulation")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    model = build([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node(op, ["c"], ["a"], **attrs), helper.make_node("Mul", ["c", "c"], ["m"]),
+                   helper.make_node(op, ["m"], ["b"], **attrs), helper.make_node("Add", ["a", "b"], ["y"])],
+                  {"x": x}, 4, inits={"w": w}, opset=opset)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    prog = irc.compile(from_model(model), target="cuda")
+    emulate(prog)
+    np.testing.assert_allclose(prog.run(x), expected, rtol=1e-5, atol=1e-4)
