@@ -370,9 +370,10 @@ class Sum(OpDef):
     inputs = ("inputs*",)
     kernel = "add_n"
     preserves_sign = True
+    linear = True
+    rate_rule = "sum"
 
     def infer(self, ins, a):
-        self.require_analog(ins)
         if not ins:
             raise IRCError("Sum needs at least one input")
         shape = ins[0].shape
@@ -380,7 +381,7 @@ class Sum(OpDef):
             if t.dtype != ins[0].dtype:
                 raise IRCError(f"Sum: operand types {ins[0].dtype} and {t.dtype} differ")
             shape = broadcast_shapes(shape, t.shape)
-        return [TensorType(shape, ins[0].dtype)]
+        return [TensorType(shape, ins[0].dtype, self.data_domain(ins))]
 
     def example(self, rng):
         shapes = [(2, 3, 4), (2, 1, 4), (4,)]
