@@ -770,3 +770,4 @@ def Reduce(L, n):
         y = L.emit(pool, [x])
         return [y if keepdims else L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})]
     return [L.emit(n.op_type, [x], {"axes": axes, "keepdims": keepdims})]
+from . import onnx_structured  # noqa: E402,F401  (Resize, ConvTranspose, LSTM, GRU handlers)

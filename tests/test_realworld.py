@@ -29,7 +29,6 @@ KNOWN_GAPS: dict[str, str] = {
     'classifier_dynamic_hw_op13.onnx': 'symbolic H/W inputs (shape specialisation)',
     'crnn_gru_op13.onnx': 'GRU',
     'crnn_lstm_op13.onnx': 'LSTM',
-    'fcn_resize_op13.onnx': 'ConvTranspose, Resize',
     'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
     'keras_crnn.h5': 'Permute, Bidirectional LSTM',
     'keras_crnn.keras': 'Permute, Bidirectional LSTM',
