@@ -722,29 +722,71 @@ def _cast(L, n, to) -> list:
 
 @handler("Slice")
 def Slice(L, n):
-    data = L.const(n, 0, "data (outside shape arithmetic)")
+    """Constant data is sliced while loading; run-time data with unit steps (a crop) becomes a Pad with
+    negative pads."""
     a = attrs_of(n)
     if L.opset < 10:
         starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
     else:
-        starts, ends = L.const(n, 1), L.const(n, 2)
-        axes = L.const(n, 3) if L.has(n, 3) else None
-        steps = L.const(n, 4) if L.has(n, 4) else None
+        starts, ends = L.const(n, 1, "starts"), L.const(n, 2, "ends")
+        axes = L.const(n, 3, "axes") if L.has(n, 3) else None
+        steps = L.const(n, 4, "steps") if L.has(n, 4) else None
     axes = list(range(len(starts))) if axes is None else list(axes)
     steps = [1] * len(starts) if steps is None else list(steps)
+    if not L.is_const(n.input[0]):
+        return [_crop(L, n, starts, ends, axes, steps)]
+    data = L.const(n, 0, "data")
     index = [slice(None)] * data.ndim
     for s, e, ax, st in zip(starts, ends, axes, steps):
         index[int(ax)] = slice(int(s), int(e), int(st))
     return [data[tuple(index)]]
 
 
+def _crop(L: _Lowering, n, starts, ends, axes, steps) -> Value:
+    """A unit-step Slice of run-time data as a Pad with negative pads (the batch axis stays whole)."""
+    t = L.type_of(n.input[0])
+    pads = [0] * (2 * t.rank)
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        ax = int(ax) % t.rank
+        dim = t.shape[ax]
+        if int(st) != 1:
+            raise UnsupportedError("Slice of run-time data with a step other than 1 is not supported")
+        if dim == BATCH:
+            if int(s) != 0 or int(e) < 2**31 - 1:
+                raise UnsupportedError("Slice along the batch axis is not supported")
+            continue
+        lo, hi, _ = slice(int(s), int(e)).indices(dim)
+        pads[ax], pads[t.rank + ax] = -lo, -(dim - max(hi, lo))
+    return L.emit("Pad", [L.arg(n, 0)], {"pads": pads, "value": 0.0})
+
+
+_STATE_INPUTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
+"""Input slots of the recurrent ops that hold initial states (a batch of one broadcasts over N)."""
+
+
+def _only_feeds_states(L: _Lowering, name: str) -> bool:
+    """Whether ``name`` reaches nothing but recurrent initial states (through Slices of its data)."""
+    users = [(m, i) for m in L.model.graph.node for i, inp in enumerate(m.input) if inp == name]
+    if not users or any(o.name == name for o in L.model.graph.output):
+        return False
+    for m, i in users:
+        if m.op_type == "Slice" and i == 0:
+            if not all(_only_feeds_states(L, out) for out in m.output if out):
+                return False
+        elif i not in _STATE_INPUTS.get(m.op_type, ()):
+            return False
+    return True
+
+
 @handler("ConstantOfShape")
 def ConstantOfShape(L, n):
+    """Zeros of the batch size are allowed only as recurrent initial states (PyTorch's ``h0 = zeros(D, N, H)``),
+    kept with a batch of one."""
     shape = L.const(n, 0, "shape")
-    if (shape == SYM_BATCH).any():
+    if (shape == SYM_BATCH).any() and not _only_feeds_states(L, n.output[0]):
         raise UnsupportedError("ConstantOfShape of the batch size is not supported")
     value = attrs_of(n).get("value", np.zeros(1, np.float32))
-    return [np.full(tuple(int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
+    return [np.full(tuple(1 if s == SYM_BATCH else int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
 
 
 _GLOBAL_POOLS = {"ReduceMean": "GlobalAvgPool", "ReduceMax": "GlobalMaxPool"}

@@ -1,9 +1,8 @@
 """ONNX handlers of the structured ops: Resize / Upsample, ConvTranspose, LSTM, GRU.
 
-Registered into :data:`frontends.onnx.HANDLERS` on import (the last line of frontends/onnx.py).  Also here,
-because exporters put them in front of these ops: ``Slice`` of run-time data (a crop, lowered to a Pad with
-negative pads) and ``ConstantOfShape`` of the batch size when its zeros only feed recurrent initial states
-(PyTorch's ``h0 = zeros(D, N, H)``; irc keeps a batch of one that the kernels broadcast).
+Registered into :data:`frontends.onnx.HANDLERS` on import (the last line of frontends/onnx.py).  What
+exporters put around them (a ``Slice`` crop of run-time data, ``ConstantOfShape`` zeros of the batch size as
+recurrent initial states) is handled by those ops' own handlers in frontends/onnx.py.
 """
 from __future__ import annotations
 
@@ -12,16 +11,16 @@ import numpy as np
 from irc.errors import IRCError, UnsupportedError
 from irc.types import BATCH
 
-from .onnx import HANDLERS, SYM_BATCH, _Lowering, attrs_of, handler, same_pads
+from irc.ops import get_op
 
-_CONST_SLICE = HANDLERS["Slice"]
-_CONST_OF_SHAPE = HANDLERS["ConstantOfShape"]
+from .onnx import SYM_BATCH, _Lowering, attrs_of, handler
+
 
 
 def _emit_multi(L: _Lowering, op: str, n, inputs: list, attrs: dict) -> list:
     """One IR node with several outputs, named after the ONNX node's outputs (unused ones get a suffix)."""
     label = n.name or n.output[0]
-    slots = [s.rstrip("?*") for s in __import__("irc.ops", fromlist=["get_op"]).get_op(op).inputs]
+    slots = [s.rstrip("?*") for s in get_op(op).inputs]
     vals = [L._param_for(x, f"{label}.{slots[i]}") if isinstance(x, np.ndarray) else x for i, x in enumerate(inputs)]
     count = {"LSTM": 3, "GRU": 2}[op]
     names = [(n.output[i] if i < len(n.output) and n.output[i] else f"{label}.out{i}") for i in range(count)]
@@ -180,55 +179,3 @@ def LSTM(L, n):
 @handler("GRU")
 def GRU(L, n):
     return _recurrent(L, n, "GRU")
-
-
-# ------------------------------------------- what exporters put around them
-@handler("Slice")
-def Slice(L, n):
-    """A Slice of run-time data with unit steps (a crop): a Pad with negative pads; constants as before."""
-    if L.is_const(n.input[0]) or L.opset < 10:
-        return _CONST_SLICE(L, n)
-    t = L.type_of(n.input[0])
-    starts, ends = L.const(n, 1, "starts"), L.const(n, 2, "ends")
-    axes = L.const(n, 3, "axes") if L.has(n, 3) else range(len(starts))
-    steps = L.const(n, 4, "steps") if L.has(n, 4) else [1] * len(starts)
-    pads = [0] * (2 * t.rank)
-    for s, e, ax, st in zip(starts, ends, axes, steps):
-        ax = int(ax) % t.rank
-        dim = t.shape[ax]
-        if int(st) != 1:
-            raise UnsupportedError("Slice of run-time data with a step other than 1 is not supported")
-        if dim == BATCH:
-            if int(s) != 0 or int(e) < 2**31 - 1:
-                raise UnsupportedError("Slice along the batch axis is not supported")
-            continue
-        lo, hi, _ = slice(int(s), int(e)).indices(dim)
-        pads[ax], pads[t.rank + ax] = -lo, -(dim - max(hi, lo))
-    return [L.emit("Pad", [L.arg(n, 0)], {"pads": pads, "value": 0.0})]
-
-
-_STATE_INPUTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
-
-
-def _only_feeds_states(L: _Lowering, name: str) -> bool:
-    """Whether ``name`` reaches nothing but recurrent initial states (through Slices of its data)."""
-    users = [(m, i) for m in L.model.graph.node for i, inp in enumerate(m.input) if inp == name]
-    if not users or any(o.name == name for o in L.model.graph.output):
-        return False
-    for m, i in users:
-        if m.op_type == "Slice" and i == 0:
-            if not all(_only_feeds_states(L, out) for out in m.output if out):
-                return False
-        elif i not in _STATE_INPUTS.get(m.op_type, ()):
-            return False
-    return True
-
-
-@handler("ConstantOfShape")
-def ConstantOfShape(L, n):
-    shape = L.const(n, 0, "shape")
-    if (shape == SYM_BATCH).any() and _only_feeds_states(L, n.output[0]):
-        value = attrs_of(n).get("value", np.zeros(1, np.float32))
-        return [np.full(tuple(1 if s == SYM_BATCH else int(s) for s in shape), value.reshape(-1)[0],
-                        dtype=value.dtype)]
-    return _CONST_OF_SHAPE(L, n)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import IRCError, UnsupportedError
+from ..errors import IRCError
 from ..types import TensorType
 from . import Attr, OpDef, OpExample, register
 
