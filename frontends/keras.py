@@ -1430,3 +1430,4 @@ def broadcast_constant(c: np.ndarray, t: Tensor) -> np.ndarray:
     full = c.reshape((1,) * (t.rank - c.ndim) + c.shape)
     return np.transpose(full, t.axes)
 
+from . import keras_structured  # noqa: E402,F401  (Conv*Transpose, UpSampling*, Permute, LSTM, GRU, Bidirectional)
