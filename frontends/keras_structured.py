@@ -285,14 +285,10 @@ ARCHIVE_SUBGROUPS: dict[str, tuple[str, ...]] = {
 }
 """Sub-groups of a layer's group in model.weights.h5 that hold its ``vars``, in ``layer.weights`` order."""
 
-_read_own_vars = K.read_archive_vars
 
-
-def read_archive_vars(layer: dict, group, where: str) -> list[np.ndarray]:
-    """A layer's arrays from an archive: its own ``vars``, or those of the sub-groups its class keeps them in."""
-    paths = ARCHIVE_SUBGROUPS.get(layer.get("class_name"))
-    if paths is None:
-        return _read_own_vars(layer, group, where)
+def read_subgroup_vars(layer: dict, group, where: str) -> list[np.ndarray]:
+    """A recurrent (or wrapped recurrent) layer's arrays, gathered from the sub-groups its class keeps them in."""
+    paths = ARCHIVE_SUBGROUPS[layer.get("class_name")]
     arrays = []
     for path in paths:
         sub = group[path] if K.is_group(group) and path in group else None
@@ -309,4 +305,4 @@ def read_archive_vars(layer: dict, group, where: str) -> list[np.ndarray]:
     return arrays
 
 
-K.read_archive_vars = read_archive_vars
+K.ARCHIVE_READERS.update(dict.fromkeys(ARCHIVE_SUBGROUPS, read_subgroup_vars))
