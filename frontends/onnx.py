@@ -148,10 +148,10 @@ class _Lowering:
         dims: list[int | str] = []
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
-                if d.dim_value <= 0:  # ONNX allows none of 0 or -1 here; say which input
+                if d.dim_value < 0:  # 0 is a legal empty axis (ONNX's empty-set cases); -1 is not a size
                     raise IRCError(
                         f"input {vi.name!r} declares dimension {i} as {d.dim_value}",
-                        hint="give that axis a positive size, or leave it symbolic (dim_param)")
+                        hint="give that axis a non-negative size, or leave it symbolic (dim_param)")
                 dims.append(int(d.dim_value))
             elif i == 0:
                 dims.append(BATCH)
