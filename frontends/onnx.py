@@ -18,6 +18,7 @@ import numpy as np
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
 from irc.ops import get_op, same_pads
+from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name, unspecialised
 from irc.types import BATCH, TensorType, dtype_name
 
 SYM_BATCH = np.int64(-(2**40) - 7)
@@ -66,7 +67,11 @@ def from_model(model, name: str | None = None, **options: Any) -> Graph:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
         pass  # irc infers its own types; onnx's are only a cross-check
-    return _Lowering(model, opset, name or model.graph.name or "model", options).run()
+    graph = _Lowering(model, opset, name or model.graph.name or "model", dict(options)).run()
+    if unspecialised(graph):  # driver.load replaces this with the file's recipe
+        graph.origin["recipe"] = {"model": model, "name": name, "options": {k: v for k, v in options.items()
+                                                                          if k != "input_shapes"}}
+    return graph
 
 
 def _opset(model) -> int:
@@ -96,16 +101,22 @@ class _Lowering:
         g = self.model.graph
         for init in g.initializer:
             self.consts[init.name] = numpy_helper.to_array(init)
-        for vi in g.input:
-            if vi.name in self.consts:
-                continue
-            self.env[vi.name] = self.graph.add_input(vi.name, self._input_type(vi))
+        types = {vi.name: self._input_type(vi) for vi in g.input if vi.name not in self.consts}
+        declared = [(name, t.shape) for name, t in types.items()]
+        bound = bind_shapes(declared, self.options.pop("input_shapes", None))
         unsupported = [f"{n.op_type} (node {n.name or n.output[0]!r})" for n in g.node
                        if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS]
         if unsupported:
             raise UnsupportedError(
                 f"{len(unsupported)} unsupported op(s): " + "; ".join(unsupported),
                 hint="irc supports: " + ", ".join(sorted(HANDLERS)))
+        if any(is_free(dims) for dims in bound.values()):  # sizes not known yet: lowered once they are
+            stub = stub_graph(self.graph.name, list(bound.items()), {k: t.dtype for k, t in types.items()}, "onnx")
+            stub.meta["opset"] = self.opset
+            stub.origin["declared_inputs"] = declared
+            return stub
+        for name, t in types.items():
+            self.env[name] = self.graph.add_input(name, t.with_(shape=bound[name]))
         for n in g.node:
             self.node = n
             label = n.name or (n.output[0] if n.output else n.op_type)
@@ -131,6 +142,7 @@ class _Lowering:
         self.graph.prune()
         self.graph.meta["source_format"] = "onnx"
         self.graph.meta["opset"] = self.opset
+        self.graph.origin["declared_inputs"] = declared
         return self.graph
 
     def _used(self, name: str) -> bool:
@@ -155,10 +167,8 @@ class _Lowering:
                 dims.append(int(d.dim_value))
             elif i == 0:
                 dims.append(BATCH)
-            else:
-                raise UnsupportedError(
-                    f"input {vi.name!r} has a dynamic dimension {i} ({d.dim_param or '?'})",
-                    hint="export the model with static sizes for every axis but the batch axis")
+            else:  # bound by input_shapes, or at run time (irc/shapes.py)
+                dims.append(symbol_name(d.dim_param, i))
         return TensorType(tuple(dims), dt)
 
     # ------------------------------------------------------------ helpers

@@ -37,7 +37,7 @@ def bind_inputs(graph: Graph, args: Sequence[Any], kwargs: Mapping[str, Any] | N
     for v in graph.inputs:
         arr = np.asarray(kwargs[v.name])
         want = v.type.shape
-        ok = arr.ndim == len(want) and all(d == BATCH or d == a for d, a in zip(want, arr.shape))
+        ok = arr.ndim == len(want) and all(isinstance(d, str) or d == a for d, a in zip(want, arr.shape))
         if not ok:
             raise shape_error(v, arr.shape, None)
         check_dtype(v, arr.dtype, None)

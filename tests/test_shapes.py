@@ -1,4 +1,7 @@
-"""Input-shape error messages of the ONNX frontend (issue 13)."""
+"""Input shapes (issue 13): error messages of the ONNX frontend, and binding symbolic dims (irc/shapes.py)."""
+import re
+
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -26,3 +29,112 @@ def test_ml_domain_only_is_named(tmp_path):
     onnx.save(_relu_model(["N", 3], [("ai.onnx.ml", 3)]), p)
     with pytest.raises(IRCError, match="ai.onnx.ml"):
         irc.load(str(p))
+
+
+# ------------------------------------------------------------------ shape specialisation
+def _dynamic_hw_model(path) -> str:
+    """Conv -> Relu -> Conv -> Reshape to (N, 6, H*W) -> ReduceMax -> Gemm over x[N, 3, H, W]: the Reshape's
+    target is computed (Shape -> Gather -> Mul -> Concat) and only folds once H and W are known."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("w1", (4, 3, 3, 3)), ("b1", (4,)), ("w2", (6, 4, 3, 3)), ("fc", (6, 5)), ("fcb", (5,)))]
+    inits += [numpy_helper.from_array(np.array([2], np.int64), "h_idx"),
+              numpy_helper.from_array(np.array([3], np.int64), "w_idx"),
+              numpy_helper.from_array(np.array([0, 6], np.int64), "head"),
+              ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Shape", ["c2"], ["s"]),
+        helper.make_node("Gather", ["s", "h_idx"], ["h"]),
+        helper.make_node("Gather", ["s", "w_idx"], ["w"]),
+        helper.make_node("Mul", ["h", "w"], ["area"]),
+        helper.make_node("Concat", ["head", "area"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["c2", "flat_shape"], ["flat"]),  # (N, 6, H*W)
+        helper.make_node("ReduceMax", ["flat"], ["pooled"], axes=[2], keepdims=0),
+        helper.make_node("Gemm", ["pooled", "fc", "fcb"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    g = helper.make_graph(nodes, "dyn", [x], [y], initializer=inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return str(path)
+
+
+def _ort(path, x):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+HW = [(9, 13), (16, 10)]
+
+
+@pytest.mark.parametrize("h,w", HW)
+def test_compile_time_input_shapes_match_onnxruntime(tmp_path, h, w):
+    path = _dynamic_hw_model(tmp_path / "dyn.onnx")
+    x = np.random.default_rng(1).standard_normal((2, 3, h, w)).astype(np.float32)
+    g = irc.load(path, input_shapes={"x": (1, 3, h, w)})
+    assert g.inputs[0].type.shape == ("N", 3, h, w)  # the batch stays symbolic
+    assert not {n.op for n in g.nodes} & {"Shape", "Gather", "Concat"}  # the shape arithmetic folded
+    np.testing.assert_allclose(irc.compile(g).run(x), _ort(path, x), rtol=1e-4, atol=1e-4)
+    # irc.compile(..., input_shapes=) on the path, and on a graph specialised for another size
+    prog = irc.compile(path, input_shapes={"x": (2, 3, h, w)})
+    np.testing.assert_allclose(prog.run(x), _ort(path, x), rtol=1e-4, atol=1e-4)
+    other = irc.load(path, input_shapes={"x": (1, 3, 8, 8)})
+    np.testing.assert_allclose(irc.compile(other, input_shapes={"x": (1, 3, h, w)}).run(x), _ort(path, x),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shapes, match", [
+    ({"x": (1, 3, 8)}, "rank 3"),
+    ({"x": (1, 3, 0, 8)}, "size 0.*positive"),
+    ({"x": (1, 3, 8.5, 8)}, "non-integer"),
+    ({"x": (1, 4, 8, 8)}, "fixes 3"),
+    ({"y": (1, 3, 8, 8)}, "'y'.*not an input"),
+])
+def test_bad_input_shapes_are_ircerrors(tmp_path, shapes, match):
+    path = _dynamic_hw_model(tmp_path / "dyn.onnx")
+    with pytest.raises(IRCError, match=match):
+        irc.load(path, input_shapes=shapes)
+
+
+def test_run_time_specialisation_is_announced_once_and_cached(tmp_path, capsys):
+    path = _dynamic_hw_model(tmp_path / "dyn.onnx")
+    g = irc.load(path)
+    assert g.inputs[0].type.shape == ("N", 3, "H", "W")
+    prog = irc.compile(g)
+    rng = np.random.default_rng(2)
+    for (h, w), batch in [(HW[0], 2), (HW[0], 3), (HW[1], 1), (HW[0], 1)]:
+        x = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+        np.testing.assert_allclose(prog.run(x), _ort(path, x), rtol=1e-4, atol=1e-4)
+    assert len(prog.specialisations) == 2  # one compile per distinct H, W; the batch size does not count
+    err = capsys.readouterr().err
+    assert err.count("specialised for x=2x3x9x13; compiling") == 1
+    assert err.count("specialised for") == 2
+    with pytest.raises(IRCError, match="--input-shape"):
+        prog.save(str(tmp_path / "p.ircp"))
+
+
+def test_cli_input_shape(tmp_path):
+    from test_cli import irc_cli
+
+    path = _dynamic_hw_model(tmp_path / "dyn.onnx")
+    x = np.random.default_rng(3).standard_normal((2, 3, 9, 13)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    art = tmp_path / "dyn.ircp"
+    r = irc_cli("compile", path, "-o", art)
+    assert r.returncode == 2 and "--input-shape" in r.stderr and "Traceback" not in r.stderr
+    r = irc_cli("compile", path, "--input-shape", "x=1x3x9x13", "-o", art)
+    assert r.returncode == 0, r.stderr
+    r = irc_cli("run", art, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy", "-q")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(path, x), rtol=1e-4, atol=1e-4)
+    for bad, match in [("x=1x3x9", "rank 3"), ("1x3x0x13", "positive"), ("x=1x3xHx13", "integers"),
+                       ("z=1x3x9x13", "'z'")]:
+        r = irc_cli("compile", path, "--input-shape", bad, "-o", art)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert re.search(match, r.stderr), r.stderr
