@@ -28,8 +28,6 @@ with open(os.path.join(REALWORLD, "fixtures.json")) as _f:
 KNOWN_GAPS: dict[str, str] = {
     'crnn_gru_op13.onnx': 'GRU',
     'crnn_lstm_op13.onnx': 'LSTM',
-    'keras_dynamic_hw.h5': 'Input(None, None, 3)',
-    'keras_dynamic_hw.keras': 'Input(None, None, 3)',
 }
 
 

@@ -1,4 +1,5 @@
 """Input shapes (issue 13): error messages of the ONNX frontend, and binding symbolic dims (irc/shapes.py)."""
+import os
 import re
 
 import numpy as np
@@ -138,3 +139,18 @@ def test_cli_input_shape(tmp_path):
         r = irc_cli("compile", path, "--input-shape", bad, "-o", art)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert re.search(match, r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("suffix", ["keras", "h5"])
+def test_keras_none_sizes_bound_by_input_shapes(suffix):
+    """keras.Input((None, None, 3)): bound at load time, matched against Keras's own predict outputs."""
+    from test_realworld import REALWORLD
+
+    path = os.path.join(REALWORLD, f"keras_dynamic_hw.{suffix}")
+    ref = np.load(os.path.join(REALWORLD, "keras_dynamic_hw.npz"))
+    x, y = ref["b_x0"], ref["b_y0"]
+    g = irc.load(path, input_shapes={None: x.shape})
+    assert g.inputs[0].type.shape == ("N", *x.shape[1:])
+    np.testing.assert_allclose(irc.compile(g).run(x), y, rtol=1e-4, atol=1e-4)
+    with pytest.raises(IRCError, match="fixes 3"):
+        irc.load(path, input_shapes={None: (1, 20, 28, 4)})
