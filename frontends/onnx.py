@@ -93,6 +93,8 @@ class _Lowering:
         self.env: dict[str, Value] = {}
         self.options = options
         self.node = None
+        self.batch_axes: dict[str, int] = {}
+        """ONNX names whose batch axis is not the first, and where it is (frontends/onnx_timemajor.py)."""
 
     # ------------------------------------------------------------- driver
     def run(self) -> Graph:
@@ -121,7 +123,7 @@ class _Lowering:
             self.node = n
             label = n.name or (n.output[0] if n.output else n.op_type)
             try:
-                results = HANDLERS[n.op_type](self, n)
+                results = self.lower(n)
             except IRCError as e:
                 if e.node is None:
                     e.node = label
@@ -139,11 +141,21 @@ class _Lowering:
                     raise UnsupportedError(f"{n.op_type} output {extra!r} is not supported", node=label)
         for vi in g.output:
             self.graph.outputs.append(self.value(vi.name))
+        if any(vi.name in self.batch_axes for vi in g.output):  # time-major outputs: Program.run moves them back
+            self.graph.meta["output_batch_axes"] = [self.batch_axes.get(vi.name, 0) for vi in g.output]
         self.graph.prune()
         self.graph.meta["source_format"] = "onnx"
         self.graph.meta["opset"] = self.opset
         self.graph.origin["declared_inputs"] = declared
         return self.graph
+
+    def lower(self, n) -> list:
+        """The handler's results for node ``n`` (frontends/onnx_timemajor.py's when an input is time-major)."""
+        if any(i in self.batch_axes for i in n.input):
+            from .onnx_timemajor import lower
+
+            return lower(self, n)
+        return HANDLERS[n.op_type](self, n)
 
     def _used(self, name: str) -> bool:
         g = self.model.graph
@@ -512,7 +524,7 @@ def _lower_subgraph(L: _Lowering, g) -> list:
                                        hint="irc supports: " + ", ".join(sorted(HANDLERS)))
             L.node = m
             try:
-                results = HANDLERS[m.op_type](L, m)
+                results = L.lower(m)
             except IRCError as e:
                 if e.node is None:
                     e.node = f"{outer.name or outer.output[0]}/{label}"
@@ -623,7 +635,12 @@ def Reshape(L, n):
 
 @handler("Transpose")
 def Transpose(L, n):
-    return [L.emit("Transpose", [L.arg(n, 0)], {"perm": list(attrs_of(n).get("perm", []))})]
+    perm = list(attrs_of(n).get("perm", []))
+    if not L.is_const(n.input[0]) and L.type_of(n.input[0]).has_batch and (perm[:1] or [1]) != [0]:
+        from .onnx_timemajor import transpose  # moves the batch axis (a time-major layout)
+
+        return transpose(L, n)
+    return [L.emit("Transpose", [L.arg(n, 0)], {"perm": perm})]
 
 
 @handler("Concat")
@@ -699,8 +716,9 @@ def Constant(L, n):
 
 @handler("Shape")
 def Shape(L, n):
-    t = L.type_of(n.input[0])
-    dims = np.array([SYM_BATCH if d == BATCH else d for d in t.shape], dtype=np.int64)
+    from .onnx_timemajor import onnx_shape
+
+    dims = np.array([SYM_BATCH if d == BATCH else d for d in onnx_shape(L, n.input[0])], dtype=np.int64)
     a = attrs_of(n)
     start, end = a.get("start", 0), a.get("end", None)
     return [dims[start:end]]

@@ -25,10 +25,7 @@ with open(os.path.join(REALWORLD, "fixtures.json")) as _f:
 
 # Not yet supported (issue 13), by what stops each file.  Strict: a file that starts passing fails here until
 # its line is removed, so this list can only shrink and never hides a regression.
-KNOWN_GAPS: dict[str, str] = {
-    'crnn_gru_op13.onnx': 'GRU',
-    'crnn_lstm_op13.onnx': 'LSTM',
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def marked(entry: dict):

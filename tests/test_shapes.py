@@ -154,3 +154,50 @@ def test_keras_none_sizes_bound_by_input_shapes(suffix):
     np.testing.assert_allclose(irc.compile(g).run(x), y, rtol=1e-4, atol=1e-4)
     with pytest.raises(IRCError, match="fixes 3"):
         irc.load(path, input_shapes={None: (1, 20, 28, 4)})
+
+
+# ------------------------------------------------------------------ time-major recurrent layouts
+def _time_major_model(path, op: str, tail: str = "LogSoftmax") -> str:
+    """x[N, C, T] -> Transpose to (T, N, C) -> bidirectional op (layout 0) -> Transpose/Reshape to (T, N, 2H)
+    -> MatMul + Add -> ``tail``: a CRNN head whose output stays time-major, (T, N, K)."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(4)
+    c, hid, k, gates = 5, 4, 3, {"LSTM": 4, "GRU": 3}[op]
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.standard_normal((2, gates * hid, c)) * 0.5), ("R", rng.standard_normal((2, gates * hid, hid)) * 0.5),
+        ("B", rng.standard_normal((2, 2 * gates * hid)) * 0.1), ("fc", rng.standard_normal((2 * hid, k))),
+        ("fcb", rng.standard_normal((k,))))]
+    inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "flat"))
+    outs = ["Y", "Yh"] + (["Yc"] if op == "LSTM" else [])
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[2, 0, 1]),
+             helper.make_node(op, ["xt", "W", "R", "B"], outs, hidden_size=hid, direction="bidirectional"),
+             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["Yt", "flat"], ["seq"]),
+             helper.make_node("MatMul", ["seq", "fc"], ["mm"]),
+             helper.make_node("Add", ["fcb", "mm"], ["logits"]),
+             helper.make_node(tail, ["logits"], ["y"], **({"axis": 2} if tail == "LogSoftmax" else {"axes": [0]}))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, "N", 3] if tail == "LogSoftmax" else [1, "N", 3])
+    g = helper.make_graph(nodes, "tm", [x], [y], initializer=inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_time_major_recurrent_output_matches_onnxruntime(tmp_path, op):
+    path = _time_major_model(tmp_path / "tm.onnx", op)
+    x = np.random.default_rng(5).standard_normal((5, 5, 7)).astype(np.float32)
+    ref = _ort(path, x)
+    assert ref.shape == (7, 5, 3)  # time-major: the batch is axis 1
+    prog = irc.compile(path)
+    np.testing.assert_allclose(prog.run(x), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(prog.run(x, batch_size=2), ref, rtol=1e-4, atol=1e-5)  # chunks join on the batch
+    prog.save(str(tmp_path / "tm.ircp"))
+    np.testing.assert_allclose(irc.load_program(str(tmp_path / "tm.ircp")).run(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_time_major_op_without_a_rule_is_refused_by_name(tmp_path):
+    path = _time_major_model(tmp_path / "tm.onnx", "GRU", tail="ReduceMean")
+    with pytest.raises(irc.UnsupportedError, match="ReduceMean.*batch axis is 1"):
+        irc.load(path)
