@@ -192,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = open_source(args.input, prog.graph.inputs, args.labels)
         if source.samples == 0:
             raise IRCError("the input holds no samples", file=args.input)
+        if hasattr(prog, "specialised"):  # sizes left open by the model: those of the input data
+            first, _ = source.read(source.start, source.start + 1)
+            prog = prog.specialised({v.name: x for v, x in zip(prog.graph.inputs, first)})
         print(f"model: {args.model} ({how}), target: {prog.target}, samples: {source.samples}")
         with _cluster(args, client) as cluster:
             if cluster is not None:
@@ -257,6 +260,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         graph = run_pipeline(graph, PIPELINES[args.after], PassContext())
     rows = layer_table(graph)
     print(f"{graph.name}: inputs " + ", ".join(f"{v.name} {v.type}" for v in graph.inputs))
+    if graph.meta.get("unspecialised"):
+        print("the input sizes are not known yet, so the layers are not lowered: give --input-shape "
+              "NAME=1x3x224x224")
+        return 0
     header = ("layer", "op", "output shape", "params", "MACs")
     table = [header] + [(r.node.name, r.node.op, "x".join(str(d) for d in r.node.outputs[0].type.shape),
                          f"{r.params:,}", f"{r.macs:,}") for r in rows]

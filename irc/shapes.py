@@ -207,7 +207,7 @@ class SpecialisingProgram(Program):
         batched = {v.name for v in self.graph.inputs if v.type.has_batch}
         key = tuple(sorted((n, s[1:] if n in batched else s) for n, s in shapes.items()))
         if key not in self.specialisations:
-            text = ", ".join(f"{n}={_show(s)}" for n, s in shapes.items())
+            text = ", ".join(f"{n}={_show((BATCH, *s[1:]) if n in batched else s)}" for n, s in shapes.items())
             message = f"irc: {self.graph.name}: specialised for {text}; compiling"
             print(message, file=sys.stderr)
             log.info(message)

@@ -292,9 +292,9 @@ def check_input(value: Value, shape: Sequence[int], dtype: np.dtype, where: str)
     want = value.type.shape
     ok = len(shape) == len(want) and len(want) > 0
     if value.type.has_batch:
-        ok = ok and all(d == BATCH or d == a for d, a in zip(want, shape))
+        ok = ok and all(isinstance(d, str) or d == a for d, a in zip(want, shape))  # N, or a size not known yet
     else:  # a fixed leading axis: the data is fed in chunks of exactly that many rows
-        ok = ok and tuple(shape[1:]) == tuple(want[1:])
+        ok = ok and all(isinstance(d, str) or d == a for d, a in zip(want[1:], shape[1:]))
     if not ok:
         raise shape_error(value, shape, where)
     check_dtype(value, dtype, where)

@@ -114,31 +114,38 @@ def test_run_time_specialisation_is_announced_once_and_cached(tmp_path, capsys):
         np.testing.assert_allclose(prog.run(x), _ort(path, x), rtol=1e-4, atol=1e-4)
     assert len(prog.specialisations) == 2  # one compile per distinct H, W; the batch size does not count
     err = capsys.readouterr().err
-    assert err.count("specialised for x=2x3x9x13; compiling") == 1
+    assert err.count("specialised for x=Nx3x9x13; compiling") == 1
     assert err.count("specialised for") == 2
     with pytest.raises(IRCError, match="--input-shape"):
         prog.save(str(tmp_path / "p.ircp"))
 
 
-def test_cli_input_shape(tmp_path):
+def test_cli_input_shape(tmp_path, capsys):
+    """One real subprocess (compile, as a user runs it); the other cases through irc.cli.main in-process."""
     from test_cli import irc_cli
+
+    from irc.cli import main
 
     path = _dynamic_hw_model(tmp_path / "dyn.onnx")
     x = np.random.default_rng(3).standard_normal((2, 3, 9, 13)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     art = tmp_path / "dyn.ircp"
-    r = irc_cli("compile", path, "-o", art)
-    assert r.returncode == 2 and "--input-shape" in r.stderr and "Traceback" not in r.stderr
     r = irc_cli("compile", path, "--input-shape", "x=1x3x9x13", "-o", art)
     assert r.returncode == 0, r.stderr
-    r = irc_cli("run", art, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy", "-q")
-    assert r.returncode == 0, r.stderr
+    assert main(["run", str(art), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"), "-q"]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(path, x), rtol=1e-4, atol=1e-4)
+    # a model file run without --input-shape: compiled for the data's sizes
+    assert main(["run", path, "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y2.npy"), "-q"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "y2.npy"), _ort(path, x), rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert main(["compile", path, "-o", str(art)]) == 2  # an artifact is saved specialised only
+    assert "--input-shape" in capsys.readouterr().err
     for bad, match in [("x=1x3x9", "rank 3"), ("1x3x0x13", "positive"), ("x=1x3xHx13", "integers"),
                        ("z=1x3x9x13", "'z'")]:
-        r = irc_cli("compile", path, "--input-shape", bad, "-o", art)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert re.search(match, r.stderr), r.stderr
+        assert main(["compile", path, "--input-shape", bad, "-o", str(art)]) == 2
+        assert re.search(match, capsys.readouterr().err)
+    assert main(["run", str(art), "--input", str(tmp_path / "x.npy"), "--input-shape", "1x3x9x13"]) == 2
+    assert "cannot change a compiled program" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", ["keras", "h5"])
@@ -201,3 +208,15 @@ def test_time_major_op_without_a_rule_is_refused_by_name(tmp_path):
     path = _time_major_model(tmp_path / "tm.onnx", "GRU", tail="ReduceMean")
     with pytest.raises(irc.UnsupportedError, match="ReduceMean.*batch axis is 1"):
         irc.load(path)
+
+
+def test_spiking_target_specialises_from_the_calibration_data():
+    from test_realworld import REALWORLD
+
+    ref = np.load(os.path.join(REALWORLD, "classifier_dynamic_hw_op13.npz"))
+    prog = irc.compile(os.path.join(REALWORLD, "classifier_dynamic_hw_op13.onnx"), target="spike-numpy",
+                       calibration=ref["x0"], timesteps=8)
+    assert prog.graph.inputs[0].type.shape == ("N", *ref["x0"].shape[1:])
+    assert prog.run(ref["x0"]).shape == ref["y0"].shape
+    with pytest.raises(IRCError, match="'x'"):
+        prog.run(ref["b_x0"])  # compiled for the calibration's size only
