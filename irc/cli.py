@@ -116,6 +116,8 @@ def _compile(path: str, args: argparse.Namespace):
 def cmd_compile(args: argparse.Namespace) -> int:
     check_writable(args.output)
     prog = _compile(args.model, args)
+    if hasattr(prog, "specialised"):  # its input sizes are not known: nothing to write yet
+        prog.refuse(f"write --emit {args.emit} for")
     out = args.output
     if args.emit == "ir":
         from .text import print_graph

@@ -93,8 +93,12 @@ def bind_shapes(declared: Declared, input_shapes: ShapeSpec | None, where: str =
 
 
 def _bind_one(name: str, dims: tuple[Dim, ...], sizes: Sequence[Any]) -> tuple[Dim, ...]:
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
-        raise IRCError(f"the shape given for input {name!r} must be a sequence of sizes, got {sizes!r}")
+    try:
+        if isinstance(sizes, (str, bytes)):
+            raise TypeError
+        sizes = tuple(sizes)
+    except TypeError:
+        raise IRCError(f"the shape given for input {name!r} must be a sequence of sizes, got {sizes!r}") from None
     shown = "x".join(str(s) for s in sizes)
     if len(sizes) != len(dims):
         raise IRCError(f"the shape {shown} given for input {name!r} has rank {len(sizes)}; the input has rank "
@@ -203,11 +207,11 @@ class SpecialisingProgram(Program):
 
     def specialised(self, feeds: Mapping[str, np.ndarray]) -> Program:
         """The program for the shapes of ``feeds`` (compiled now if they are new)."""
-        shapes = shapes_of(self.graph, feeds)
         batched = {v.name for v in self.graph.inputs if v.type.has_batch}
-        key = tuple(sorted((n, s[1:] if n in batched else s) for n, s in shapes.items()))
+        shapes = {n: (BATCH, *s[1:]) if n in batched else s for n, s in shapes_of(self.graph, feeds).items()}
+        key = tuple(sorted(shapes.items()))
         if key not in self.specialisations:
-            text = ", ".join(f"{n}={_show((BATCH, *s[1:]) if n in batched else s)}" for n, s in shapes.items())
+            text = ", ".join(f"{n}={_show(s)}" for n, s in shapes.items())
             message = f"irc: {self.graph.name}: specialised for {text}; compiling"
             print(message, file=sys.stderr)
             log.info(message)
@@ -223,14 +227,15 @@ class SpecialisingProgram(Program):
         self.stats = prog.stats
         return out
 
-    def _refuse(self, what: str):
+    def refuse(self, what: str):
+        """The IRCError for what needs the input sizes (saving, writing source, printing the lowered IR)."""
         free = "; ".join(f"{v.name}: {_show(v.type.shape)}" for v in self.graph.inputs if is_free(v.type.shape))
         raise IRCError(f"cannot {what} a program whose input sizes are not known yet ({free})",
                        hint="compile with --input-shape NAME=1x3x224x224 (irc.compile(..., input_shapes={...}))")
 
     def save(self, path: str) -> None:
-        self._refuse("save")
+        self.refuse("save")
 
     def write_source(self, path: str) -> list[str]:
-        self._refuse("write the source of")
+        self.refuse("write the source of")
         return []

@@ -220,3 +220,21 @@ def test_spiking_target_specialises_from_the_calibration_data():
     assert prog.run(ref["x0"]).shape == ref["y0"].shape
     with pytest.raises(IRCError, match="'x'"):
         prog.run(ref["b_x0"])  # compiled for the calibration's size only
+
+
+def test_n2d2_onnx_cell_with_open_sizes_takes_the_ini_input_size(tmp_path):
+    """An INI Type=ONNX cell over a file with symbolic H, W: bound to the INI's [sp] size."""
+    from test_n2d2_onnx_cell import HEAD, write_ini
+
+    from onnx import numpy_helper
+
+    w = np.random.default_rng(6).standard_normal((4, 2, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "cell",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", "W"])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "model.onnx")
+    ini = write_ini(tmp_path, HEAD.format(file="model.onnx") + "[onnx.Target]\n")
+    x = np.random.default_rng(7).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(irc.compile(irc.load(ini)).run(x), _ort(str(tmp_path / "model.onnx"), x),
+                               rtol=1e-4, atol=1e-4)
