@@ -194,9 +194,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = open_source(args.input, prog.graph.inputs, args.labels)
         if source.samples == 0:
             raise IRCError("the input holds no samples", file=args.input)
-        if hasattr(prog, "specialised"):  # sizes left open by the model: those of the input data
-            first, _ = source.read(source.start, source.start + 1)
-            prog = prog.specialised({v.name: x for v, x in zip(prog.graph.inputs, first)})
         print(f"model: {args.model} ({how}), target: {prog.target}, samples: {source.samples}")
         with _cluster(args, client) as cluster:
             if cluster is not None:
