@@ -238,3 +238,10 @@ def test_n2d2_onnx_cell_with_open_sizes_takes_the_ini_input_size(tmp_path):
     x = np.random.default_rng(7).standard_normal((2, 2, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(irc.compile(irc.load(ini)).run(x), _ort(str(tmp_path / "model.onnx"), x),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_ir_text_with_an_open_size_is_an_ircerror():
+    """Open sizes exist only in an unspecialised graph's inputs: IR text (and so an artifact) never has them."""
+    text = 'graph "g" {\n  input %x : f32[N,3,H]\n  %y : f32[N,3,H] = Relu(%x)\n  output %y\n}'
+    with pytest.raises(IRCError, match="'H'.*only axis 0"):
+        irc.parse_graph(text)
