@@ -153,7 +153,7 @@ def _recurrent(L: _Lowering, n, op: str) -> list:
     # a time-major X whose batch the IR holds first (frontends/onnx_timemajor.py) runs batch-first (layout 1)
     ir_layout = 1 if layout == 0 and L.batch_axes.get(n.input[0]) == 1 else layout
     moved = [i for i in n.input if i in L.batch_axes]
-    runtime_states = [i for k in _STATE_INPUTS[op] if L.has(n, k) and not L.is_const(i := n.input[k])]
+    runtime_states = [n.input[k] for k in _STATE_INPUTS[op] if L.has(n, k) and not L.is_const(n.input[k])]
     if moved and (ir_layout == layout or any(L.batch_axes[i] != 1 for i in moved)
                   or any(i not in L.batch_axes for i in runtime_states)):
         raise UnsupportedError(f"{op} with layout={layout} on inputs whose batch axes do not match it")

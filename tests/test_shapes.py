@@ -245,3 +245,16 @@ def test_ir_text_with_an_open_size_is_an_ircerror():
     text = 'graph "g" {\n  input %x : f32[N,3,H]\n  %y : f32[N,3,H] = Relu(%x)\n  output %y\n}'
     with pytest.raises(IRCError, match="'H'.*only axis 0"):
         irc.parse_graph(text)
+
+
+def test_spiking_targets_refuse_a_time_major_output(tmp_path):
+    """x[N, C, T] -> Transpose -> Relu gives (T, N, C): the spiking readout (batch, classes) cannot be that."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]), helper.make_node("Relu", ["t"], ["y"])]
+    g = helper.make_graph(nodes, "tm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, "N", 3])])
+    path = str(tmp_path / "t.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(8).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(irc.compile(path).run(x), _ort(path, x), rtol=1e-6)
+    with pytest.raises(irc.UnsupportedError, match="time-major"):
+        irc.compile(path, target="spike-numpy", calibration=x)
