@@ -251,6 +251,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .analysis import layer_table
 
     graph = _load_model(args.model, args)
+    if graph.meta.get("unspecialised"):
+        print(f"{graph.name}: inputs " + ", ".join(f"{v.name} {v.type}" for v in graph.inputs))
+        print("the input sizes are not known yet, so the layers are not lowered: give --input-shape "
+              "NAME=1x3x224x224")
+        return 0
     if args.after:
         from .passes import PIPELINES, PassContext, run_pipeline
 
@@ -259,10 +264,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         graph = run_pipeline(graph, PIPELINES[args.after], PassContext())
     rows = layer_table(graph)
     print(f"{graph.name}: inputs " + ", ".join(f"{v.name} {v.type}" for v in graph.inputs))
-    if graph.meta.get("unspecialised"):
-        print("the input sizes are not known yet, so the layers are not lowered: give --input-shape "
-              "NAME=1x3x224x224")
-        return 0
     header = ("layer", "op", "output shape", "params", "MACs")
     table = [header] + [(r.node.name, r.node.op, "x".join(str(d) for d in r.node.outputs[0].type.shape),
                          f"{r.params:,}", f"{r.macs:,}") for r in rows]
