@@ -5,7 +5,7 @@ and often return ``(T, N, classes)``.  The IR keeps the batch on axis 0, so the 
 with its batch axis moved to the front (``L.batch_axes[name]`` says where the batch is in ONNX's view) and
 lowers the ops on it here, in ONNX's semantics re-indexed onto the IR's layout: a recurrent op on a
 time-major input runs in its batch-first layout (``layout=1``), a Transpose or Reshape keeps the batch as its
-own axis, an elementwise op or softmax remaps its axes and constants.  A graph output that ONNX gives
+own axis, a Squeeze/Unsqueeze/Concat or an elementwise op or softmax remaps its axes and constants.  A graph output that ONNX gives
 time-major is moved back by the Program (``meta['output_batch_axes']``).  Any other op on such a tensor is
 refused by name.
 """
@@ -98,6 +98,55 @@ def reshape(L: _Lowering, n) -> list:
     return [y]
 
 
+def _axes_of(L: _Lowering, n) -> list[int] | None:
+    if L.opset < 13:
+        a = attrs_of(n)
+        return [int(v) for v in a["axes"]] if "axes" in a else None
+    return [int(v) for v in L.const(n, 1, "axes")] if L.has(n, 1) else None
+
+
+def squeeze(L: _Lowering, n) -> list:
+    """Squeeze of unit axes other than the batch (Y of a one-direction LSTM, (T, 1, N, H) -> (T, N, H))."""
+    x = n.input[0]
+    bi, shape = L.batch_axes[x], onnx_shape(L, x)
+    axes = _axes_of(L, n)
+    axes = sorted({a % len(shape) for a in axes}) if axes else [i for i, d in enumerate(shape) if d == 1]
+    if bi in axes:
+        raise UnsupportedError("Squeeze of the batch axis is not supported")
+    y = L.emit("Squeeze", [L.value(x)], {"axes": [onnx_axis_to_ir(a, bi) for a in axes]})
+    _mark(L, n.output[0], bi - sum(a < bi for a in axes))
+    return [y]
+
+
+def unsqueeze(L: _Lowering, n) -> list:
+    x = n.input[0]
+    bi, rank = L.batch_axes[x], L.type_of(x).rank
+    axes = _axes_of(L, n)
+    if not axes:
+        raise UnsupportedError("Unsqueeze needs axes")
+    out_rank = rank + len(axes)
+    axes = sorted({a % out_rank for a in axes})
+    kept = [i for i in range(out_rank) if i not in axes]  # the input's axes, in order, in the output
+    bo = kept[bi]
+    y = L.emit("Unsqueeze", [L.value(x)], {"axes": [onnx_axis_to_ir(a, bo) for a in axes]})
+    _mark(L, n.output[0], bo)
+    return [y]
+
+
+def concat(L: _Lowering, n) -> list:
+    names = [i for i in n.input if i]
+    axes = {L.batch_axes.get(i) for i in names}
+    if len(axes) != 1 or None in axes:
+        raise UnsupportedError("Concat of tensors whose batch axes differ is not supported")
+    bi, rank = axes.pop(), L.type_of(names[0]).rank
+    axis = int(attrs_of(n)["axis"]) % rank
+    if axis == bi:
+        raise UnsupportedError("Concat along the batch axis is not supported")
+    y = L.emit("Concat", [L.value(i) for i in names], {"axis": onnx_axis_to_ir(axis, bi)})
+    _mark(L, n.output[0], bi)
+    return [y]
+
+
 def identity(L: _Lowering, n) -> list:
     _mark(L, n.output[0], L.batch_axes[n.input[0]])
     return [L.value(n.input[0])]
@@ -171,7 +220,8 @@ UNARY = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "HardSwis
 BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum")
 """ONNX ops lowered onto the IR op of the same name and operands."""
 
-MOVED = {"Shape": lambda L, n: HANDLERS["Shape"](L, n), "Transpose": transpose, "Reshape": reshape, "Identity": identity, "Softmax": softmax,
+MOVED = {"Shape": lambda L, n: HANDLERS["Shape"](L, n), "Transpose": transpose, "Reshape": reshape,
+         "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Concat": concat, "Identity": identity, "Softmax": softmax,
          "LogSoftmax": softmax, "MatMul": matmul, "LSTM": recurrent, "GRU": recurrent,
          **{op: elementwise for op in UNARY + BINARY}}
 """The ops lowered on tensors whose batch axis is not the first, and how."""

@@ -164,9 +164,11 @@ def test_keras_none_sizes_bound_by_input_shapes(suffix):
 
 
 # ------------------------------------------------------------------ time-major recurrent layouts
-def _time_major_model(path, op: str, tail: str = "LogSoftmax") -> str:
+def _time_major_model(path, op: str, tail: str = "LogSoftmax", forward: bool = False) -> str:
     """x[N, C, T] -> Transpose to (T, N, C) -> bidirectional op (layout 0) -> Transpose/Reshape to (T, N, 2H)
-    -> MatMul + Add -> ``tail``: a CRNN head whose output stays time-major, (T, N, K)."""
+    -> MatMul + Add -> ``tail``: a CRNN head whose output stays time-major, (T, N, K).  ``forward``: one
+    direction, whose (T, 1, N, H) is Squeezed and Concatenated with itself, and the output Unsqueezed to
+    (T, 1, N, K)."""
     from onnx import numpy_helper
 
     rng = np.random.default_rng(4)
@@ -176,27 +178,40 @@ def _time_major_model(path, op: str, tail: str = "LogSoftmax") -> str:
         ("B", rng.standard_normal((2, 2 * gates * hid)) * 0.1), ("fc", rng.standard_normal((2 * hid, k))),
         ("fcb", rng.standard_normal((k,))))]
     inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "flat"))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    if forward:
+        inits = [numpy_helper.from_array(numpy_helper.to_array(t)[:1], t.name) if t.name in ("W", "R", "B") else t
+                 for t in inits]
     outs = ["Y", "Yh"] + (["Yc"] if op == "LSTM" else [])
+    head = [helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["Yt", "flat"], ["seq"])]
+    if forward:
+        head = [helper.make_node("Squeeze", ["Y", "axis1"], ["Ys"]),
+                helper.make_node("Concat", ["Ys", "Ys"], ["seq"], axis=2)]
     nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[2, 0, 1]),
-             helper.make_node(op, ["xt", "W", "R", "B"], outs, hidden_size=hid, direction="bidirectional"),
-             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
-             helper.make_node("Reshape", ["Yt", "flat"], ["seq"]),
+             helper.make_node(op, ["xt", "W", "R", "B"], outs, hidden_size=hid,
+                              direction="forward" if forward else "bidirectional"),
+             *head,
              helper.make_node("MatMul", ["seq", "fc"], ["mm"]),
              helper.make_node("Add", ["fcb", "mm"], ["logits"]),
-             helper.make_node(tail, ["logits"], ["y"], **({"axis": 2} if tail == "LogSoftmax" else {"axes": [0]}))]
+             helper.make_node(tail, ["logits"], ["z" if forward else "y"],
+                              **({"axis": 2} if tail == "LogSoftmax" else {"axes": [0]}))]
+    if forward:
+        nodes.append(helper.make_node("Unsqueeze", ["z", "axis1"], ["y"]))
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 7])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, "N", 3] if tail == "LogSoftmax" else [1, "N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 1, "N", 3] if forward else
+                                      [7, "N", 3] if tail == "LogSoftmax" else [1, "N", 3])
     g = helper.make_graph(nodes, "tm", [x], [y], initializer=inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
     return str(path)
 
 
-@pytest.mark.parametrize("op", ["LSTM", "GRU"])
-def test_time_major_recurrent_output_matches_onnxruntime(tmp_path, op):
-    path = _time_major_model(tmp_path / "tm.onnx", op)
+@pytest.mark.parametrize("op, forward", [("LSTM", False), ("GRU", False), ("LSTM", True), ("GRU", True)])
+def test_time_major_recurrent_output_matches_onnxruntime(tmp_path, op, forward):
+    path = _time_major_model(tmp_path / "tm.onnx", op, forward=forward)
     x = np.random.default_rng(5).standard_normal((5, 5, 7)).astype(np.float32)
     ref = _ort(path, x)
-    assert ref.shape == (7, 5, 3)  # time-major: the batch is axis 1
+    assert ref.shape == ((7, 1, 5, 3) if forward else (7, 5, 3))  # time-major: the batch is not axis 0
     prog = irc.compile(path)
     np.testing.assert_allclose(prog.run(x), ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(prog.run(x, batch_size=2), ref, rtol=1e-4, atol=1e-5)  # chunks join on the batch
