@@ -42,7 +42,7 @@ def test_fixtures_cover_the_claimed_layers():
                "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "Activation",
                "ReLU", "LeakyReLU", "Softmax", "Dropout", "Flatten", "Reshape", "ZeroPadding2D", "Add", "Concatenate",
                "Rescaling", "Sequential", "Functional", "Conv2DTranspose", "Conv1DTranspose", "UpSampling2D",
-               "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional"}
+               "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional", "CustomScaleLayer", "LayerScale"}
     assert claimed <= classes, claimed - classes
 
 
