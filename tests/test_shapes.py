@@ -273,3 +273,31 @@ def test_spiking_targets_refuse_a_time_major_output(tmp_path):
     np.testing.assert_allclose(irc.compile(path).run(x), _ort(path, x), rtol=1e-6)
     with pytest.raises(irc.UnsupportedError, match="time-major"):
         irc.compile(path, target="spike-numpy", calibration=x)
+
+
+@pytest.mark.parametrize("perm1, perm2", [([1, 0, 2], [2, 1, 0]), ([2, 0, 1], [1, 2, 0]), ([], [0, 2, 1]),
+                                          ([1, 2, 3, 0], [3, 1, 0, 2]), ([2, 3, 0, 1], [2, 3, 0, 1])])
+def test_transposes_that_move_the_batch_match_onnxruntime(tmp_path, perm1, perm2):
+    """Transpose (batch moved) -> Mul by a broadcast constant -> Softmax(axis=-1) -> Transpose, any output layout."""
+    from onnx import numpy_helper
+
+    rank = max(len(perm1), len(perm2))
+    dims = ["N", 3, 4, 5][:rank]
+    mid = [dims[p] for p in (perm1 or range(rank)[::-1])]
+    out = [mid[p] for p in perm2]
+    scale = np.random.default_rng(9).standard_normal([1 if d == "N" else d for d in mid][1:]).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], **({"perm": perm1} if perm1 else {})),
+             helper.make_node("Mul", ["t", "s"], ["m"]),
+             helper.make_node("Softmax", ["m"], ["sm"], axis=-1),
+             helper.make_node("Transpose", ["sm"], ["y"], perm=perm2)]
+    g = helper.make_graph(nodes, "tp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+                          [numpy_helper.from_array(scale, "s")])
+    path = str(tmp_path / "tp.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(10).standard_normal((4, *dims[1:])).astype(np.float32)
+    if mid[-1] == "N":  # a softmax over the batch axis is refused by name
+        with pytest.raises(irc.UnsupportedError, match="Softmax over axis"):
+            irc.load(path)
+        return
+    np.testing.assert_allclose(irc.compile(path).run(x), _ort(path, x), rtol=1e-5, atol=1e-6)
