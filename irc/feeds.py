@@ -60,7 +60,9 @@ def fixed_rows(graph: Graph) -> int | None:
     if not graph.inputs or any(v.type.has_batch for v in graph.inputs):
         return None
     lead = {v.type.shape[0] for v in graph.inputs if v.type.rank > 0}
-    return int(lead.pop()) if len(lead) == 1 and all(v.type.rank > 0 for v in graph.inputs) else None
+    if len(lead) != 1 or not all(v.type.rank > 0 for v in graph.inputs) or isinstance(size := lead.pop(), str):
+        return None
+    return int(size) or None  # a leading size of 0 is an empty tensor (ONNX's empty-set cases), not rows
 
 
 def batch_size(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
