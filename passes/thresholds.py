@@ -1,0 +1,289 @@
+"""Thresholds fitted for the compiled number of timesteps, then bias correction.
+
+At T steps an IF neuron with threshold th can only say 0, th/T, ..., th: its
+output is the analog activation clipped at th and quantised to T levels (the
+QCFS view, Bu et al. 2022).  A high threshold (the 99.9th percentile) clips
+little but quantises coarsely; at small T a lower one is better.  Two passes,
+both between ``calibrate`` and ``to_spiking``, both working layer by layer in
+topological order on the spike-numpy reference of the network converted so far:
+
+* ``fit_thresholds`` (option ``threshold="fitted"``, the default): for each
+  neuron layer, the spiking network with the thresholds already fitted is run
+  on the calibration data up to that layer's input current (so the layer is
+  fitted to the rates the converted layers before it really produce), and each
+  channel's threshold is the candidate that minimises the mean squared error
+  between the analog activation and th * count / T of an IF neuron simulated
+  exactly (the ops' own ``IF.simulate``, with the program's reset, initial
+  membrane, decay and negative events) on that current.  Candidates: 28
+  fractions of the channel's largest calibration activation, and the
+  percentile threshold itself, so the fit is never worse than the percentile
+  rule on the calibration data.  ``threshold="percentile"`` keeps the rule.
+* ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
+  correction): for each layer in order, the mean per-channel difference between
+  the analog activation and the spiking rate (in the same units) is added to
+  the bias of the Conv/Dense feeding the neuron, a few fixed-point iterations,
+  so the layer's mean rate matches the analog mean on calibration data.
+
+Bounded work: at most ``fit_samples`` calibration inputs (default 256) and at
+most FIT_ELEMENTS positions per channel (a seeded subsample of samples x
+spatial positions) enter each fit.  The chosen thresholds are the IF nodes'
+threshold parameters; a summary (method, T fitted for, per-layer ranges) goes
+to ``graph.meta["thresholds"]`` as JSON, so the IR text and artifacts show it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from irc.graph import Graph, Node
+from irc.interp import Interpreter, run_graph
+from irc.ops import get_op
+from irc.ops.spiking import IF
+
+from .manager import PassContext, register_pass
+
+FIT_ELEMENTS = 8192
+"""Positions (sample x spatial) per channel that enter a fit, at most."""
+FIT_BUDGET = 24_000_000
+"""Elements (steps x positions x channels) one candidate simulation may touch."""
+GRID = np.geomspace(0.08, 1.0, 28).astype(np.float32)
+"""Candidate thresholds as fractions of a channel's largest calibration activation."""
+BIAS_ITERATIONS = 3
+METHODS = ("fitted", "percentile")
+
+
+def threshold_method(ctx: PassContext) -> str:
+    return ctx.option("threshold", "fitted") or "fitted"
+
+
+def _active(graph: Graph, ctx: PassContext) -> bool:
+    return ctx.conversion is not None and ctx.conversion.mode == "calibrated"
+
+
+# --------------------------------------------------------------- simulation
+class _Prefix(Interpreter):
+    """spike-numpy's reference semantics on a cut of the spiking graph; keeps one node's input and output."""
+
+    def __init__(self, graph: Graph, timesteps: int, watch: str):
+        super().__init__(graph)
+        from irc.backends.spike_numpy import SIMULATE
+
+        self.simulate = SIMULATE
+        self.timesteps = timesteps
+        self.offset = 0
+        self.watch = watch
+        self.current: np.ndarray | None = None
+
+    def run_node(self, node: Node, args: list) -> list:
+        if node.name == self.watch:
+            self.current = np.asarray(args[0], np.float32)
+        return self.simulate.lower(node)(self, node, args)
+
+
+def _trial(graph: Graph, ctx: PassContext) -> Graph:
+    """The spiking graph ``to_spiking`` would build now (with the scales and biases fitted so far)."""
+    from .spiking import _Converter
+
+    return _Converter(graph, ctx, ctx.conversion).convert()
+
+
+def _neuron_of(spiking: Graph, name: str) -> Node | None:
+    v = spiking.values.get(name)
+    p = v.producer if v is not None else None
+    return p if p is not None and p.op == "IF" else None
+
+
+def simulate_prefix(spiking: Graph, node: Node, x: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input current (T, N, C, ...) and the spikes of neuron ``node`` on inputs ``x``."""
+    cut = spiking.copy()
+    cut.outputs = [cut.values[node.output.name]]
+    cut.prune()
+    run = _Prefix(cut, timesteps, node.name)
+    spikes = run.run({cut.inputs[0].name: x})[0]
+    return run.current, spikes
+
+
+def _positions(shape: tuple[int, ...], cap: int, seed: int = 0) -> np.ndarray:
+    """A seeded subsample of the flat (sample x spatial) positions of an (N, C, ...) array."""
+    n = shape[0] * int(np.prod(shape[2:], dtype=np.int64))
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+def by_channel(a: np.ndarray, idx: np.ndarray, timed: bool = False) -> np.ndarray:
+    """(N, C, *S) -> (M, C), or (T, N, C, *S) -> (T, M, C) when ``timed``: the positions ``idx`` per channel."""
+    axis = 2 if timed else 1
+    moved = np.moveaxis(a, axis, -1)  # ([T,] N, *S, C)
+    lead = moved.shape[:1] if timed else ()
+    return moved.reshape(lead + (-1, moved.shape[-1]))[..., idx, :]
+
+
+# ---------------------------------------------------------------------- fit
+def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any],
+                  candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the candidate threshold whose T-step IF output best matches the analog activation.
+
+    current (T, M, C): the neuron's input per step; analog (M, C); candidates (K, C).
+    Returns (threshold (C,), its mean squared error (C,)).
+    """
+    t = current.shape[0]
+    best = candidates[0].copy()
+    err = np.full(candidates.shape[1], np.inf)
+    for th in candidates:
+        th = np.where(th > 0, th, np.float32(1.0)).astype(np.float32)
+        rate = IF.simulate(current, th, attrs).sum(axis=0) * (th / np.float32(t))
+        e = ((rate - analog) ** 2).mean(axis=0)
+        better = e < err
+        best = np.where(better, th, best)
+        err = np.where(better, e, err)
+    return best.astype(np.float32), err
+
+
+def candidates_for(analog: np.ndarray, percentile: np.ndarray) -> np.ndarray:
+    """(K, C) candidate thresholds: fractions of each channel's largest activation, and the percentile one."""
+    top = analog.max(axis=0) if analog.size else np.zeros(analog.shape[1], np.float32)
+    top = np.where(top > 0, top, percentile).astype(np.float32)
+    return np.concatenate([GRID[:, None] * top[None, :], percentile[None, :].astype(np.float32)])
+
+
+class _Calibration:
+    """Calibration inputs and the analog activations at every neuron site, subsampled per site."""
+
+    def __init__(self, graph: Graph, ctx: PassContext, names: list[str]):
+        from .spiking import calibration_data
+
+        data = calibration_data(graph, ctx)
+        n = int(ctx.option("fit_samples", 256) or 256)
+        if len(data) > n:
+            data = data[np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))]
+        self.x = data
+        self.timesteps = int(ctx.option("timesteps", 64))
+        acts: dict[str, np.ndarray] = {}
+        wanted = set(names)
+
+        def hook(node, outs):
+            for o, arr in zip(node.outputs, outs):
+                if o.name in wanted:
+                    acts[o.name] = np.asarray(arr, np.float32)
+
+        run_graph(ctx.analog_graph, {ctx.analog_graph.inputs[0].name: data}, hook=hook)
+        self.idx: dict[str, np.ndarray] = {}
+        self.analog: dict[str, np.ndarray] = {}
+        for name, a in acts.items():
+            cap = max(64, min(FIT_ELEMENTS, FIT_BUDGET // max(1, self.timesteps * a.shape[1])))
+            self.idx[name] = _positions(a.shape, cap)
+            self.analog[name] = by_channel(a, self.idx[name])
+
+    def spiking_rate(self, spiking: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(current (T, M, C), rate * threshold (M, C), threshold (C,)) of neuron ``node``, subsampled."""
+        current, spikes = simulate_prefix(spiking, node, self.x, self.timesteps)
+        idx = self.idx[node.output.name]
+        th = spiking.param(node.inputs[1]).astype(np.float32)
+        rate = by_channel(spikes, idx, True).sum(axis=0) * (th / np.float32(self.timesteps))
+        return by_channel(current, idx, True), rate, th
+
+
+def _sites(graph: Graph, ctx: PassContext) -> list[str]:
+    return [name for name in ctx.conversion.scales if name in graph.values]
+
+
+def _summary(graph: Graph, ctx: PassContext, **extra) -> None:
+    info = json.loads(graph.meta.get("thresholds", "{}"))
+    info.update(extra)
+    info["layers"] = {name: [float(np.min(s)), float(np.max(s))] for name, s in ctx.conversion.scales.items()
+                      if np.size(s)}
+    graph.meta["thresholds"] = json.dumps(info, sort_keys=True)
+
+
+@register_pass("fit_thresholds", needs=("conversion",))
+def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
+    """Per-channel thresholds fitted layer by layer for the compiled timesteps (threshold='fitted')."""
+    if not _active(graph, ctx):
+        return graph
+    method = threshold_method(ctx)
+    if method not in METHODS:
+        from irc.errors import IRCError
+
+        raise IRCError(f"unknown threshold method {method!r}", hint="threshold: " + ", ".join(METHODS))
+    t = int(ctx.option("timesteps", 64))
+    if method == "percentile":
+        _summary(graph, ctx, method=f"percentile {float(ctx.option('percentile', 99.9)):g}")
+        return graph
+    names = _sites(graph, ctx)
+    cal = _Calibration(graph, ctx, names)
+    for name in names:
+        spiking = _trial(graph, ctx)
+        node = _neuron_of(spiking, name)
+        if node is None or name not in cal.analog:
+            continue  # no neuron here (a ReLU of spikes is the identity)
+        current = by_channel(simulate_prefix(spiking, node, cal.x, t)[0], cal.idx[name], True)
+        analog = cal.analog[name]
+        ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
+        old = ctx.conversion.scales[name].astype(np.float32)
+        cands = np.minimum(candidates_for(analog, old), ceiling)
+        th, _ = fit_threshold(current, analog, node.attrs, cands)
+        ctx.conversion.scales[name] = th
+    _summary(graph, ctx, method="fitted", fitted_for_timesteps=t, samples=int(len(cal.x)),
+             positions_per_channel=int(max((len(i) for i in cal.idx.values()), default=0)))
+    return graph
+
+
+# --------------------------------------------------------------------- bias
+def _bias_host(graph: Graph, name: str) -> Node | None:
+    """The Conv/Dense/ScaleShift whose output feeds the rectifier ``name`` alone (where a shift can go)."""
+    relu = graph.values[name].producer
+    src = relu.inputs[0] if relu is not None else None
+    p = src.producer if src is not None else None
+    if p is None or graph.num_uses(src) != 1 or get_op(p.op).rate_rule != "weighted" or p.attrs.get("activation"):
+        return None
+    if len(p.inputs) < 2 or p.inputs[1] is None or not p.inputs[1].is_param:
+        return None
+    return p
+
+
+def _add_bias(graph: Graph, host: Node, shift: np.ndarray) -> None:
+    ins = list(host.inputs) + [None] * (3 - len(host.inputs))
+    old = graph.param(ins[2]) if ins[2] is not None else np.zeros(shift.shape, np.float32)
+    ins[2] = graph.add_param(host.name + ".bias_corrected", (old + shift).astype(np.float32))
+    graph.set_inputs(host, ins)
+    graph.reinfer(host)
+
+
+def bias_enabled(ctx: PassContext) -> bool:
+    opt = ctx.option("bias_correction")
+    return threshold_method(ctx) == "fitted" if opt is None else bool(opt)
+
+
+@register_pass("correct_bias", needs=("conversion",))
+def correct_bias(graph: Graph, ctx: PassContext) -> Graph:
+    """Per-channel bias shifts, layer by layer, so each layer's mean spiking rate meets its analog mean."""
+    if not _active(graph, ctx) or not bias_enabled(ctx):
+        return graph
+    names = _sites(graph, ctx)
+    cal = _Calibration(graph, ctx, names)
+    shifts: dict[str, list[float]] = {}
+    skipped: list[str] = []
+    for name in names:
+        host = _bias_host(graph, name)
+        if host is None or name not in cal.analog:
+            skipped.append(name)
+            continue
+        target = cal.analog[name].mean(axis=0)
+        total = np.zeros_like(target)
+        for _ in range(BIAS_ITERATIONS):
+            spiking = _trial(graph, ctx)
+            node = _neuron_of(spiking, name)
+            if node is None:
+                break
+            _, rate, _ = cal.spiking_rate(spiking, node)
+            shift = (target - rate.mean(axis=0)).astype(np.float32)
+            if not np.any(np.abs(shift) > 1e-7):
+                break
+            _add_bias(graph, host, shift)
+            total += shift
+        shifts[name] = [float(total.min()), float(total.max())]
+    _summary(graph, ctx, bias_correction={"shifts": shifts, "not_corrected": skipped})
+    return graph
