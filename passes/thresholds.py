@@ -51,6 +51,8 @@ FIT_BUDGET = 24_000_000
 GRID = np.geomspace(0.08, 1.0, 28).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation."""
 BIAS_ITERATIONS = 3
+SHIFT_GRID = 1024.0
+"""With scale_rounding='pow2', bias shifts are multiples of 1/1024 (exact sums on every backend)."""
 METHODS = ("fitted", "percentile")
 
 
@@ -280,6 +282,8 @@ def correct_bias(graph: Graph, ctx: PassContext) -> Graph:
                 break
             _, rate, _ = cal.spiking_rate(spiking, node)
             shift = (target - rate.mean(axis=0)).astype(np.float32)
+            if ctx.option("scale_rounding", "none") == "pow2":  # keep the network exactly representable
+                shift = (np.round(shift * SHIFT_GRID) / SHIFT_GRID).astype(np.float32)
             if not np.any(np.abs(shift) > 1e-7):
                 break
             _add_bias(graph, host, shift)
