@@ -240,8 +240,12 @@ class SpikingProgram(Program):
         analog_macs = int(self.graph.meta.get("analog_macs", 0)) * n
         virtual = int(self.graph.meta.get("virtual_synapses", 0))
         sops = ac + mac
+        import json
+
+        fit = json.loads(self.graph.meta.get("thresholds", "{}") or "{}")
         return {
             "timesteps": timesteps,
+            "thresholds": {"method": fit.get("method"), "fitted_for_timesteps": fit.get("fitted_for_timesteps")},
             "samples": n,
             "mean_timesteps": tally.steps / n if n else 0.0,
             "spikes": total_spikes,
