@@ -21,7 +21,8 @@ topological order on the spike-numpy reference of the network converted so far:
 * ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
   correction): for each layer in order, the mean per-channel difference between
   the analog activation and the spiking rate (in the same units) is added to
-  the bias of the Conv/Dense feeding the neuron, a few fixed-point iterations,
+  the bias of the Conv/Dense feeding the neuron, two fixed-point iterations,
+  interleaved with the threshold fit (a layer's thresholds, then its biases, then the next layer),
   so the layer's mean rate matches the analog mean on calibration data.
 
 Bounded work: at most ``fit_samples`` calibration inputs (default 256) and at
@@ -46,11 +47,11 @@ from .manager import PassContext, register_pass
 
 FIT_ELEMENTS = 8192
 """Positions (sample x spatial) per channel that enter a fit, at most."""
-FIT_BUDGET = 24_000_000
+FIT_BUDGET = 6_000_000
 """Elements (steps x positions x channels) one candidate simulation may touch."""
 GRID = np.geomspace(0.08, 1.0, 28).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation."""
-BIAS_ITERATIONS = 3
+BIAS_ITERATIONS = 2
 SHIFT_GRID = 1024.0
 """With scale_rounding='pow2', bias shifts are multiples of 1/1024 (exact sums on every backend)."""
 METHODS = ("fitted", "percentile")
@@ -216,6 +217,9 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
         return graph
     names = _sites(graph, ctx)
     cal = _Calibration(graph, ctx, names)
+    bias = bias_enabled(ctx)
+    shifts: dict[str, list[float]] = {}
+    skipped: list[str] = []
     for name in names:
         spiking = _trial(graph, ctx)
         node = _neuron_of(spiking, name)
@@ -228,6 +232,14 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
         cands = np.minimum(candidates_for(analog, old), ceiling)
         th, _ = fit_threshold(current, analog, node.attrs, cands)
         ctx.conversion.scales[name] = th
+        if bias:
+            r = _correct_layer(graph, ctx, cal, name)
+            if r is None:
+                skipped.append(name)
+            else:
+                shifts[name] = r
+    if bias:
+        _record_bias(graph, ctx, shifts, skipped)
     _summary(graph, ctx, method="fitted", fitted_for_timesteps=t, samples=int(len(cal.x)),
              positions_per_channel=int(max((len(i) for i in cal.idx.values()), default=0)))
     return graph
@@ -259,35 +271,52 @@ def bias_enabled(ctx: PassContext) -> bool:
     return threshold_method(ctx) == "fitted" if opt is None else bool(opt)
 
 
+def _correct_layer(graph: Graph, ctx: PassContext, cal: "_Calibration", name: str) -> list[float] | None:
+    """Shift the biases feeding neuron layer ``name`` until its mean rate meets the analog mean; the shift range."""
+    host = _bias_host(graph, name)
+    if host is None or name not in cal.analog:
+        return None
+    target = cal.analog[name].mean(axis=0)
+    total = np.zeros_like(target)
+    for _ in range(BIAS_ITERATIONS):
+        spiking = _trial(graph, ctx)
+        node = _neuron_of(spiking, name)
+        if node is None:
+            return None
+        _, rate, _ = cal.spiking_rate(spiking, node)
+        shift = (target - rate.mean(axis=0)).astype(np.float32)
+        if ctx.option("scale_rounding", "none") == "pow2":  # keep the network exactly representable
+            shift = (np.round(shift * SHIFT_GRID) / SHIFT_GRID).astype(np.float32)
+        if not np.any(np.abs(shift) > 1e-7):
+            break
+        _add_bias(graph, host, shift)
+        total += shift
+    return [float(total.min()), float(total.max())]
+
+
+def _record_bias(graph: Graph, ctx: PassContext, shifts: dict, skipped: list) -> None:
+    _summary(graph, ctx, bias_correction={"shifts": shifts, "not_corrected": skipped})
+
+
 @register_pass("correct_bias", needs=("conversion",))
 def correct_bias(graph: Graph, ctx: PassContext) -> Graph:
-    """Per-channel bias shifts, layer by layer, so each layer's mean spiking rate meets its analog mean."""
-    if not _active(graph, ctx) or not bias_enabled(ctx):
+    """Per-channel bias shifts, layer by layer, so each layer's mean spiking rate meets its analog mean.
+
+    With fitted thresholds ``fit_thresholds`` already interleaves it (threshold of a layer, then its bias, then
+    the next layer); this pass does it for the percentile rule with ``bias_correction=True``.
+    """
+    if not _active(graph, ctx) or not bias_enabled(ctx) or "bias_correction" in json.loads(
+            graph.meta.get("thresholds", "{}")):
         return graph
     names = _sites(graph, ctx)
     cal = _Calibration(graph, ctx, names)
     shifts: dict[str, list[float]] = {}
     skipped: list[str] = []
     for name in names:
-        host = _bias_host(graph, name)
-        if host is None or name not in cal.analog:
+        r = _correct_layer(graph, ctx, cal, name)
+        if r is None:
             skipped.append(name)
-            continue
-        target = cal.analog[name].mean(axis=0)
-        total = np.zeros_like(target)
-        for _ in range(BIAS_ITERATIONS):
-            spiking = _trial(graph, ctx)
-            node = _neuron_of(spiking, name)
-            if node is None:
-                break
-            _, rate, _ = cal.spiking_rate(spiking, node)
-            shift = (target - rate.mean(axis=0)).astype(np.float32)
-            if ctx.option("scale_rounding", "none") == "pow2":  # keep the network exactly representable
-                shift = (np.round(shift * SHIFT_GRID) / SHIFT_GRID).astype(np.float32)
-            if not np.any(np.abs(shift) > 1e-7):
-                break
-            _add_bias(graph, host, shift)
-            total += shift
-        shifts[name] = [float(total.min()), float(total.max())]
-    _summary(graph, ctx, bias_correction={"shifts": shifts, "not_corrected": skipped})
+        else:
+            shifts[name] = r
+    _record_bias(graph, ctx, shifts, skipped)
     return graph
