@@ -126,11 +126,12 @@ def by_channel(a: np.ndarray, idx: np.ndarray, timed: bool = False) -> np.ndarra
 
 # ---------------------------------------------------------------------- fit
 def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any],
-                  candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  candidates: np.ndarray, debias: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per channel, the candidate threshold whose T-step IF output best matches the analog activation.
 
     current (T, M, C): the neuron's input per step; analog (M, C); candidates (K, C).
-    Returns (threshold (C,), its mean squared error (C,)).
+    Returns (threshold (C,), its mean squared error (C,)).  ``debias``: score the error's variance only,
+    the part a bias correction after the fit cannot remove.
     """
     t = current.shape[0]
     best = candidates[0].copy()
@@ -138,7 +139,8 @@ def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any]
     for th in candidates:
         th = np.where(th > 0, th, np.float32(1.0)).astype(np.float32)
         rate = IF.simulate(current, th, attrs).sum(axis=0) * (th / np.float32(t))
-        e = ((rate - analog) ** 2).mean(axis=0)
+        diff = rate - analog
+        e = (diff ** 2).mean(axis=0) - (diff.mean(axis=0) ** 2 if debias else 0)
         better = e < err
         best = np.where(better, th, best)
         err = np.where(better, e, err)
@@ -230,7 +232,7 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
         ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
         old = ctx.conversion.scales[name].astype(np.float32)
         cands = np.minimum(candidates_for(analog, old), ceiling)
-        th, _ = fit_threshold(current, analog, node.attrs, cands)
+        th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False)
         ctx.conversion.scales[name] = th
         if bias:
             r = _correct_layer(graph, ctx, cal, name)
