@@ -56,6 +56,9 @@ LayerEntry = dict
 Ref = tuple[str, int, int]
 """A Keras tensor reference: (layer name, call index, output index)."""
 
+Operand = Union[Ref, np.ndarray]
+"""A positional argument of a layer call: a tensor reference, or a constant (``keras.ops.add(x, 3.0)``)."""
+
 Weights = dict[str, np.ndarray]
 """A layer's arrays by variable role ('kernel', 'bias', 'moving_mean', ...)."""
 
@@ -208,6 +211,7 @@ def read_archive(path: str) -> "KerasModel":
                 raise UnsupportedError("the archive has no model.weights.h5 (sharded or npz weights are not read)",
                                        hint="save the model with model.save('m.keras')")
             blob = z.read("model.weights.h5")
+            version = archive_version(z.read("metadata.json")) if "metadata.json" in members else "3"
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
         raise IRCError(f"not a readable .keras archive ({type(e).__name__}: {e})",
                        hint="the file may be truncated or damaged; save it again") from None
@@ -219,7 +223,17 @@ def read_archive(path: str) -> "KerasModel":
             read_archive_container(config, f["layers"], "layers", weights)
         except OSError as e:
             raise IRCError(f"the archive's weights are unreadable ({e})") from None
-    return KerasModel(config, weights)
+    return KerasModel(config, weights, version)
+
+
+def archive_version(raw: bytes) -> str:
+    """``keras_version`` from an archive's metadata.json ('3' when it is unreadable: only Keras 3 and late
+    Keras 2 write archives)."""
+    try:
+        meta = json.loads(raw)
+        return str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
+    except (ValueError, TypeError):
+        return "3"
 
 
 def is_group(node: Any) -> bool:
@@ -246,8 +260,14 @@ def archive_keys(layers: list[LayerEntry]) -> list[str]:
     return keys
 
 
+def is_operation(layer: LayerEntry) -> bool:
+    """A ``keras.ops`` call saved in a functional model (``keras.ops.add(x, 3.0)``): an Operation, not a Layer, so
+    Keras gives it no weight group and it does not count in the archive's group names."""
+    return str(layer.get("module") or "").startswith(("keras.src.ops.", "keras.ops."))
+
+
 def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, list[np.ndarray]]) -> None:
-    layers = container_layers(model)
+    layers = [layer for layer in container_layers(model) if not is_operation(layer)]
     for layer, key in zip(layers, archive_keys(layers)):
         sub = group[key] if key in group else None
         if is_container(layer):
@@ -284,6 +304,7 @@ def read_legacy_h5(path: str) -> "KerasModel":
                 raise IRCError("the .h5 file has no model_config: it holds weights only (or is not a Keras file)",
                                hint="save the whole model with model.save('m.keras') or model.save('m.h5')")
             config = parse_config(as_text(f.attrs["model_config"]))
+            version = as_text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "2"
             check_supported(config)
             root = f["model_weights"] if "model_weights" in f else f
             weights: dict[int, list[np.ndarray]] = {}
@@ -291,7 +312,7 @@ def read_legacy_h5(path: str) -> "KerasModel":
                 weights.update(assign_legacy(layer, stored_arrays(root, layer)))
         except OSError as e:
             raise IRCError(f"the file's weights are unreadable ({e})", hint="the file may be truncated") from None
-    return KerasModel(config, weights)
+    return KerasModel(config, weights, version)
 
 
 class open_h5:
@@ -476,6 +497,12 @@ class KerasModel:
 
     config: LayerEntry
     weights: dict[int, list[np.ndarray]]
+    keras_version: str = "3"
+    """Which Keras wrote the file: ``hard_sigmoid`` changed in Keras 3 (relu6(x + 3) / 6, was 0.2 x + 0.5)."""
+
+    @property
+    def keras2(self) -> bool:
+        return self.keras_version.split(".")[0] in ("1", "2")
 
 
 @dataclass(frozen=True)
@@ -565,20 +592,27 @@ class Lowering:
         if len(inputs) != len(args):
             raise IRCError(f"the model {layer_name(model)!r} takes {len(inputs)} inputs, it is called with {len(args)}")
         produced: dict[tuple[str, int], list[Tensor]] = {(name, 0): [t] for (name, _, _), t in zip(inputs, args)}
-        calls = [(layer, k, refs) for layer in cfg["layers"] if layer["class_name"] != "InputLayer"
-                 for k, refs in enumerate(inbound_calls(layer))]
+        calls = [(layer, k, operands) for layer in cfg["layers"] if layer["class_name"] != "InputLayer"
+                 for k, operands in enumerate(inbound_calls(layer))]
         while calls:
-            ready = [c for c in calls if all((n, i) in produced for n, i, _ in c[2])]
+            ready = [c for c in calls if all((o[0], o[1]) in produced for o in c[2] if isinstance(o, tuple))]
             if not ready:
                 names = ", ".join(sorted({layer_name(layer) for layer, _, _ in calls}))
                 raise IRCError(f"the model {layer_name(model)!r} has layers whose inputs are never computed: {names}")
-            for layer, k, refs in ready:
-                produced[(layer_name(layer), k)] = self.call_layer(layer, [pick(produced, r) for r in refs])
+            for layer, k, operands in ready:
+                produced[(layer_name(layer), k)] = self.call_layer(
+                    layer, [pick(produced, o) if isinstance(o, tuple) else o for o in operands])
             calls = [c for c in calls if not any(c is r for r in ready)]
         return [pick(produced, r) for r in refs_of(cfg["output_layers"])]
 
-    def call_layer(self, layer: LayerEntry, args: list[Tensor]) -> list[Tensor]:
+    def call_layer(self, layer: LayerEntry, args: list[Tensor | np.ndarray]) -> list[Tensor]:
         cls = layer["class_name"]
+        constants = [a for a in args if isinstance(a, np.ndarray)]
+        if constants and not (cls in RULES and RULES[cls].constants):
+            raise UnsupportedError(f"{cls} is called with the constant operand {constants[0].tolist()!r}; irc reads "
+                                   "constant operands of " + ", ".join(sorted(c for c, r in RULES.items()
+                                                                              if r.constants)),
+                                   node=layer_name(layer))
         if is_container(layer):
             return self.call_model(layer, args)
         if cls == "InputLayer":
@@ -703,14 +737,15 @@ def refs_of(spec: Any) -> list[Ref]:
 
 
 @checked_config
-def inbound_calls(layer: LayerEntry) -> list[list[Ref]]:
-    """The tensors each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists)."""
+def inbound_calls(layer: LayerEntry) -> list[list[Operand]]:
+    """The operands each call of a layer takes (Keras 3 dict nodes, or Keras 2 lists), in order: tensors, and the
+    numbers of an op on a tensor and a constant (``keras.ops.subtract(1.0, x)`` saves ``args: [1.0, x]``)."""
     calls = []
     for node in layer.get("inbound_nodes") or []:
         if isinstance(node, dict):
             if keras_tensors(node.get("kwargs", {})):
                 raise UnsupportedError("the layer takes tensors as keyword arguments", node=layer_name(layer))
-            calls.append(keras_tensors(node.get("args", [])))
+            calls.append(call_operands(node.get("args", [])))
         else:  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
             calls.append([(str(n[0]), int(n[1]), int(n[2])) for n in node])
     return calls
@@ -726,6 +761,23 @@ def keras_tensors(obj: Any) -> list[Ref]:
         return [r for v in obj.values() for r in keras_tensors(v)]
     if isinstance(obj, (list, tuple)):
         return [r for v in obj for r in keras_tensors(v)]
+    return []
+
+
+@checked_config
+def call_operands(obj: Any) -> list[Operand]:
+    """The tensor references and constants of a call's positional arguments, flattened in order (a merge layer's
+    list of tensors included); other values (None, strings, flags) are not operands."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return keras_tensors(obj)
+        if obj.get("class_name") in ("__numpy__", "__tensor__"):
+            return [numeric(obj)]
+        return []
+    if isinstance(obj, (list, tuple)):
+        return [o for v in obj for o in call_operands(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [np.asarray(obj, np.float32)]
     return []
 
 
@@ -817,6 +869,8 @@ class Rule:
     lower: LowerFn
     variables: VarsFn
     check: CheckFn
+    constants: bool = False
+    """Whether the lowering takes constant operands (numpy arrays among its args)."""
 
 
 RULES: dict[str, Rule] = {}
@@ -830,11 +884,11 @@ def no_problems(cfg: dict) -> list[str]:
     return []
 
 
-def rule(*classes: str, variables: VarsFn = no_variables, check: CheckFn = no_problems):
+def rule(*classes: str, variables: VarsFn = no_variables, check: CheckFn = no_problems, constants: bool = False):
     """Register a lowering for Keras layer classes."""
     def deco(fn: LowerFn) -> LowerFn:
         for cls in classes:
-            RULES[cls] = Rule(fn, variables, check)
+            RULES[cls] = Rule(fn, variables, check, constants)
         return fn
     return deco
 
@@ -988,13 +1042,19 @@ def batch_norm_check(cfg: dict) -> list[str]:
     return problems
 
 
-@rule("BatchNormalization", variables=batch_norm_vars, check=batch_norm_check)
-def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
-    t = one(args)
-    k = L.ir_axis(t, single_axis(cfg, -1))
+def channel_at_1(L: Lowering, t: Tensor, keras_axis: int) -> Tensor:
+    """``t`` arranged so that Keras axis ``keras_axis`` is IR axis 1, where the per-channel ops (BatchNorm,
+    ScaleShift) act; unchanged when it already is."""
+    k = L.ir_axis(t, keras_axis)
     if k != 1:
         axis = t.axes[k]
         t = L.arrange(t, (0, axis) + tuple(a for a in t.axes[1:] if a != axis))
+    return t
+
+
+@rule("BatchNormalization", variables=batch_norm_vars, check=batch_norm_check)
+def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    t = channel_at_1(L, one(args), single_axis(cfg, -1))
     mean = w["moving_mean"]
     gamma = w.get("gamma", np.ones_like(mean))
     beta = w.get("beta", np.zeros_like(mean))
@@ -1003,7 +1063,119 @@ def batch_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) 
     return Tensor(L.node("BatchNorm", [t.value, *params], {"epsilon": cfg.get("epsilon", 1e-3)}, cfg["name"]), t.axes)
 
 
+def normalization_vars(cfg: dict) -> list[Var]:
+    """An adapted Normalization stores its statistics; one given ``mean=``/``variance=`` keeps them in the config."""
+    if cfg.get("mean") is not None and cfg.get("variance") is not None:
+        return []
+    return [Var("mean", trains=False), Var("variance", trains=False), Var("count", trains=False)]
+
+
+def keras_axes(cfg: dict, default: int) -> list[int]:
+    axis = cfg.get("axis", default)
+    if axis is None:
+        return []
+    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) else [int(axis)]
+
+
+KERAS_EPSILON = 1e-7
+"""``keras.backend.epsilon()``: Normalization divides by max(sqrt(variance), this)."""
+
+
+@rule("Normalization", variables=normalization_vars)
+def normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """(x - mean) / max(sqrt(variance), 1e-7) per feature of the kept ``axis`` (x * that + mean with invert=True),
+    folded into one ScaleShift (one kept axis) or a Mul and an Add of broadcast constants."""
+    t = one(args)
+    mean = numeric(cfg["mean"]) if not w else w["mean"]
+    var = numeric(cfg["variance"]) if not w else w["variance"]
+    axes = sorted(a % t.rank for a in keras_axes(cfg, -1))
+    if any(not 0 < a < t.rank for a in axes):
+        raise IRCError(f"axis {cfg.get('axis')} is out of range for a rank-{t.rank} input")
+    kept = [t.shape[t.axes.index(a)] for a in axes]
+    if mean.size not in (1, int(np.prod(kept))) or var.size != mean.size:
+        raise IRCError(f"mean/variance of {mean.size}/{var.size} values do not match the kept axes' sizes {kept}")
+    std = np.maximum(np.sqrt(var.astype(np.float64)), KERAS_EPSILON)
+    mean = mean.astype(np.float64)
+    scale, shift = (std, mean) if cfg.get("invert") else (1.0 / std, -mean / std)
+    if len(axes) == 1 and mean.size == kept[0]:
+        t = channel_at_1(L, t, axes[0])
+        ins = [t.value, L.param(cfg["name"] + ".scale", scale.reshape(-1)),
+               L.param(cfg["name"] + ".shift", shift.reshape(-1))]
+        return Tensor(L.node("ScaleShift", ins, name=cfg["name"]), t.axes)
+    full = [t.shape[t.axes.index(a)] if a in axes else 1 for a in range(1, t.rank)]
+    shaped = [np.transpose(np.broadcast_to(c, kept).reshape([1] + full) if c.size > 1 else c.reshape([1] * t.rank),
+                           t.axes) for c in (scale, shift)]
+    y = L.node("Mul", [t.value, L.param(cfg["name"] + ".scale", shaped[0])], name=cfg["name"] + ".scale")
+    return Tensor(L.node("Add", [y, L.param(cfg["name"] + ".shift", shaped[1])], name=cfg["name"]), t.axes)
+
+
+def layer_norm_vars(cfg: dict) -> list[Var]:
+    return ([Var("gamma")] if cfg.get("scale", True) else []) + ([Var("beta")] if cfg.get("center", True) else [])
+
+
+def layer_norm_check(cfg: dict) -> list[str]:
+    return ["rms_scaling=True"] if cfg.get("rms_scaling") else []
+
+
+@rule("LayerNormalization", variables=layer_norm_vars, check=layer_norm_check)
+def layer_normalization(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """(x - mean) / sqrt(var + epsilon) * gamma + beta over the Keras axes ``axis``: those are arranged last (in
+    Keras's order), where the IR's LayerNormalization normalises; gamma/beta have the shape of those axes."""
+    t = one(args)
+    axes = sorted({a % t.rank for a in keras_axes(cfg, -1)})
+    if not axes or axes[0] == 0 or axes[-1] >= t.rank:
+        raise IRCError(f"axis {cfg.get('axis')} is not a set of feature axes of a rank-{t.rank} input")
+    t = L.arrange(t, tuple(a for a in t.axes if a not in axes) + tuple(axes))
+    normalised = tuple(t.shape[t.rank - len(axes):])
+    name = cfg["name"]
+    gamma = w.get("gamma", np.ones(normalised, np.float32))
+    beta = w.get("beta")
+    ins = [t.value, L.param(name + ".gamma", gamma.reshape(normalised), w.get("gamma")),
+           L.param(name + ".beta", beta.reshape(normalised), beta) if beta is not None else None]
+    attrs = {"axis": t.rank - len(axes), "epsilon": float(cfg.get("epsilon", 1e-3))}
+    return Tensor(L.node("LayerNormalization", ins, attrs, name), t.axes)
+
+
+def layer_scale_vars(cfg: dict) -> list[Var]:
+    return [Var("gamma", aliases=("variable",))]
+
+
+def layer_scale_check(cfg: dict) -> list[str]:
+    """Only keras.applications.convnext's LayerScale (init_values, projection_dim) is known; another class of that
+    name is someone's own code."""
+    return [] if {"init_values", "projection_dim"} <= set(cfg) else [
+        "not keras.applications.convnext's LayerScale (no init_values/projection_dim in its config)"]
+
+
+@rule("LayerScale", variables=layer_scale_vars, check=layer_scale_check)
+def layer_scale(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """keras.applications.convnext's LayerScale: x * gamma along the last axis (``projection_dim`` values)."""
+    t = channel_at_1(L, one(args), -1)
+    gamma = w["gamma"].reshape(-1)
+    if gamma.size != t.shape[1]:
+        raise IRCError(f"gamma has {gamma.size} values for {t.shape[1]} channels")
+    return Tensor(L.node("ScaleShift", [t.value, L.param(cfg["name"] + ".gamma", gamma, w["gamma"])],
+                         name=cfg["name"]), t.axes)
+
+
 # ------------------------------------------------------------- activations
+def silu(L: Lowering, t: Tensor, name: str) -> Tensor:
+    """x * sigmoid(x)."""
+    gate = L.node("Sigmoid", [t.value], name=name + ".sigmoid")
+    return Tensor(L.node("Mul", [t.value, gate], name=name), t.axes)
+
+
+def hard_sigmoid(L: Lowering, t: Tensor, name: str) -> Tensor:
+    """Keras 3: relu6(x + 3) / 6, i.e. clip(x / 6 + 0.5, 0, 1); Keras 2 (a file it wrote): clip(0.2 x + 0.5, 0, 1)."""
+    alpha = 0.2 if L.model.keras2 else 1.0 / 6.0
+    return L.apply("HardSigmoid", t, {"alpha": alpha, "beta": 0.5}, name)
+
+
+def gelu(approximate: bool) -> Callable[[Lowering, Tensor, str], Tensor]:
+    """keras.activations.gelu (approximate=False: the erf form) or keras.ops.gelu's default tanh form."""
+    return lambda L, t, name: L.apply("Gelu", t, {"approximate": "tanh" if approximate else "none"}, name)
+
+
 def softmax_on(L: Lowering, t: Tensor, axis: int, name: str) -> Tensor:
     return L.apply("Softmax", t, {"axis": L.ir_axis(t, axis)}, name)
 
@@ -1016,6 +1188,12 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
     "sigmoid": lambda L, t, name: L.apply("Sigmoid", t, None, name),
     "tanh": lambda L, t, name: L.apply("Tanh", t, None, name),
     "softmax": lambda L, t, name: softmax_on(L, t, -1, name),
+    "silu": silu,
+    "swish": silu,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_silu": lambda L, t, name: L.apply("HardSwish", t, None, name),
+    "hard_swish": lambda L, t, name: L.apply("HardSwish", t, None, name),
+    "gelu": gelu(False),
 }
 """Keras's built-in activations that have an exact IR equivalent (leaky_relu's default slope is 0.2)."""
 
@@ -1023,6 +1201,27 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
 @rule("Activation")
 def activation(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return L.activation(cfg.get("activation"), one(args), cfg["name"])
+
+
+OPS_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "silu",
+                   "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu"}
+"""``keras.ops`` activation calls saved in a functional model (class name: the activation it applies)."""
+
+
+def ops_activation(activation_name: str) -> LowerFn:
+    def lower(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+        return ACTIVATIONS[activation_name](L, one(args), cfg["name"])
+    return lower
+
+
+for _cls, _activation in OPS_ACTIVATIONS.items():
+    rule(_cls)(ops_activation(_activation))
+
+
+@rule("Gelu")
+def ops_gelu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """``keras.ops.gelu(x, approximate=True)``: its default is the tanh form (the activation's is the erf one)."""
+    return gelu(bool(cfg.get("approximate", True)))(L, one(args), cfg["name"])
 
 
 def relu_check(cfg: dict) -> list[str]:
@@ -1141,30 +1340,49 @@ def zero_padding(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tens
 
 
 # ------------------------------------------------------------------ merges
-def chain(L: Lowering, op: str, args: list[Tensor], name: str) -> Tensor:
-    """op over all inputs, left to right; the last node gets the layer's name."""
-    args = L.same_arrangement(args)
-    v = args[0].value
-    for i, t in enumerate(args[1:], start=1):
-        v = L.node(op, [v, t.value], name=name if i == len(args) - 1 else f"{name}.{i}")
-    return Tensor(v, args[0].axes)
+def chain(L: Lowering, op: str, args: list[Tensor | np.ndarray], name: str) -> Tensor:
+    """op over all operands, left to right; the last node gets the layer's name.  Constants (the numbers of
+    ``keras.ops.add(x, 3.0)``) become float32 parameters broadcast as numpy does, in their place in the order."""
+    tensors = L.same_arrangement([a for a in args if isinstance(a, Tensor)])
+    if not tensors:
+        raise IRCError("the layer has no tensor operand")
+    ref = tensors[0]
+    it = iter(tensors)
+    values = [next(it).value if isinstance(a, Tensor) else
+              L.param(f"{name}.const{i}", broadcast_constant(np.asarray(a, np.float32), ref))
+              for i, a in enumerate(args)]
+    v = values[0]
+    for i, operand in enumerate(values[1:], start=1):
+        v = L.node(op, [v, operand], name=name if i == len(values) - 1 else f"{name}.{i}")
+    return Tensor(v, ref.axes)
 
 
-@rule("Add")
+def two_operands(args: list, cls: str) -> list:
+    if len(args) != 2:
+        raise IRCError(f"{cls} takes two operands, got {len(args)}")
+    return args
+
+
+@rule("Add", constants=True)
 def add(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return chain(L, "Add", args, cfg["name"])
 
 
-@rule("Subtract")
+@rule("Subtract", constants=True)
 def subtract(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
-    if len(args) != 2:
-        raise IRCError(f"Subtract takes two inputs, got {len(args)}")
-    return chain(L, "Sub", args, cfg["name"])
+    return chain(L, "Sub", two_operands(args, "Subtract"), cfg["name"])
 
 
-@rule("Multiply")
+@rule("Multiply", constants=True)
 def multiply(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     return chain(L, "Mul", args, cfg["name"])
+
+
+@rule("TrueDivide", "Divide", constants=True)
+def divide(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """``keras.ops.divide`` / ``true_divide`` (an op, not a layer): a tensor by a tensor or a number, or a number by
+    a tensor."""
+    return chain(L, "Div", two_operands(args, "TrueDivide"), cfg["name"])
 
 
 @rule("Average")

@@ -406,6 +406,116 @@ def Elu(L, n):
     return [L.emit("Elu", [L.arg(n, 0)], {"alpha": attrs_of(n).get("alpha", 1.0)})]
 
 
+@handler("HardSigmoid")
+def HardSigmoid(L, n):
+    a = attrs_of(n)
+    return [L.emit("HardSigmoid", [L.arg(n, 0)], {"alpha": a.get("alpha", 0.2), "beta": a.get("beta", 0.5)})]
+
+
+@handler("HardSwish")
+def HardSwish(L, n):
+    return [L.emit("HardSwish", [L.arg(n, 0)])]
+
+
+@handler("Erf")
+def Erf(L, n):
+    return [L.emit("Erf", [L.arg(n, 0)])]
+
+
+@handler("Gelu")
+def Gelu(L, n):
+    return [L.emit("Gelu", [L.arg(n, 0)], {"approximate": attrs_of(n).get("approximate", "none")})]
+
+
+@handler("Sqrt")
+def Sqrt(L, n):
+    return [L.emit("Sqrt", [L.arg(n, 0)])]
+
+
+@handler("Pow")
+def Pow(L, n):
+    return [L.emit("Pow", [L.arg(n, 0), L.arg(n, 1)])]
+
+
+@handler("Sum")
+def Sum(L, n):
+    return [L.emit("Sum", [L.arg(n, i) for i in range(len(n.input)) if L.has(n, i)])]
+
+
+@handler("LayerNormalization")
+def LayerNormalization(L, n):
+    """Y only: the Mean and InvStdDev outputs are refused where used (training exports)."""
+    a = attrs_of(n)
+    if int(a.get("stash_type", 1)) != 1:
+        raise UnsupportedError(f"LayerNormalization stash_type={a['stash_type']} is not supported "
+                               f"(only 1: statistics in float32)")
+    scale = L.const(n, 1, "Scale")
+    bias = L.const(n, 2, "B") if L.has(n, 2) else None
+    return [L.emit("LayerNormalization", [L.arg(n, 0), scale, bias],
+                   {"axis": a.get("axis", -1), "epsilon": a.get("epsilon", 1e-5)})]
+
+
+@handler("LRN")
+def LRN(L, n):
+    a = attrs_of(n)
+    return [L.emit("LRN", [L.arg(n, 0)], {"size": a["size"], "alpha": a.get("alpha", 1e-4),
+                                          "beta": a.get("beta", 0.75), "bias": a.get("bias", 1.0)})]
+
+
+@handler("If")
+def If(L, n):
+    """An If whose condition is known at compile time (TorchScript shape checks): the chosen branch is lowered
+    inline, seeing the outer scope's names; its outputs are the node's."""
+    if not L.is_const(n.input[0]):
+        raise UnsupportedError(
+            f"If with a condition computed at run time ({n.input[0]!r}) is not supported",
+            hint="export with torch.onnx.export tracing (not scripting) or fixed input sizes, so the branch is "
+                 "chosen at export time")
+    cond = L.consts[n.input[0]]
+    if cond.dtype == np.int64 and (cond == SYM_BATCH).any():
+        raise UnsupportedError("If on the batch size is not supported", hint="export with a fixed batch size")
+    branches = {a.name: a.g for a in n.attribute if a.name in ("then_branch", "else_branch")}
+    g = branches["then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"]
+    return _lower_subgraph(L, g)
+
+
+def _lower_subgraph(L: _Lowering, g) -> list:
+    """Lower the nodes of a subgraph into L's graph and return its outputs (constants or IR values)."""
+    from onnx import numpy_helper
+
+    outer = L.node
+    for init in g.initializer:
+        L.consts[init.name] = numpy_helper.to_array(init)
+    used = {name for m in g.node for name in m.input} | {o.name for o in g.output}
+    try:
+        for m in g.node:
+            label = m.name or (m.output[0] if m.output else m.op_type)
+            if m.domain not in ("", "ai.onnx") or m.op_type not in HANDLERS:
+                raise UnsupportedError(f"unsupported op {m.op_type} (node {label!r}) inside a branch",
+                                       hint="irc supports: " + ", ".join(sorted(HANDLERS)))
+            L.node = m
+            try:
+                results = HANDLERS[m.op_type](L, m)
+            except IRCError as e:
+                if e.node is None:
+                    e.node = f"{outer.name or outer.output[0]}/{label}"
+                    e.args = (e.format(),)
+                raise
+            for out_name, res in zip(m.output, results):
+                if not out_name:
+                    continue
+                if isinstance(res, (np.ndarray, np.generic)):
+                    L.consts[out_name] = np.asarray(res)
+                else:
+                    L.env[out_name] = res
+            for extra in m.output[len(results):]:
+                if extra and (extra in used or L._used(extra)):
+                    raise UnsupportedError(f"{m.op_type} output {extra!r} is not supported", node=label)
+    finally:
+        L.node = outer
+    return [L.consts[o.name] if o.name in L.consts else L.value(o.name) for o in g.output]
+
+
 @handler("Clip")
 def Clip(L, n):
     a = attrs_of(n)
@@ -612,29 +722,71 @@ def _cast(L, n, to) -> list:
 
 @handler("Slice")
 def Slice(L, n):
-    data = L.const(n, 0, "data (outside shape arithmetic)")
+    """Constant data is sliced while loading; run-time data with unit steps (a crop) becomes a Pad with
+    negative pads."""
     a = attrs_of(n)
     if L.opset < 10:
         starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
     else:
-        starts, ends = L.const(n, 1), L.const(n, 2)
-        axes = L.const(n, 3) if L.has(n, 3) else None
-        steps = L.const(n, 4) if L.has(n, 4) else None
+        starts, ends = L.const(n, 1, "starts"), L.const(n, 2, "ends")
+        axes = L.const(n, 3, "axes") if L.has(n, 3) else None
+        steps = L.const(n, 4, "steps") if L.has(n, 4) else None
     axes = list(range(len(starts))) if axes is None else list(axes)
     steps = [1] * len(starts) if steps is None else list(steps)
+    if not L.is_const(n.input[0]):
+        return [_crop(L, n, starts, ends, axes, steps)]
+    data = L.const(n, 0, "data")
     index = [slice(None)] * data.ndim
     for s, e, ax, st in zip(starts, ends, axes, steps):
         index[int(ax)] = slice(int(s), int(e), int(st))
     return [data[tuple(index)]]
 
 
+def _crop(L: _Lowering, n, starts, ends, axes, steps) -> Value:
+    """A unit-step Slice of run-time data as a Pad with negative pads (the batch axis stays whole)."""
+    t = L.type_of(n.input[0])
+    pads = [0] * (2 * t.rank)
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        ax = int(ax) % t.rank
+        dim = t.shape[ax]
+        if int(st) != 1:
+            raise UnsupportedError("Slice of run-time data with a step other than 1 is not supported")
+        if dim == BATCH:
+            if int(s) != 0 or int(e) < 2**31 - 1:
+                raise UnsupportedError("Slice along the batch axis is not supported")
+            continue
+        lo, hi, _ = slice(int(s), int(e)).indices(dim)
+        pads[ax], pads[t.rank + ax] = -lo, -(dim - max(hi, lo))
+    return L.emit("Pad", [L.arg(n, 0)], {"pads": pads, "value": 0.0})
+
+
+_STATE_INPUTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
+"""Input slots of the recurrent ops that hold initial states (a batch of one broadcasts over N)."""
+
+
+def _only_feeds_states(L: _Lowering, name: str) -> bool:
+    """Whether ``name`` reaches nothing but recurrent initial states (through Slices of its data)."""
+    users = [(m, i) for m in L.model.graph.node for i, inp in enumerate(m.input) if inp == name]
+    if not users or any(o.name == name for o in L.model.graph.output):
+        return False
+    for m, i in users:
+        if m.op_type == "Slice" and i == 0:
+            if not all(_only_feeds_states(L, out) for out in m.output if out):
+                return False
+        elif i not in _STATE_INPUTS.get(m.op_type, ()):
+            return False
+    return True
+
+
 @handler("ConstantOfShape")
 def ConstantOfShape(L, n):
+    """Zeros of the batch size are allowed only as recurrent initial states (PyTorch's ``h0 = zeros(D, N, H)``),
+    kept with a batch of one."""
     shape = L.const(n, 0, "shape")
-    if (shape == SYM_BATCH).any():
+    if (shape == SYM_BATCH).any() and not _only_feeds_states(L, n.output[0]):
         raise UnsupportedError("ConstantOfShape of the batch size is not supported")
     value = attrs_of(n).get("value", np.zeros(1, np.float32))
-    return [np.full(tuple(int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
+    return [np.full(tuple(1 if s == SYM_BATCH else int(s) for s in shape), value.reshape(-1)[0], dtype=value.dtype)]
 
 
 _GLOBAL_POOLS = {"ReduceMean": "GlobalAvgPool", "ReduceMax": "GlobalMaxPool"}
@@ -660,3 +812,4 @@ def Reduce(L, n):
         y = L.emit(pool, [x])
         return [y if keepdims else L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})]
     return [L.emit(n.op_type, [x], {"axes": axes, "keepdims": keepdims})]
+from . import onnx_structured  # noqa: E402,F401  (Resize, ConvTranspose, LSTM, GRU handlers)

@@ -460,10 +460,10 @@ class _Converter:
         self.vmap[id(node.output)] = out
 
     def sum(self, node: Node) -> None:
-        """Add / Sub: branches whose spikes carry the same scale add as they are, others in real units."""
+        """Add / Sub / Sum: branches whose spikes carry the same scale add as they are, others in real units."""
         maps = [self.smap_of(v) for v in node.inputs]
-        same = maps[0] is None and maps[1] is None or (
-            maps[0] is not None and maps[1] is not None and np.array_equal(maps[0], maps[1]))
+        same = all(m is None for m in maps) or (
+            all(m is not None for m in maps) and all(np.array_equal(maps[0], m) for m in maps[1:]))
         if not any(v.is_param for v in node.inputs) and same:
             self.emit(node, [self.get(v) for v in node.inputs], smap=maps[0])
         else:

@@ -23,7 +23,8 @@ CLAIMED = re.compile(
     r"^test_((basic_)?conv_|maxpool_|averagepool_|globalaveragepool|globalmaxpool|gemm_|matmul_|add|sub|mul|div"
     r"|relu|leakyrelu|clip|sigmoid|tanh|softmax_|logsoftmax_|batchnorm_|dropout_|identity|flatten_|reshape_"
     r"|transpose_|concat_|constant_pad|squeeze|unsqueeze"
-    r"|exp(_example)?$|log(_example)?$|less|greater|equal|or|and|where|max_|min_|reduce_(max|min|sum|mean)_(?!square))")
+    r"|exp(_example)?$|log(_example)?$|less|greater|equal|or|and|where|max_|min_|reduce_(max|min|sum|mean)_(?!square)"
+    r"|pow(_|$)|sqrt(_example)?$|sum_|hardsigmoid|hardswish|erf$|gelu_|lrn)")
 # Cases of claimed ops that test something outside inference semantics, each with its reason:
 EXCLUDED = {
     r"_training_|^test_training_": "BatchNorm/Dropout in training mode",

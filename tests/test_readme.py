@@ -43,7 +43,8 @@ def blocks() -> list[tuple[int, str, str]]:
         if not SKIP.search(prev):
             out.append((i + 1, m.group(1), text))
         elif m.group(1) == "bash":  # the irc commands of a skipped line still run (the quickstart's, after pip)
-            irc_parts = [p.strip() for line in text.splitlines() for p in line.split("&&") if p.strip().startswith("irc ")]
+            irc_parts = [p.strip() for line in text.splitlines() for p in line.split("&&") if p.strip().startswith("irc ")
+                         and "--scheduler" not in p]  # those need the scheduler the skipped block starts
             if irc_parts:
                 out.append((i + 1, "bash", "\n".join(irc_parts)))
         i = end + 1

@@ -39,6 +39,12 @@ ACTIVATIONS = {
     "Clip": "fminf(fmaxf({v}, {p0}), {p1})",
     "Sigmoid": "(1.0f / (1.0f + expf(-{v})))",
     "Tanh": "tanhf({v})",
+    "HardSigmoid": "fminf(fmaxf({v} * {p0} + {p1}, 0.0f), 1.0f)",
+    "HardSwish": "({v} * fminf(fmaxf({v} * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f))",
+    "Erf": "erff({v})",
+    # Gelu's one parameter: 0 exact (erf), 1 the tanh approximation
+    "Gelu": "({p0} != 0.0f ? 0.5f * {v} * (1.0f + tanhf(0.7978845608f * ({v} + 0.044715f * {v} * {v} * {v})))"
+            " : 0.5f * {v} * (1.0f + erff({v} * 0.70710678118f)))",
 }
 """Per activation op: its CUDA expression of ``{v}`` and its fused parameters ``{p0}``, ``{p1}``, ... (the
 cuda targets run exactly these activations, fused or on their own)."""

@@ -53,6 +53,7 @@ KNOWN: dict[str, tuple[str, ...]] = {
     "Padding": COMMON + ("NbOutputs", "TopPadding", "BottomPadding", "LeftPadding", "RightPadding"),
 }
 KNOWN["Deconv"] = KNOWN["Conv"]
+KNOWN["ONNX"] = COMMON + ("File", "Ignore", "IgnoreInputSize", "Transpose", "CNTK", "ONNX_init")
 STRICT_LAYERS = ("Conv", "Deconv", "BatchNorm")
 
 

@@ -31,7 +31,7 @@ from . import weights as W
 from .keys import check_keys
 from .mapping import mapping_matrix
 
-SUPPORTED = ("Conv", "Pool", "Fc", "Softmax", "Dropout", "BatchNorm", "ElemWise", "Padding")
+SUPPORTED = ("Conv", "Pool", "Fc", "Softmax", "Dropout", "BatchNorm", "ElemWise", "Padding", "ONNX")
 NATIVE_SPIKE_MODELS = ("Spike_Analog", "Spike_PCM", "Spike_RRAM")
 INPUT_SECTIONS = ("cenv", "env", "sp")
 TANH_LECUN_ALPHA = 1.7159 * (2.0 / 3.0)
@@ -71,6 +71,8 @@ class _Lowering:
         self.rng = np.random.default_rng(seed)
         self.graph = Graph(os.path.splitext(os.path.basename(doc.path))[0])
         self.outs: dict[str, Out] = {}
+        self.onnx_tensors: dict[str, Value] = {}
+        """ONNX tensor names inside Type=ONNX cells, by the value holding them (``Input=onnx,<name>``)."""
         self.sites: dict[str, dict] = {}
         self.model = doc.get_str("", "DefaultModel", "Transcode") if doc.has_key("", "DefaultModel") else "Transcode"
 
@@ -96,8 +98,7 @@ class _Lowering:
             t = self.doc.get_str(s, "Type") if self.doc.has_key(s, "Type") else "(no Type)"
             if t not in SUPPORTED:
                 file, line = self.doc.where(s, "Type") if self.doc.has_key(s, "Type") else (self.doc.path, None)
-                what = "imports an ONNX graph" if t == "ONNX" else f"has Type={t}"
-                bad.append(f"[{s}] {what} ({os.path.basename(file)}:{line})")
+                bad.append(f"[{s}] has Type={t} ({os.path.basename(file)}:{line})")
         if bad:
             raise UnsupportedError(f"{len(bad)} layer(s) irc cannot lower: " + "; ".join(bad), file=self.doc.path,
                                    hint="supported layer types: " + ", ".join(SUPPORTED))
@@ -112,7 +113,7 @@ class _Lowering:
         check_keys(self.doc, env, layers)
         self.graph.meta["source_format"] = "n2d2-ini"
         self.graph.prune()
-        if self.weights is None:
+        if self.weights is None and any(self.doc.get_str(s, "Type") != "ONNX" for s in layers):
             W.warn_filled(self.doc.path)
         return self.graph
 
@@ -159,10 +160,11 @@ class _Lowering:
     def build_order(self, env: str, layers: list[str]) -> list[str]:
         depth: dict[str, int] = {}
         pending = list(layers)
+        onnx_tensors = self.onnx_names(layers)
         while pending:
             progressed = False
             for s in list(pending):
-                ins = self.input_names(s, env)
+                ins = [p for p in self.input_names(s, env) if p not in onnx_tensors]
                 if all(p == "env" or p in depth for p in ins):
                     depth[s] = 1 + max([depth.get(p, 0) for p in ins] or [0])
                     pending.remove(s)
@@ -177,8 +179,40 @@ class _Lowering:
         names = self.doc.get_str(section, "Input").split(",")
         return ["env" if n in INPUT_SECTIONS or n == env else n for n in names]
 
+    def onnx_names(self, layers: list[str]) -> set[str]:
+        """Input names that may be tensors inside an ONNX cell (not sections), left out of the build order as
+        N2D2 does; none when the network has no ONNX cell, so a misspelt input is still reported there."""
+        if not any(self.doc.get_str(s, "Type") == "ONNX" for s in layers if self.doc.has_key(s, "Type")):
+            return set()
+        return {n for s in layers for n in self.input_names(s, "") if not self.doc.has(n) and n != "env"}
+
     def parents(self, section: str, env: str) -> list[tuple[str, Out]]:
-        return [(n, self.outs[n]) for n in self.input_names(section, env)]
+        names = self.input_names(section, env)
+        if len(names) > 1 and self.is_onnx(names[0]) and not any(self.doc.has(n) for n in names[1:]):
+            names = names[1:]           # Input=<onnx section>,<tensor>,...: the section only orders the build
+        parents = []
+        for n in names:
+            if n in self.outs:
+                parents.append((n, self.outs[n]))
+            elif n in self.onnx_tensors:
+                parents.append((n, self.tensor_out(self.onnx_tensors[n])))
+            else:
+                raise self.err(section, f"Input names {n!r}, which is neither a layer nor a tensor of an ONNX "
+                               "cell built before it", "Input")
+        return parents
+
+    def is_onnx(self, section: str) -> bool:
+        return self.doc.has_key(section, "Type") and self.doc.get_str(section, "Type") == "ONNX"
+
+    @staticmethod
+    def tensor_out(v: Value) -> Out:
+        """N2D2's dims of an IR value: NCHW, or (N, F) as F channels of 1x1."""
+        shape = v.type.shape
+        if len(shape) == 4:
+            return Out(v, int(shape[1]), int(shape[2]), int(shape[3]))
+        if len(shape) == 2:
+            return Out(v, int(shape[1]), 1, 1)
+        raise UnsupportedError(f"ONNX tensor {v.name!r} has rank {len(shape)}; N2D2 cells take NCHW or (N, F)")
 
     def write_back(self, section: str, inputs: list[Out]) -> None:
         """The sizes N2D2 writes into a layer's section once built, readable as ``[layer]_NbOutputs`` etc."""
@@ -195,11 +229,15 @@ class _Lowering:
         for s in layers:
             if self.doc.sections_matching(s + ".Target*"):
                 targets.append(s)
-        if not targets:
+        tensors = [n for n in self.onnx_tensors if n not in self.outs
+                   and any(sec.startswith(n + ".Target") for sec in self.doc.sections)]
+        if not targets and not tensors:
             raise IRCError("no [<layer>.Target] section: N2D2 needs one to know the network's output",
                            file=self.doc.path, hint="add an empty [<last layer>.Target] section")
         for s in targets:
             self.graph.outputs.append(self.outs[s].value)
+        for n in tensors:
+            self.graph.outputs.append(self.onnx_tensors[n])
 
     # ------------------------------------------------------------ config
     def config(self, section: str) -> dict[str, str]:
@@ -416,6 +454,42 @@ class _Lowering:
         self.spiking_site(section, cfg, out)
         return Out(out, m, 1, 1)
 
+    def layer_ONNX(self, section: str, parents: list[tuple[str, Out]]) -> Out:
+        """A whole ONNX graph (``File=``) fed by this section's inputs (see ``onnx_cell``)."""
+        from irc.frontends.onnx import load as load_onnx
+
+        from .onnx_cell import resolve_file, splice
+
+        file, line = self.doc.where(section, "File") if self.doc.has_key(section, "File") else (self.doc.path, None)
+        if not self.doc.has_key(section, "File"):
+            raise self.err(section, "Type=ONNX needs File=<model.onnx>")
+        try:
+            path = resolve_file(self.doc.value(section, "File"), self.doc.env, os.path.dirname(str(self.doc.path)))
+        except IRCError as e:
+            raise IRCError(f"[{section}] {e.message}", file=file, line=line, hint=e.hint) from None
+        for key in ("Transpose", "CNTK"):
+            if self.doc.has_key(section, key) and self.doc.get_bool(section, key):
+                raise UnsupportedError(f"[{section}] {key}=1 (N2D2's import variant) is not supported",
+                                       file=file, line=self.doc.where(section, key)[1])
+        self.doc.mark_read(section, "IgnoreInputSize")
+        self.doc.mark_read(section, "ONNX_init")
+        ignore = self.doc.get_str(section, "Ignore").split() if self.doc.has_key(section, "Ignore") else []
+        sub = load_onnx(path)
+        src = self.concat(section, parents)
+        try:
+            cell = splice(self.graph, sub, src.value, section, ignore)
+        except IRCError as e:
+            raise IRCError(f"[{section}] {e.message} (ONNX file {path})", file=file, line=line,
+                           hint=e.hint) from None
+        self.onnx_tensors.update(cell.tensors)
+        if len(cell.outputs) != 1:
+            names = ", ".join(v.name for v in cell.outputs)
+            first = cell.outputs[0]
+            warnings.warn(f"[{section}] the ONNX graph has {len(cell.outputs)} outputs ({names}); Input={section} "
+                          f"takes the first, name another with Input={section},<tensor>", stacklevel=2)
+            return self.tensor_out(first)
+        return self.tensor_out(cell.outputs[0])
+
     def layer_Softmax(self, section: str, parents: list[tuple[str, Out]]) -> Out:
         src = self.concat(section, parents)
         if self.doc.has_key(section, "GroupSize") and self.doc.get_uint(section, "GroupSize"):
@@ -532,3 +606,4 @@ def _pad_crop(x: np.ndarray, h: int, w: int) -> np.ndarray:
     hh, ww = min(ih - sy, h - dy), min(iw - sx, w - dx)
     out[:, :, dy:dy + hh, dx:dx + ww] = x[:, :, sy:sy + hh, sx:sx + ww]
     return out
+

@@ -337,7 +337,8 @@ def prod(dims: Sequence[int]) -> int:
     return int(math.prod(dims))
 
 
-from . import nn, pool, elementwise, reduce, shape, spiking  # noqa: E402,F401  (registration)
+from . import nn, pool, elementwise, reduce, shape, spiking, norm  # noqa: E402,F401  (registration)
+from . import resize, recurrent  # noqa: E402,F401  (structured ops)
 
 __all__ = ["Attr", "OpDef", "OpExample", "register", "get_op", "has_op", "all_ops", "activations", "BATCH",
            "conv_out_dim", "same_pads"]

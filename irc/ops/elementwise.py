@@ -164,6 +164,60 @@ class Elu(Activation):
 
 
 @register
+class HardSigmoid(Activation):
+    name = "HardSigmoid"
+    kernel = "hard_sigmoid"
+    attrs = {"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)}
+    fused_params = ("alpha", "beta")
+    output_nonnegative = True
+    doc = "max(0, min(1, alpha * x + beta)) (ONNX HardSigmoid; Keras hard_sigmoid is alpha=1/6, beta=0.5)."
+
+
+@register
+class HardSwish(Activation):
+    name = "HardSwish"
+    kernel = "hard_swish"
+    doc = "x * HardSigmoid(x; alpha=1/6, beta=0.5) (MobileNetV3's h-swish, Keras hard_silu)."
+
+
+@register
+class Erf(Activation):
+    name = "Erf"
+    kernel = "erf"
+    doc = "The Gauss error function (exported GELU: x * 0.5 * (1 + erf(x / sqrt 2)))."
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+@register
+class Gelu(Activation):
+    """GELU, exact (``approximate='none'``) or its tanh form; fused, the choice travels as one parameter
+    (0.0: none, 1.0: tanh) since a host's activation parameters are floats."""
+
+    name = "Gelu"
+    kernel = "gelu"
+    attrs = {"approximate": Attr("str", "none", "'none' (erf) or 'tanh'")}
+    fused_params = ("approximate",)
+
+    def normalize_attrs(self, attrs):
+        a = dict(attrs)
+        if isinstance(a.get("approximate"), (int, float)):  # unfused from a host's float parameter
+            a["approximate"] = GELU_APPROXIMATIONS[int(a["approximate"])]
+        out = super().normalize_attrs(a)
+        if out["approximate"] not in GELU_APPROXIMATIONS:
+            raise IRCError(f"Gelu approximate must be one of {list(GELU_APPROXIMATIONS)}, got {out['approximate']!r}")
+        return out
+
+    def fused(self, a):
+        return [float(GELU_APPROXIMATIONS.index(a["approximate"]))]
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32) * 3],
+                         {"approximate": str(rng.choice(GELU_APPROXIMATIONS))})
+
+
+@register
 class Clip(Activation):
     name = "Clip"
     kernel = "clip"
@@ -279,6 +333,62 @@ class Exp(_Unary):
 class Log(_Unary):
     name = "Log"
     kernel = "log"
+
+
+@register
+class Sqrt(_Unary):
+    name = "Sqrt"
+    kernel = "sqrt"
+    output_nonnegative = True
+
+
+@register
+class Pow(OpDef):
+    """``a ** b`` with broadcasting; the exponent may have another dtype (ONNX), the result has a's."""
+
+    name = "Pow"
+    inputs = ("a", "b")
+    kernel = "power"
+    preserves_sign = True
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        x, y = ins
+        return [TensorType(broadcast_shapes(x.shape, y.shape), x.dtype)]
+
+    def example(self, rng):
+        x = rng.uniform(0.1, 3.0, (2, 3, 4)).astype(np.float32)
+        return OpExample([x, np.asarray(float(rng.choice([2.0, 0.5, 3.0])), np.float32).reshape(1, 1, 1)], {},
+                         params=(1,))
+
+
+@register
+class Sum(OpDef):
+    """The elementwise sum of one or more operands, broadcast together (ONNX Sum)."""
+
+    name = "Sum"
+    inputs = ("inputs*",)
+    kernel = "add_n"
+    preserves_sign = True
+    linear = True
+    rate_rule = "sum"
+
+    def infer(self, ins, a):
+        if not ins:
+            raise IRCError("Sum needs at least one input")
+        shape = ins[0].shape
+        for t in ins[1:]:
+            if t.dtype != ins[0].dtype:
+                raise IRCError(f"Sum: operand types {ins[0].dtype} and {t.dtype} differ")
+            shape = broadcast_shapes(shape, t.shape)
+        return [TensorType(shape, ins[0].dtype, self.data_domain(ins))]
+
+    def example(self, rng):
+        shapes = [(2, 3, 4), (2, 1, 4), (4,)]
+        k = int(rng.integers(1, 4))
+        return OpExample([rng.standard_normal((2, 3, 4)).astype(np.float32)]
+                         + [rng.standard_normal(shapes[i]).astype(np.float32) for i in range(1, k)],
+                         {}, params=(2,) if k == 3 else ())
 
 
 class _Compare(OpDef):

@@ -243,6 +243,26 @@ def div(a, b):
     return np.true_divide(a, b)
 
 
+def sqrt(x):
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x)
+
+
+def power(a, b):
+    """``a ** b`` in a's dtype (ONNX Pow: the exponent's type may differ)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if np.issubdtype(a.dtype, np.floating):
+            return np.power(a, np.asarray(b).astype(a.dtype))
+        return np.power(a, np.asarray(b).astype(np.int64)).astype(a.dtype)
+
+
+def add_n(*xs):
+    out = np.array(xs[0])
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
 def exp(x):
     with np.errstate(over="ignore"):
         return np.exp(x)
@@ -288,6 +308,31 @@ def leaky_relu(x, *, alpha):
 def elu(x, *, alpha):
     with np.errstate(over="ignore"):
         return np.where(x > 0, x, np.asarray(alpha, x.dtype) * np.expm1(np.minimum(x, 0))).astype(x.dtype)
+
+
+def hard_sigmoid(x, *, alpha, beta):
+    return np.clip(x * np.asarray(alpha, x.dtype) + np.asarray(beta, x.dtype), 0, 1).astype(x.dtype, copy=False)
+
+
+def hard_swish(x):
+    return x * hard_sigmoid(x, alpha=1.0 / 6.0, beta=0.5)
+
+
+def erf(x):
+    """erf by Abramowitz & Stegun 7.1.26 in float64 (|error| < 1.5e-7, float32's resolution): numpy has no erf
+    and generated programs import numpy alone."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-z * z))).astype(x.dtype)
+
+
+def gelu(x, *, approximate):
+    """GELU; ``approximate`` is 'none'/'tanh' (a node's attribute) or 0.0/1.0 (a host's fused parameter)."""
+    if approximate in ("tanh", 1.0):
+        x64 = x.astype(np.float64)
+        return (0.5 * x64 * (1.0 + np.tanh(0.7978845608028654 * (x64 + 0.044715 * x64 ** 3)))).astype(x.dtype)
+    return (0.5 * x * (1.0 + erf(x * np.asarray(0.7071067811865476, x.dtype)))).astype(x.dtype)
 
 
 def clip(x, *, min, max):
@@ -372,3 +417,187 @@ def slice_pad(x, *, pads, value):
     nd = x.ndim
     crop = tuple(slice(max(-pads[i], 0), x.shape[i] - max(-pads[nd + i], 0)) for i in range(nd))
     return pad(x[crop], pads=[max(p, 0) for p in pads], value=value)
+
+
+# ---------------------------------------------------------- normalisations
+def layer_norm(x, scale, bias=None, *, axis, epsilon):
+    """(x - mean) / sqrt(var + epsilon) * scale + bias over the axes from ``axis`` on, computed in float32
+    (ONNX LayerNormalization's stash_type=1)."""
+    axes = tuple(range(axis, x.ndim))
+    acc = np.float64 if x.dtype == np.float64 else np.float32
+    xf = x.astype(acc, copy=False)
+    mean = xf.mean(axis=axes, keepdims=True)
+    d = xf - mean
+    var = (d * d).mean(axis=axes, keepdims=True)
+    y = d / np.sqrt(var + np.asarray(epsilon, acc)) * scale.astype(acc, copy=False)
+    if bias is not None:
+        y = y + bias.astype(acc, copy=False)
+    return y.astype(x.dtype, copy=False)
+
+
+def lrn(x, *, size, alpha, beta, bias):
+    """Local response normalisation across channels (axis 1), as ONNX defines it: the window holds channels
+    c - floor((size-1)/2) .. c + ceil((size-1)/2), and alpha is divided by size."""
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.square(x.astype(np.float64))
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (lo + 1, hi)
+    csum = np.cumsum(np.pad(sq, pad), axis=1)
+    c = x.shape[1]
+    window = np.take(csum, np.arange(lo + 1 + hi, lo + 1 + hi + c), axis=1) - np.take(csum, np.arange(c), axis=1)
+    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
+
+
+# ------------------------------------------------ structured ops (irc.ops.resize, irc.ops.recurrent)
+def _resize_source(out_len, in_len, scale, mode):
+    """ONNX Resize's coordinate transformation: the input coordinate of each output index along one axis."""
+    o = np.arange(out_len, dtype=np.float64)
+    if mode == "half_pixel":
+        return (o + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if out_len > 1 else np.zeros(out_len)
+    if mode == "align_corners":
+        return o * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros(out_len)
+    if mode == "half_pixel_symmetric":
+        adj = out_len / (scale * in_len)
+        return (in_len / 2.0) * (1 - adj) + (o + 0.5) / scale - 0.5
+    return o / scale  # asymmetric
+
+
+def _nearest_index(src, nearest_mode):
+    if nearest_mode == "floor":
+        return np.floor(src)
+    if nearest_mode == "ceil":
+        return np.ceil(src)
+    if nearest_mode == "round_prefer_ceil":
+        return np.floor(src + 0.5)
+    return np.ceil(src - 0.5)  # round_prefer_floor
+
+
+def resize(x, *, mode, coordinate_transformation_mode, nearest_mode, scales, out_dims):
+    """ONNX Resize (nearest or linear), one axis at a time: both modes are separable."""
+    y = x
+    for axis in range(x.ndim):
+        n_in, n_out = x.shape[axis], out_dims[axis] or x.shape[axis]  # 0: the batch axis, kept
+        if n_in == n_out and scales[axis] == 1.0:
+            continue
+        src = _resize_source(n_out, n_in, scales[axis], coordinate_transformation_mode)
+        if mode == "nearest":
+            idx = np.clip(_nearest_index(src, nearest_mode), 0, n_in - 1).astype(np.int64)
+            y = np.take(y, idx, axis=axis)
+            continue
+        src = np.clip(src, 0, n_in - 1)
+        lo = np.floor(src).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        shape = [1] * x.ndim
+        shape[axis] = n_out
+        frac = (src - lo).astype(x.dtype).reshape(shape)
+        y = np.take(y, lo, axis=axis) * (1 - frac) + np.take(y, hi, axis=axis) * frac
+    return y.astype(x.dtype)
+
+
+def conv_transpose(x, w, b=None, *, strides, pads, dilations, group, output_padding, out_dims):
+    """ONNX ConvTranspose: every input pixel scatters its kernel-weighted copy to the output; pads crop the full
+    result (negative pads, from an output_shape larger than the full result, extend it with zeros)."""
+    nd = x.ndim - 2
+    n, c = x.shape[:2]
+    cg, mg = w.shape[0] // group, w.shape[1]
+    kernel = w.shape[2:]
+    offs = [max(0, -p) for p in pads[:nd]]
+    full = [(x.shape[2 + i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 + output_padding[i]
+            for i in range(nd)]
+    size = [offs[i] + max(full[i], pads[i] + out_dims[i]) for i in range(nd)]
+    buf = np.zeros((n, group, mg, *size), x.dtype)
+    xg = x.reshape(n, group, cg, *x.shape[2:])
+    wg = w.reshape(group, cg, mg, *kernel)
+    for tap in np.ndindex(*kernel):
+        contrib = np.einsum("ngc...,gcm->ngm...", xg, wg[(slice(None), slice(None), slice(None)) + tap])
+        index = tuple(slice(offs[i] + tap[i] * dilations[i],
+                            offs[i] + tap[i] * dilations[i] + (x.shape[2 + i] - 1) * strides[i] + 1, strides[i])
+                      for i in range(nd))
+        buf[(slice(None), slice(None), slice(None)) + index] += contrib
+    crop = tuple(slice(offs[i] + pads[i], offs[i] + pads[i] + out_dims[i]) for i in range(nd))
+    y = buf[(slice(None), slice(None), slice(None)) + crop].reshape(n, group * mg, *out_dims)
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd).astype(x.dtype)
+    return np.ascontiguousarray(y, dtype=x.dtype)
+
+
+def _sigmoid32(v):
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-v))).astype(v.dtype)
+
+
+def _rnn_state(s, layout, dirs, n, hidden, dtype):
+    """An initial state as (D, N, H) from either ONNX layout (zeros when absent; a batch of 1 broadcasts)."""
+    if s is None:
+        return np.zeros((dirs, n, hidden), dtype)
+    s = np.swapaxes(s, 0, 1) if layout == 1 else s
+    return np.broadcast_to(s, (dirs, n, hidden)).astype(dtype)
+
+
+def _rnn_outputs(ys, states, layout):
+    """Y (T, D, N, H) and the final states (D, N, H), or batch-first for layout 1."""
+    y = np.stack(ys, axis=1)
+    if layout == 1:
+        return (np.ascontiguousarray(np.transpose(y, (2, 0, 1, 3))),) + tuple(
+            np.ascontiguousarray(np.swapaxes(s, 0, 1)) for s in states)
+    return (y,) + tuple(states)
+
+
+def _rnn_steps(t, direction, d):
+    backward = direction == "reverse" or (direction == "bidirectional" and d == 1)
+    return range(t - 1, -1, -1) if backward else range(t)
+
+
+def lstm(x, w, r, b=None, initial_h=None, initial_c=None, *, hidden_size, direction, layout):
+    """ONNX LSTM, default activations (sigmoid, tanh, tanh), gates ordered i, o, f, c."""
+    dirs = w.shape[0]
+    x = np.swapaxes(x, 0, 1) if layout == 1 else x
+    h0 = _rnn_state(initial_h, layout, dirs, x.shape[1], hidden_size, x.dtype)
+    c0 = _rnn_state(initial_c, layout, dirs, x.shape[1], hidden_size, x.dtype)
+    t = x.shape[0]
+    hs, cs, ys = [], [], []
+    for d in range(dirs):
+        bias = np.zeros(8 * hidden_size, x.dtype) if b is None else b[d]
+        xw = x @ w[d].T + (bias[:4 * hidden_size] + bias[4 * hidden_size:])
+        h, c = h0[d], c0[d]
+        out = [None] * t
+        for step in _rnn_steps(t, direction, d):
+            g = xw[step] + h @ r[d].T
+            i, o, f, cand = np.split(g, 4, axis=-1)
+            c = _sigmoid32(f) * c + _sigmoid32(i) * np.tanh(cand)
+            h = _sigmoid32(o) * np.tanh(c)
+            out[step] = h
+        ys.append(np.stack(out))
+        hs.append(h)
+        cs.append(c)
+    return _rnn_outputs(ys, [np.stack(hs), np.stack(cs)], layout)
+
+
+def gru(x, w, r, b=None, initial_h=None, *, hidden_size, direction, layout, linear_before_reset):
+    """ONNX GRU, default activations (sigmoid, tanh), gates ordered z, r, h."""
+    dirs = w.shape[0]
+    x = np.swapaxes(x, 0, 1) if layout == 1 else x
+    h0 = _rnn_state(initial_h, layout, dirs, x.shape[1], hidden_size, x.dtype)
+    t, hid = x.shape[0], hidden_size
+    hs, ys = [], []
+    for d in range(dirs):
+        bias = np.zeros(6 * hid, x.dtype) if b is None else b[d]
+        wb, rb = bias[:3 * hid], bias[3 * hid:]
+        xw = x @ w[d].T + wb
+        rz, rh = r[d][:2 * hid], r[d][2 * hid:]
+        h = h0[d]
+        out = [None] * t
+        for step in _rnn_steps(t, direction, d):
+            zr = _sigmoid32(xw[step, :, :2 * hid] + h @ rz.T + rb[:2 * hid])
+            z, rr = zr[:, :hid], zr[:, hid:]
+            if linear_before_reset:
+                cand = np.tanh(xw[step, :, 2 * hid:] + rr * (h @ rh.T + rb[2 * hid:]))
+            else:
+                cand = np.tanh(xw[step, :, 2 * hid:] + (rr * h) @ rh.T + rb[2 * hid:])
+            h = (1 - z) * cand + z * h
+            out[step] = h
+        ys.append(np.stack(out))
+        hs.append(h)
+    return _rnn_outputs(ys, [np.stack(hs)], layout)

@@ -1,0 +1,339 @@
+"""The ONNX ops of issue 13's real networks, one node each, against onnxruntime on random shapes.
+
+Each test builds a small model with onnx.helper (shapes drawn by hypothesis, the
+attribute variants the realworld fixtures use), compiles it for the numpy target
+and compares with onnxruntime within 1e-5.  Also: If folded on a constant
+condition and refused on a run-time one, and the activations fused into a Conv.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import irc
+from irc.frontends.onnx import from_model
+
+FEW = settings(max_examples=15, deadline=None)
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+shapes = st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple)
+"""Data shapes: axis 0 is the batch (declared symbolic in the model)."""
+
+
+def _vi(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def build(nodes, feeds: dict, out_rank: int | list[int], *, inits: dict | None = None, opset: int = 13,
+          outputs=("y",)) -> onnx.ModelProto:
+    """A model of ``nodes`` whose inputs are ``feeds`` (batch axis symbolic) and initializers ``inits``."""
+    ranks = [out_rank] * len(outputs) if isinstance(out_rank, int) else out_rank
+    g = helper.make_graph(
+        nodes, "g", [_vi(k, ("N",) + v.shape[1:]) for k, v in feeds.items()],
+        [_vi(o, [f"{o}_{i}" for i in range(r)]) for o, r in zip(outputs, ranks)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def compare(model: onnx.ModelProto, feeds: dict, **tol) -> irc.Program:
+    """irc's numpy target and onnxruntime agree on ``feeds``; returns the program."""
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    prog = irc.compile(from_model(model), target="numpy", verify=True)
+    got = prog.run(feeds)
+    got = got if isinstance(got, list) else [got]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        np.testing.assert_allclose(g, e, **(tol or TOL))
+    return prog
+
+
+def data(shape, seed: int, lo: float | None = None, hi: float | None = None, scale: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if lo is not None:
+        return rng.uniform(lo, hi, shape).astype(np.float32)
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def trailing(shape, seed: int) -> tuple:
+    """A shape that broadcasts against ``shape``: a suffix of it with some axes set to 1."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, len(shape) + 1))
+    return tuple(1 if rng.random() < 0.4 else d for d in shape[len(shape) - k:])
+
+
+# ---------------------------------------------------------------- activations
+ACTIVATIONS = [
+    ("HardSigmoid", {}, 13),
+    ("HardSigmoid", {"alpha": 1.0 / 6.0}, 13),  # torch's hardsigmoid (the mobilenetv3 fixtures)
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, 13),
+    ("HardSwish", {}, 14),
+    ("Erf", {}, 13),
+    ("Gelu", {}, 20),
+    ("Gelu", {"approximate": "none"}, 20),
+    ("Gelu", {"approximate": "tanh"}, 20),
+]
+
+
+@pytest.mark.parametrize("op,attrs,opset", ACTIVATIONS, ids=[f"{o}{a}" for o, a, _ in ACTIVATIONS])
+@FEW
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_activation(op, attrs, opset, shape, seed):
+    x = data(shape, seed)
+    compare(build([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": x}, len(shape), opset=opset), {"x": x})
+
+
+@pytest.mark.parametrize("op,attrs,opset", ACTIVATIONS, ids=[f"{o}{a}" for o, a, _ in ACTIVATIONS])
+def test_activation_fused_into_conv(op, attrs, opset):
+    """Conv + activation: the numpy target fuses the activation into the Conv and still matches."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    model = build([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node(op, ["c"], ["y"], **attrs)], {"x": x}, 4, inits={"w": w, "b": b}, opset=opset)
+    prog = compare(model, {"x": x})
+    assert [(n.op, n.attrs.get("activation")) for n in prog.graph.nodes] == [("Conv", op)]
+
+
+def test_gelu_written_out_with_erf_matches():
+    """The opset-13 export of GELU: x * 0.5 * (1 + Erf(x / sqrt 2)), Erf fused into nothing (a Div feeds it)."""
+    x = data((3, 8), 5)
+    nodes = [helper.make_node("Div", ["x", "r2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    inits = {"r2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
+    compare(build(nodes, {"x": x}, 2, inits=inits), {"x": x})
+
+
+# -------------------------------------------------------------- arithmetic
+@pytest.mark.parametrize("exponent", [2.0, 0.5, 3.0, -1.0])
+@FEW
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_pow_by_a_constant(exponent, shape, seed):
+    x = data(shape, seed, 0.1, 4.0)
+    model = build([helper.make_node("Pow", ["x", "e"], ["y"])], {"x": x}, len(shape),
+                  inits={"e": np.float32(exponent)})
+    compare(model, {"x": x})
+
+
+@FEW
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_pow_broadcasting_two_tensors(shape, seed):
+    x = data(shape, seed, 0.1, 3.0)
+    e = data(trailing(shape[1:], seed), seed + 1, -2.0, 2.0)
+    model = build([helper.make_node("Pow", ["x", "e"], ["y"])], {"x": x}, len(shape), inits={"e": e})
+    compare(model, {"x": x})
+    # the exponent as a run-time input too, broadcast from the other side
+    e2 = data((shape[0],) + trailing(shape[1:], seed + 2), seed + 3, -2.0, 2.0)
+    if len(e2.shape) == len(shape):
+        model = build([helper.make_node("Pow", ["x", "e"], ["y"])], {"x": x, "e": e2}, len(shape))
+        compare(model, {"x": x, "e": e2})
+
+
+def test_pow_with_an_int64_exponent():
+    x = data((2, 5), 1, -2.0, 2.0)
+    compare(build([helper.make_node("Pow", ["x", "e"], ["y"])], {"x": x}, 2, inits={"e": np.int64(2)},
+                  opset=15), {"x": x})
+
+
+@FEW
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_sqrt(shape, seed):
+    x = data(shape, seed, 0.0, 5.0)
+    compare(build([helper.make_node("Sqrt", ["x"], ["y"])], {"x": x}, len(shape)), {"x": x})
+
+
+@FEW
+@given(shape=shapes, count=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_sum_variadic_broadcasting(shape, count, seed):
+    """Sum of 1..4 operands: run-time inputs of the full shape or broadcast, and constants that broadcast."""
+    feeds = {"x0": data(shape, seed)}
+    inits = {}
+    for i in range(1, count):
+        if i % 2:
+            feeds[f"x{i}"] = data((shape[0],) + tuple(1 if (seed >> (i + j)) & 1 else d
+                                                      for j, d in enumerate(shape[1:])), seed + i)
+        else:
+            inits[f"x{i}"] = data(trailing(shape[1:], seed + i), seed + i)
+    model = build([helper.make_node("Sum", [f"x{i}" for i in range(count)], ["y"])], feeds, len(shape), inits=inits)
+    compare(model, feeds)
+
+
+# ---------------------------------------------------------- normalisations
+@FEW
+@given(shape=st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple), seed=st.integers(0, 2**16),
+       bias=st.booleans(), eps=st.sampled_from([1e-5, 1e-6, 1e-3]), data_axis=st.integers(1, 3))
+def test_layer_normalization(shape, seed, bias, eps, data_axis):
+    axis = min(data_axis, len(shape) - 1)
+    axis = axis if seed % 2 else axis - len(shape)  # as given and as a negative axis (torch exports -1)
+    x = data(shape, seed, scale=2.0) + 1.0
+    normalised = shape[axis:]
+    inits = {"scale": data(normalised, seed + 1, 0.5, 2.0)}
+    if bias:
+        inits["bias"] = data(normalised, seed + 2)
+    node = helper.make_node("LayerNormalization", ["x", "scale"] + (["bias"] if bias else []), ["y"],
+                            axis=axis, epsilon=eps)
+    compare(build([node], {"x": x}, len(shape), inits=inits, opset=17), {"x": x})
+
+
+def test_layer_normalization_statistics_outputs_are_refused_when_used():
+    x = data((2, 4), 0)
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], axis=-1)
+    model = build([node], {"x": x}, [2, 2], inits={"s": np.ones(4, np.float32)}, opset=17, outputs=("y", "mean"))
+    with pytest.raises(irc.IRCError, match="LayerNormalization output 'mean' is not supported"):
+        from_model(model)
+
+
+LRN_PARAMS = st.sampled_from([{}, {"alpha": 1e-4, "beta": 0.75, "bias": 1.0},  # AlexNet (the lrn fixtures)
+                              {"alpha": 2e-3, "beta": 0.5, "bias": 2.0}, {"alpha": 0.5, "beta": 1.0, "bias": 1.5}])
+
+
+@FEW
+@given(channels=st.integers(1, 8), hw=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       size=st.sampled_from([1, 3, 5, 7]), seed=st.integers(0, 2**16), params=LRN_PARAMS)
+def test_lrn(channels, hw, size, seed, params):
+    x = data((2, channels, *hw), seed)
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, **params)
+    compare(build([node], {"x": x}, x.ndim), {"x": x})
+
+
+@FEW
+@given(channels=st.integers(1, 8), hw=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       size=st.sampled_from([2, 4, 6]), seed=st.integers(0, 2**16), params=LRN_PARAMS)
+def test_lrn_even_sizes_match_the_spec_formula(channels, hw, size, seed, params):
+    """onnxruntime's LRN takes odd sizes only (and onnx.reference's loops over the batch axis, not the channels),
+    so even sizes are checked against the spec's formula, written out per channel in float64: the window is
+    c - floor((size-1)/2) .. c + ceil((size-1)/2) and alpha is divided by size."""
+    x = data((2, channels, *hw), seed)
+    p = {"alpha": 1e-4, "beta": 0.75, "bias": 1.0, **params}
+    model = build([helper.make_node("LRN", ["x"], ["y"], size=size, **params)], {"x": x}, x.ndim)
+    x64 = x.astype(np.float64)
+    expected = np.empty_like(x64)
+    for c in range(channels):
+        lo, hi = max(0, c - (size - 1) // 2), min(channels, c + -(-(size - 1) // 2) + 1)
+        square_sum = (x64[:, lo:hi] ** 2).sum(axis=1)
+        expected[:, c] = x64[:, c] / (p["bias"] + p["alpha"] / size * square_sum) ** p["beta"]
+    got = irc.compile(from_model(model), target="numpy").run(x)
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+@pytest.mark.parametrize("spatial", [(), (5,), (2, 3, 2)])
+def test_lrn_on_other_ranks_is_lrn_across_channels(spatial):
+    """onnxruntime runs 4-d LRN only: a (N, C, *spatial) LRN is the 4-d one of (N, C, prod(spatial), 1)."""
+    x = data((2, 6, *spatial), 4)
+    attrs = {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 1.0}
+    as4d = x.reshape(2, 6, -1, 1)
+    expected = ort.InferenceSession(build([helper.make_node("LRN", ["x"], ["y"], **attrs)], {"x": as4d}, 4)
+                                    .SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": as4d})[0]
+    got = irc.compile(from_model(build([helper.make_node("LRN", ["x"], ["y"], **attrs)], {"x": x}, x.ndim)),
+                      target="numpy").run(x)
+    np.testing.assert_allclose(got, expected.reshape(x.shape), **TOL)
+
+
+# ----------------------------------------------------------------------- If
+def _if_model(cond_nodes, then_out, else_out, then_nodes, else_nodes, feeds, inits, out_rank):
+    then_g = helper.make_graph(then_nodes, "then", [], [_vi(then_out, [f"t{i}" for i in range(out_rank)])])
+    else_g = helper.make_graph(else_nodes, "else", [], [_vi(else_out, [f"e{i}" for i in range(out_rank)])])
+    nodes = cond_nodes + [helper.make_node("If", ["cond"], ["z"], name="the_if", then_branch=then_g,
+                                           else_branch=else_g),
+                          helper.make_node("Add", ["z", "x"], ["y"])]
+    return build(nodes, feeds, out_rank, inits=inits)
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_if_on_a_constant_condition_lowers_the_chosen_branch(taken):
+    """The condition is computed from the input's static shape (TorchScript's shape checks); the branches read
+    the outer scope (a run-time tensor) and one of them computes only a constant."""
+    x = data((2, 3, 4), 7)
+    cond_nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+                  helper.make_node("Gather", ["shape", "two"], ["dim"], axis=0),
+                  helper.make_node("Equal", ["dim", "four" if taken else "five"], ["cond"])]
+    then_nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "k"], ["then_y"])]
+    else_nodes = [helper.make_node("Constant", [], ["else_y"],
+                                   value=numpy_helper.from_array(np.full((1, 3, 4), 0.25, np.float32)))]
+    inits = {"two": np.int64(2), "four": np.int64(4), "five": np.int64(5), "k": np.float32(1.5)}
+    model = _if_model(cond_nodes, "then_y", "else_y", then_nodes, else_nodes, {"x": x}, inits, 3)
+    prog = compare(model, {"x": x})
+    assert ("Relu" in [n.op for n in prog.graph.nodes]) == taken
+
+
+def test_if_on_a_run_time_condition_is_refused_by_name():
+    """A condition fed at run time (a flag input): the node is named, with what to do."""
+    x = data((2, 3), 1)
+    model = _if_model([], "a", "b", [helper.make_node("Relu", ["x"], ["a"])],
+                      [helper.make_node("Sigmoid", ["x"], ["b"])], {"x": x}, {}, 2)
+    model.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    with pytest.raises(irc.IRCError, match=r"(?s)the_if.*If with a condition computed at run time") as err:
+        from_model(model)
+    assert err.value.hint and "export" in err.value.hint
+
+
+# ------------------------------------------------------------ reductions
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum"])
+@FEW
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), keep=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_reduce_with_axes_as_an_input_opset18(op, shape, keep, seed):
+    rng = np.random.default_rng(seed)
+    axes = sorted(rng.choice(np.arange(1, len(shape)), size=int(rng.integers(1, len(shape))), replace=False))
+    x = data(shape, seed)
+    out_rank = len(shape) if keep else len(shape) - len(axes)
+    model = build([helper.make_node(op, ["x", "axes"], ["y"], keepdims=int(keep))], {"x": x}, out_rank,
+                  inits={"axes": np.array(axes, np.int64)}, opset=18)
+    compare(model, {"x": x})
+
+
+# -------------------------------------------------------------- spiking
+def _three_branch_model(act: str) -> tuple[onnx.ModelProto, np.ndarray]:
+    rng = np.random.default_rng(0)
+    inits = {f"w{i}": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32) for i in range(3)}
+    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]) for i in range(3)]
+    nodes += [helper.make_node("Sum", ["c0", "c1", "c2"], ["s"]), helper.make_node(act, ["s"], ["r"]),
+              helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    x = rng.uniform(0, 1, (16, 3, 6, 6)).astype(np.float32)
+    return build(nodes, {"x": x}, 4, inits=inits, opset=20), x
+
+
+def test_sum_of_branches_converts_to_spikes():
+    """Sum follows Add's rate rule (branches with one scale add as they are): the spiking network tracks the
+    analog one, and a target without a Sum lowering refuses it by name."""
+    model, x = _three_branch_model("Relu")
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=128).run(x)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
+    with pytest.raises(irc.IRCError, match="cannot run: Sum"):
+        irc.compile(from_model(model), target="spike-llvm", calibration=x, timesteps=8)
+
+
+@pytest.mark.parametrize("act", ["HardSwish", "HardSigmoid", "Gelu", "Erf"])
+def test_spike_conversion_refuses_the_new_activations_by_name(act):
+    model, x = _three_branch_model(act)
+    with pytest.raises(irc.IRCError, match=f"{act} has no spiking equivalent"):
+        irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=8)
+
+
+# ------------------------------------------------------------------ cuda
+@pytest.mark.parametrize("op,attrs,opset", ACTIVATIONS, ids=[f"{o}{a}" for o, a, _ in ACTIVATIONS])
+def test_cuda_runs_the_new_activations_fused_and_alone(op, attrs, opset):
+    """The cuda target's expressions (source.ACTIVATIONS), run through the C++ emulation, fused into a Conv and
+    on their own (after a Mul, which hosts no activation)."""
+    from cuda_emulation import compiler, emulate
+
+    if compiler() is None:
+        pytest.skip("no C++ compiler for the CUDA emulation")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    model = build([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node(op, ["c"], ["a"], **attrs), helper.make_node("Mul", ["c", "c"], ["m"]),
+                   helper.make_node(op, ["m"], ["b"], **attrs), helper.make_node("Add", ["a", "b"], ["y"])],
+                  {"x": x}, 4, inits={"w": w}, opset=opset)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    prog = irc.compile(from_model(model), target="cuda")
+    emulate(prog)
+    np.testing.assert_allclose(prog.run(x), expected, rtol=1e-5, atol=1e-4)
