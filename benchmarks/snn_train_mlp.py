@@ -6,19 +6,22 @@
 split's mean and deviation.  A 30-64-32-2 ReLU MLP, Adam, 300 full-batch epochs, seed 0 (seconds on a CPU).
 Writes samples/tabular/breast_mlp.onnx and breast.npz (x_cal = the training split, x/y = the test split).
 """
+import argparse
 import os
 
 import numpy as np
-import torch
-import torch.nn as nn
-from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "samples", "tabular")
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    import torch  # after argparse: --help works without the benchmark extras
+    import torch.nn as nn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     torch.manual_seed(0)
     x, y = load_breast_cancer(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)

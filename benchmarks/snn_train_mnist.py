@@ -13,27 +13,29 @@ import os
 import sys
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snn_mnist import CACHE, fetch_mnist  # noqa: E402
 
 
-def lenet5() -> nn.Module:
+def lenet5() -> "nn.Module":
+    import torch.nn as nn
     return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
                          nn.ReLU(), nn.Linear(84, 10))
 
 
-def lenet_bn() -> nn.Module:
+def lenet_bn() -> "nn.Module":
+    import torch.nn as nn
     return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                          nn.Linear(400, 120), nn.BatchNorm1d(120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                          nn.Linear(84, 10), nn.Softmax(dim=1))
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, softmax_out: bool) -> nn.Module:
+def train(model: "nn.Module", x: np.ndarray, y: np.ndarray, epochs: int, softmax_out: bool) -> "nn.Module":
+    import torch
+    import torch.nn as nn
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
@@ -55,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
+    import torch  # after argparse: --help works without the benchmark extras
     torch.set_num_threads(2)
     (xtr, ytr), _, (xte, yte) = fetch_mnist()
     os.makedirs(CACHE, exist_ok=True)

@@ -21,7 +21,7 @@ topological order on the spike-numpy reference of the network converted so far:
 * ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
   correction): for each layer in order, the mean per-channel difference between
   the analog activation and the spiking rate (in the same units) is added to
-  the bias of the Conv/Dense feeding the neuron, two fixed-point iterations,
+  the bias of the Conv/Dense feeding the neuron, a few Newton-like steps,
   interleaved with the threshold fit (a layer's thresholds, then its biases, then the next layer),
   so the layer's mean rate matches the analog mean on calibration data.
 
@@ -51,7 +51,12 @@ FIT_BUDGET = 6_000_000
 """Elements (steps x positions x channels) one candidate simulation may touch."""
 GRID = np.geomspace(0.08, 1.0, 28).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation."""
-BIAS_ITERATIONS = 2
+BIAS_ITERATIONS = 4
+"""Bias steps per layer at most (each one simulates the network up to that layer)."""
+BIAS_TOLERANCE = 2e-3
+"""A layer's bias correction stops once every channel's mean rate is this close (relative to the largest mean)."""
+MIN_SLOPE = 0.1
+"""Smallest per-channel slope of mean rate per unit bias a step assumes (bounds one step to 10x the residual)."""
 SHIFT_GRID = 1024.0
 """With scale_rounding='pow2', bias shifts are multiples of 1/1024 (exact sums on every backend)."""
 METHODS = ("fitted", "percentile")
@@ -274,25 +279,44 @@ def bias_enabled(ctx: PassContext) -> bool:
 
 
 def _correct_layer(graph: Graph, ctx: PassContext, cal: "_Calibration", name: str) -> list[float] | None:
-    """Shift the biases feeding neuron layer ``name`` until its mean rate meets the analog mean; the shift range."""
+    """Shift the biases feeding neuron layer ``name`` until its mean rate meets the analog mean; the shift range.
+
+    Newton-like steps: the mean rate moves by less than the bias does (clipped positions do not move at all),
+    so each step divides the residual by a per-channel slope, first the analog share of positions inside
+    (0, threshold), then the secant of the last step; a plain fixed point left a few % after two steps.
+    """
     host = _bias_host(graph, name)
     if host is None or name not in cal.analog:
         return None
-    target = cal.analog[name].mean(axis=0)
+    analog = cal.analog[name]
+    target = analog.mean(axis=0)
+    th = ctx.conversion.scales[name].astype(np.float32)
+    slope = np.clip(((analog > 0) & (analog < th)).mean(axis=0), MIN_SLOPE, 1.0)
+    tol = BIAS_TOLERANCE * max(float(np.abs(target).max()), 1e-3)
     total = np.zeros_like(target)
+    last_mean = last_shift = None
     for _ in range(BIAS_ITERATIONS):
         spiking = _trial(graph, ctx)
         node = _neuron_of(spiking, name)
         if node is None:
             return None
         _, rate, _ = cal.spiking_rate(spiking, node)
-        shift = (target - rate.mean(axis=0)).astype(np.float32)
+        mean = rate.mean(axis=0)
+        if last_shift is not None:
+            moved = np.abs(last_shift) > 1e-6
+            secant = np.divide(mean - last_mean, last_shift, out=slope.copy(), where=moved)
+            slope = np.where(moved, np.clip(secant, MIN_SLOPE, 1.0), slope)
+        resid = target - mean
+        if float(np.abs(resid).max()) <= tol:
+            break
+        shift = (resid / slope).astype(np.float32)
         if ctx.option("scale_rounding", "none") == "pow2":  # keep the network exactly representable
             shift = (np.round(shift * SHIFT_GRID) / SHIFT_GRID).astype(np.float32)
         if not np.any(np.abs(shift) > 1e-7):
             break
         _add_bias(graph, host, shift)
         total += shift
+        last_mean, last_shift = mean, shift
     return [float(total.min()), float(total.max())]
 
 
