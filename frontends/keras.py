@@ -275,7 +275,12 @@ def read_archive_container(model: LayerEntry, group, where: str, out: dict[int, 
                 raise IRCError(f"no weight group {where}/{key}/layers for the nested model", node=layer_name(layer))
             read_archive_container(layer, sub["layers"], f"{where}/{key}/layers", out)
         else:
-            out[id(layer)] = read_archive_vars(layer, sub, f"{where}/{key}")
+            reader = ARCHIVE_READERS.get(layer.get("class_name"), read_archive_vars)
+            out[id(layer)] = reader(layer, sub, f"{where}/{key}")
+
+
+ARCHIVE_READERS: dict[str, "Callable[[LayerEntry, object, str], list[np.ndarray]]"] = {}
+"""Layer classes whose archive arrays live elsewhere than their own ``vars`` (filled by keras_structured)."""
 
 
 def read_archive_vars(layer: LayerEntry, group, where: str) -> list[np.ndarray]:
@@ -1430,3 +1435,4 @@ def broadcast_constant(c: np.ndarray, t: Tensor) -> np.ndarray:
     full = c.reshape((1,) * (t.rank - c.ndim) + c.shape)
     return np.transpose(full, t.axes)
 
+from . import keras_structured  # noqa: E402,F401  (Conv*Transpose, UpSampling*, Permute, LSTM, GRU, Bidirectional)

@@ -73,6 +73,9 @@ def _opset(model) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return int(imp.version)
+    if any(imp.domain == "ai.onnx.ml" for imp in model.opset_import):
+        raise UnsupportedError("model uses only the ai.onnx.ml domain, which irc does not support",
+                               hint="export the network with standard ai.onnx operators")
     return 1
 
 
@@ -145,6 +148,10 @@ class _Lowering:
         dims: list[int | str] = []
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
+                if d.dim_value < 0:  # 0 is a legal empty axis (ONNX's empty-set cases); -1 is not a size
+                    raise IRCError(
+                        f"input {vi.name!r} declares dimension {i} as {d.dim_value}",
+                        hint="give that axis a non-negative size, or leave it symbolic (dim_param)")
                 dims.append(int(d.dim_value))
             elif i == 0:
                 dims.append(BATCH)

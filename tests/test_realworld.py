@@ -30,14 +30,8 @@ KNOWN_GAPS: dict[str, str] = {
     'crnn_gru_op13.onnx': 'GRU',
     'crnn_lstm_op13.onnx': 'LSTM',
     'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
-    'keras_crnn.h5': 'Permute, Bidirectional LSTM',
-    'keras_crnn.keras': 'Permute, Bidirectional LSTM',
     'keras_dynamic_hw.h5': 'Input(None, None, 3)',
     'keras_dynamic_hw.keras': 'Input(None, None, 3)',
-    'keras_fcn.h5': 'Conv2DTranspose, UpSampling2D',
-    'keras_fcn.keras': 'Conv2DTranspose, UpSampling2D',
-    'keras_lstm_gru.h5': 'LSTM, GRU',
-    'keras_lstm_gru.keras': 'LSTM, GRU',
     'segmentation_dynamic_hw_op13.onnx': 'symbolic H/W inputs, Resize',
 }
 
