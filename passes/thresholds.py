@@ -33,6 +33,7 @@ to ``graph.meta["thresholds"]`` as JSON, so the IR text and artifacts show it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -45,12 +46,20 @@ from irc.ops.spiking import IF
 
 from .manager import PassContext, register_pass
 
-FIT_ELEMENTS = 8192
+FIT_ELEMENTS = 4096
 """Positions (sample x spatial) per channel that enter a fit, at most."""
-FIT_BUDGET = 6_000_000
+FIT_MIN_ELEMENTS = 256
+"""Positions per channel that enter a fit, at least (whatever the budget)."""
+FIT_BUDGET = 1_000_000
 """Elements (steps x positions x channels) one candidate simulation may touch."""
-GRID = np.geomspace(0.08, 1.0, 28).astype(np.float32)
-"""Candidate thresholds as fractions of a channel's largest calibration activation."""
+SAMPLE_STEPS = 4096
+"""Calibration samples x timesteps that one prefix simulation runs, at most (fewer samples at large T)."""
+MIN_SAMPLES = 32
+"""Calibration samples a fit uses, at least (when there are that many)."""
+GRID = np.geomspace(0.08, 1.0, 12).astype(np.float32)
+"""Candidate thresholds as fractions of a channel's largest calibration activation (then refined)."""
+REFINE = 2
+"""Bisections around each channel's best grid candidate (2: a grid four times as fine)."""
 BIAS_ITERATIONS = 4
 """Bias steps per layer at most (each one simulates the network up to that layer)."""
 BIAS_TOLERANCE = 2e-3
@@ -71,10 +80,21 @@ def _active(graph: Graph, ctx: PassContext) -> bool:
 
 
 # --------------------------------------------------------------- simulation
-class _Prefix(Interpreter):
-    """spike-numpy's reference semantics on a cut of the spiking graph; keeps one node's input and output."""
+def _param_key(a: np.ndarray) -> str:
+    arr = np.ascontiguousarray(a)
+    return f"{arr.dtype}{arr.shape}" + hashlib.blake2b(arr.view(np.uint8).reshape(-1), digest_size=16).hexdigest()
 
-    def __init__(self, graph: Graph, timesteps: int, watch: str):
+
+class _Prefix(Interpreter):
+    """spike-numpy's reference semantics on a cut of the spiking graph; keeps one node's input and output.
+
+    Values are content-addressed (op, attributes, parameter bytes, input keys): a node whose key was computed
+    by the previous run is not simulated again, so fitting layer k (or one more bias step on it) re-runs only
+    the nodes from the first changed parameter on, not the whole prefix from the input.  ``cache`` holds the
+    previous run's values; ``fresh`` collects this run's (the caller keeps it for the next run).
+    """
+
+    def __init__(self, graph: Graph, timesteps: int, watch: str, cache: dict | None = None):
         super().__init__(graph)
         from irc.backends.spike_numpy import SIMULATE
 
@@ -83,11 +103,45 @@ class _Prefix(Interpreter):
         self.offset = 0
         self.watch = watch
         self.current: np.ndarray | None = None
+        self.cache = cache if cache is not None else {}
+        self.fresh: dict[str, list] = {}
+        self.keys: dict[int, str] = {id(v): "input:" + v.name for v in graph.inputs}
+        for name in graph.params:
+            v = graph.values[name]
+            self.keys[id(v)] = _param_key(graph.params[name])
 
     def run_node(self, node: Node, args: list) -> list:
         if node.name == self.watch:
             self.current = np.asarray(args[0], np.float32)
-        return self.simulate.lower(node)(self, node, args)
+        ins = [self.keys[id(v)] if v is not None else "-" for v in node.inputs]
+        split = _split_bias(node)
+        if split is not None:  # cached without its bias: a bias step re-runs only the neuron after it
+            ins[split] = "-"
+        ins.append(str(split))
+        key = hashlib.blake2b(repr((node.op, sorted(node.attrs.items()), ins)).encode(), digest_size=16).hexdigest()
+        for i, o in enumerate(node.outputs):
+            self.keys[id(o)] = f"{key}:{i}:{self.keys[id(node.inputs[split])] if split is not None else ''}"
+        outs = self.cache.get(key)
+        if outs is None:
+            outs = self.simulate.lower(node)(self, node, [None if i == split else a for i, a in enumerate(args)])
+        self.fresh[key] = outs
+        if split is not None:
+            y = outs[0]
+            b = args[split].astype(y.dtype, copy=False).reshape((1, 1, -1) + (1,) * (y.ndim - 3))
+            outs = [np.broadcast_to(y[:1] + b, y.shape) if y.strides[0] == 0 else y + b]
+        return outs
+
+
+def _split_bias(node: Node) -> int | None:
+    """The index of a weighted op's parameter bias that can be added after the cached product, or None.
+
+    Exact: the kernels add the bias after the product (conv, dense), in float32 both ways.
+    """
+    op = get_op(node.op)
+    if op.rate_rule != "weighted" or "bias?" not in op.inputs or node.attrs.get("activation"):
+        return None
+    i = op.inputs.index("bias?")
+    return i if len(node.inputs) > i and node.inputs[i] is not None and node.inputs[i].is_param else None
 
 
 def _trial(graph: Graph, ctx: PassContext) -> Graph:
@@ -103,14 +157,22 @@ def _neuron_of(spiking: Graph, name: str) -> Node | None:
     return p if p is not None and p.op == "IF" else None
 
 
-def simulate_prefix(spiking: Graph, node: Node, x: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
-    """The input current (T, N, C, ...) and the spikes of neuron ``node`` on inputs ``x``."""
+def simulate_prefix(spiking: Graph, node: Node, x: np.ndarray, timesteps: int,
+                    cache: dict | None = None, spikes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input current (T, N, C, ...) and the spikes of neuron ``node`` on inputs ``x``.
+
+    ``cache`` (a dict, updated in place to this run's values): reuse the nodes an earlier call computed.
+    ``spikes=False``: stop at the current (the neuron itself is not simulated; None for its spikes).
+    """
     cut = spiking.copy()
-    cut.outputs = [cut.values[node.output.name]]
+    cut.outputs = [cut.values[(node.output if spikes else node.inputs[0]).name]]
     cut.prune()
-    run = _Prefix(cut, timesteps, node.name)
-    spikes = run.run({cut.inputs[0].name: x})[0]
-    return run.current, spikes
+    run = _Prefix(cut, timesteps, node.name, cache)
+    out = run.run({cut.inputs[0].name: x})[0]
+    if cache is not None:
+        cache.clear()
+        cache.update(run.fresh)
+    return (run.current, out) if spikes else (np.asarray(out, np.float32), None)
 
 
 def _positions(shape: tuple[int, ...], cap: int, seed: int = 0) -> np.ndarray:
@@ -122,33 +184,56 @@ def _positions(shape: tuple[int, ...], cap: int, seed: int = 0) -> np.ndarray:
 
 
 def by_channel(a: np.ndarray, idx: np.ndarray, timed: bool = False) -> np.ndarray:
-    """(N, C, *S) -> (M, C), or (T, N, C, *S) -> (T, M, C) when ``timed``: the positions ``idx`` per channel."""
-    axis = 2 if timed else 1
-    moved = np.moveaxis(a, axis, -1)  # ([T,] N, *S, C)
-    lead = moved.shape[:1] if timed else ()
-    return moved.reshape(lead + (-1, moved.shape[-1]))[..., idx, :]
+    """(N, C, *S) -> (M, C), or (T, N, C, *S) -> (T, M, C) when ``timed``: the positions ``idx`` per channel.
+
+    Gathers only the M positions (never copies the whole array); C-contiguous, steps outermost.
+    """
+    lead = 1 if timed else 0
+    n, c = a.shape[lead], a.shape[lead + 1]
+    space = int(np.prod(a.shape[lead + 2:], dtype=np.int64))
+    flat = a.reshape(a.shape[:lead] + (n, c, space))
+    sample, pos = np.divmod(np.asarray(idx, np.int64), space)
+    picked = flat[:, sample, :, pos] if timed else flat[sample, :, pos]  # (M, [T,] C)
+    return np.ascontiguousarray(np.swapaxes(picked, 0, 1) if timed else picked)
 
 
 # ---------------------------------------------------------------------- fit
 def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any],
-                  candidates: np.ndarray, debias: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  candidates: np.ndarray, debias: bool = False, refine: int = REFINE,
+                  ceiling: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Per channel, the candidate threshold whose T-step IF output best matches the analog activation.
 
-    current (T, M, C): the neuron's input per step; analog (M, C); candidates (K, C).
+    current (T, M, C): the neuron's input per step; analog (M, C); candidates (K, C), the first K-1 a
+    geometric grid (the last one the percentile threshold).  Then ``refine`` bisections in log space around
+    each channel's best (two candidates each, at half the previous spacing, capped at ``ceiling``): the
+    resolution of a grid 2**refine times as fine for a few more simulations.
     Returns (threshold (C,), its mean squared error (C,)).  ``debias``: score the error's variance only,
     the part a bias correction after the fit cannot remove.
     """
     t = current.shape[0]
     best = candidates[0].copy()
     err = np.full(candidates.shape[1], np.inf)
-    for th in candidates:
+
+    def score(th: np.ndarray) -> None:
+        nonlocal best, err
         th = np.where(th > 0, th, np.float32(1.0)).astype(np.float32)
-        rate = IF.simulate(current, th, attrs).sum(axis=0) * (th / np.float32(t))
+        rate = IF.count(current, th, attrs) * (th / np.float32(t))
         diff = rate - analog
         e = (diff ** 2).mean(axis=0) - (diff.mean(axis=0) ** 2 if debias else 0)
         better = e < err
         best = np.where(better, th, best)
         err = np.where(better, e, err)
+
+    for th in candidates:
+        score(th)
+    grid = candidates[:-1] if len(candidates) > 2 else candidates
+    ratio = float(np.exp(np.median(np.log(grid[1:] / np.maximum(grid[:-1], 1e-30))))) if len(grid) > 1 else 1.0
+    step = np.sqrt(ratio) if ratio > 1 else 1.0
+    for _ in range(refine if step > 1 else 0):
+        centre = best.copy()
+        for f in (1 / step, step):
+            score(np.minimum(centre * np.float32(f), np.float32(ceiling)))
+        step = np.sqrt(step)
     return best.astype(np.float32), err
 
 
@@ -166,11 +251,13 @@ class _Calibration:
         from .spiking import calibration_data
 
         data = calibration_data(graph, ctx)
+        self.timesteps = int(ctx.option("timesteps", 64))
         n = int(ctx.option("fit_samples", 256) or 256)
+        n = max(min(n, MIN_SAMPLES), min(n, SAMPLE_STEPS // self.timesteps))
         if len(data) > n:
             data = data[np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))]
         self.x = data
-        self.timesteps = int(ctx.option("timesteps", 64))
+        self.cache: dict[str, list] = {}
         acts: dict[str, np.ndarray] = {}
         wanted = set(names)
 
@@ -183,17 +270,15 @@ class _Calibration:
         self.idx: dict[str, np.ndarray] = {}
         self.analog: dict[str, np.ndarray] = {}
         for name, a in acts.items():
-            cap = max(64, min(FIT_ELEMENTS, FIT_BUDGET // max(1, self.timesteps * a.shape[1])))
+            cap = max(FIT_MIN_ELEMENTS, min(FIT_ELEMENTS, FIT_BUDGET // max(1, self.timesteps * a.shape[1])))
             self.idx[name] = _positions(a.shape, cap)
             self.analog[name] = by_channel(a, self.idx[name])
 
-    def spiking_rate(self, spiking: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(current (T, M, C), rate * threshold (M, C), threshold (C,)) of neuron ``node``, subsampled."""
-        current, spikes = simulate_prefix(spiking, node, self.x, self.timesteps)
-        idx = self.idx[node.output.name]
+    def spiking_rate(self, spiking: Graph, node: Node) -> np.ndarray:
+        """Rate * threshold (M, C) of neuron ``node`` over the compiled steps, at the subsampled positions."""
+        _, spikes = simulate_prefix(spiking, node, self.x, self.timesteps, self.cache)
         th = spiking.param(node.inputs[1]).astype(np.float32)
-        rate = by_channel(spikes, idx, True).sum(axis=0) * (th / np.float32(self.timesteps))
-        return by_channel(current, idx, True), rate, th
+        return by_channel(spikes.sum(axis=0), self.idx[node.output.name]) * (th / np.float32(self.timesteps))
 
 
 def _sites(graph: Graph, ctx: PassContext) -> list[str]:
@@ -232,12 +317,13 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
         node = _neuron_of(spiking, name)
         if node is None or name not in cal.analog:
             continue  # no neuron here (a ReLU of spikes is the identity)
-        current = by_channel(simulate_prefix(spiking, node, cal.x, t)[0], cal.idx[name], True)
+        current = by_channel(simulate_prefix(spiking, node, cal.x, t, cal.cache, spikes=False)[0],
+                             cal.idx[name], True)
         analog = cal.analog[name]
         ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
         old = ctx.conversion.scales[name].astype(np.float32)
         cands = np.minimum(candidates_for(analog, old), ceiling)
-        th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False)
+        th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
         ctx.conversion.scales[name] = th
         if bias:
             r = _correct_layer(graph, ctx, cal, name)
@@ -300,7 +386,7 @@ def _correct_layer(graph: Graph, ctx: PassContext, cal: "_Calibration", name: st
         node = _neuron_of(spiking, name)
         if node is None:
             return None
-        _, rate, _ = cal.spiking_rate(spiking, node)
+        rate = cal.spiking_rate(spiking, node)
         mean = rate.mean(axis=0)
         if last_shift is not None:
             moved = np.abs(last_shift) > 1e-6
