@@ -46,7 +46,8 @@ SPIKING_OPTIONS: dict[str, Option] = {
                         choices=("fitted", "percentile")),
     "bias_correction": Option("bool", None, "shift each layer's biases so its mean spiking rate meets the analog "
                               "mean on calibration data (default: on with threshold=fitted)"),
-    "fit_samples": Option("int", 256, "calibration inputs used to fit thresholds and biases (a seeded subsample)",
+    "fit_samples": Option("int", 256, "calibration inputs used to fit thresholds and biases, at most (a seeded "
+                          "subsample; fewer at large timesteps, samples x timesteps <= 4096, at least 32)",
                           minimum=1),
     "percentile": Option("float", 99.9, "threshold = this percentile of each layer's positive activations "
                          "(100 = max)", minimum=1e-3, maximum=100.0),

@@ -89,6 +89,9 @@ def print_thresholds(prog, steps: list[int]) -> None:
         others = [t for t in steps if t != fitted]
         if others:
             line += f" (T={','.join(map(str, others))} run with them; compile with --timesteps T to fit each)"
+    if info.get("samples"):
+        line += (f"; fitted on {info['samples']} calibration samples, at most "
+                 f"{info.get('positions_per_channel', '?')} positions per channel (a seeded subsample)")
     bias = info.get("bias_correction")
     if bias:
         line += f"; bias correction on {len(bias.get('shifts', {}))} layers"

@@ -13,10 +13,10 @@ topological order on the spike-numpy reference of the network converted so far:
   fitted to the rates the converted layers before it really produce), and each
   channel's threshold is the candidate that minimises the mean squared error
   between the analog activation and th * count / T of an IF neuron simulated
-  exactly (the ops' own ``IF.simulate``, with the program's reset, initial
-  membrane, decay and negative events) on that current.  Candidates: 28
-  fractions of the channel's largest calibration activation, and the
-  percentile threshold itself, so the fit is never worse than the percentile
+  exactly (the ops' own ``IF.count``, with the program's reset, initial
+  membrane, decay and negative events) on that current.  Candidates: 12
+  fractions of the channel's largest calibration activation and the
+  percentile threshold itself, then two bisections around the best, so the fit is never worse than the percentile
   rule on the calibration data.  ``threshold="percentile"`` keeps the rule.
 * ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
   correction): for each layer in order, the mean per-channel difference between
@@ -25,9 +25,14 @@ topological order on the spike-numpy reference of the network converted so far:
   interleaved with the threshold fit (a layer's thresholds, then its biases, then the next layer),
   so the layer's mean rate matches the analog mean on calibration data.
 
-Bounded work: at most ``fit_samples`` calibration inputs (default 256) and at
-most FIT_ELEMENTS positions per channel (a seeded subsample of samples x
-spatial positions) enter each fit.  The chosen thresholds are the IF nodes'
+Bounded work: at most ``fit_samples`` calibration inputs (default 256; fewer at
+large T, samples x T <= SAMPLE_STEPS) are simulated, and at most FIT_ELEMENTS
+positions per channel (a seeded subsample of samples x spatial positions, fewer
+for wide layers: steps x positions x channels <= FIT_BUDGET) enter each fit.
+Each candidate threshold is one IF simulation of those positions; a coarse grid
+then two log-space bisections per channel.  Fitting layer k re-simulates only
+what changed: values are cached by content (op, attributes, parameter bytes),
+and a bias is added after its cached product, so a bias step re-runs one neuron.  The chosen thresholds are the IF nodes'
 threshold parameters; a summary (method, T fitted for, per-layer ranges) goes
 to ``graph.meta["thresholds"]`` as JSON, so the IR text and artifacts show it.
 """
@@ -52,7 +57,7 @@ FIT_MIN_ELEMENTS = 256
 """Positions per channel that enter a fit, at least (whatever the budget)."""
 FIT_BUDGET = 1_000_000
 """Elements (steps x positions x channels) one candidate simulation may touch."""
-SAMPLE_STEPS = 4096
+SAMPLE_STEPS = 4096  # README and the fit_samples option say so
 """Calibration samples x timesteps that one prefix simulation runs, at most (fewer samples at large T)."""
 MIN_SAMPLES = 32
 """Calibration samples a fit uses, at least (when there are that many)."""
