@@ -41,6 +41,14 @@ SPIKING_OPTIONS: dict[str, Option] = {
                        choices=("current", "poisson", "periodic")),
     "thresholds": Option("str", "auto", "calibrated (from calibration data) | model (the file's own, N2D2) | auto",
                          choices=("auto", "calibrated", "model")),
+    "threshold": Option("str", "fitted", "how calibrated thresholds are chosen: fitted (per channel, layer by "
+                        "layer, for the compiled timesteps) | percentile (the percentile rule below)",
+                        choices=("fitted", "percentile")),
+    "bias_correction": Option("bool", None, "shift each layer's biases so its mean spiking rate meets the analog "
+                              "mean on calibration data (default: on with threshold=fitted)"),
+    "fit_samples": Option("int", 256, "calibration inputs used to fit thresholds and biases, at most (a seeded "
+                          "subsample; fewer at large timesteps, samples x timesteps <= 4096, at least 32)",
+                          minimum=1),
     "percentile": Option("float", 99.9, "threshold = this percentile of each layer's positive activations "
                          "(100 = max)", minimum=1e-3, maximum=100.0),
     "per_channel": Option("bool", True, "one threshold per channel (False: one per layer)"),
@@ -74,7 +82,7 @@ def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
     from irc.passes import FOUNDATION
 
     names = FOUNDATION + ["unfuse_activations", "canonicalize_for_spiking", "drop_final_softmax", "calibrate",
-                          "to_spiking"]
+                          "fit_thresholds", "correct_bias", "to_spiking"]
     if options.get("normalize", "thresholds") == "weights":
         names.append("thresholds_to_weights")
     return names + ["fold_pooling"]
@@ -237,8 +245,12 @@ class SpikingProgram(Program):
         analog_macs = int(self.graph.meta.get("analog_macs", 0)) * n
         virtual = int(self.graph.meta.get("virtual_synapses", 0))
         sops = ac + mac
+        import json
+
+        fit = json.loads(self.graph.meta.get("thresholds", "{}") or "{}")
         return {
             "timesteps": timesteps,
+            "thresholds": {"method": fit.get("method"), "fitted_for_timesteps": fit.get("fitted_for_timesteps")},
             "samples": n,
             "mean_timesteps": tally.steps / n if n else 0.0,
             "spikes": total_spikes,
