@@ -92,7 +92,7 @@ def run(W, {args}, threads=None):
 
 MIN_ROWS_PER_THREAD = 8
 
-JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_max_pool": "max_pool2d",
+JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_few_outputs": "few_outputs_conv2d", "jit_max_pool": "max_pool2d",
                "jit_avg_pool": "avg_pool2d"}
 
 

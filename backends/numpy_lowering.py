@@ -33,13 +33,13 @@ from irc.interp import Interpreter
 from irc.lowering import LoweringTable
 from irc.naming import Namer, sanitize
 from irc.ops import get_op
-from irc.ops.nn import fused_activation_args, spatial_attrs
+from irc.ops.nn import fused_activation_args
 
 KERNEL_MODES = ("llvm", "numpy", "reference")
 NCHW, NHWC = "nchw", "nhwc"
 
 # kernel name -> the JIT kernel's numpy stand-in (same arguments, same packed weights)
-JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_max_pool": "max_pool_nhwc",
+JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_few_outputs": "conv_few_outputs", "jit_max_pool": "max_pool_nhwc",
                "jit_avg_pool": "avg_pool_nhwc"}
 
 
@@ -248,23 +248,8 @@ def lower_conv(L: Lowering, node: Node) -> bool:
     x, w = node.inputs[0], node.inputs[1]
     if w.type.rank != 4 or not _float(x) or not w.is_param:
         return False
-    if L.mode == "numpy" and node.attrs["group"] == 1 and w.type.shape[0] < FEW_CHANNELS:
-        # few output channels: channels-first, the GEMM (M, K) @ (K, pixels), and so what follows
-        from .numpy_conv import conv_weight
-
-        a = node.attrs
-        strides, pads, dilations = spatial_attrs(a, 2)
-        weight = conv_weight(L, node)
-        b = node.inputs[2] if len(node.inputs) > 2 else None
-        kwargs = {"kernel": list(weight.shape[2:]), "strides": strides, "pads": pads, "dilations": dilations,
-                  "out_dims": list(node.outputs[0].type.shape[2:]), **fused_activation_args(a)}
-        L.call(node, "conv_few_outputs", [L.get(x, NCHW), L.packed(node.name + ".weight_mk",
-                                                                   weight.reshape(weight.shape[0], -1)),
-                                          _channel_vector(L, node, b, node.name + ".bias", L.dtype(x))],
-               kwargs, NCHW, "few outputs, channels-first: (M, K) @ (K, pixels) per sample")
-        return True
     plan = choose_conv(L, node)
-    L.call(node, plan.kernel, [L.get(x, NHWC), plan.weight, plan.bias], plan.kwargs, NHWC, plan.note)
+    L.call(node, plan.kernel, [L.get(x, plan.layout), plan.weight, plan.bias], plan.kwargs, plan.layout, plan.note)
     return True
 
 
@@ -272,13 +257,11 @@ def _spatial(node: Node) -> bool:
     return node.inputs[0].type.rank == 4 and _float(node.inputs[0])
 
 
-FEW_CHANNELS = 8
-"""numpy only: below this many channels a value stays channels-first, where numpy's loops run along rows
-of pixels rather than along a handful of channels (LeNet's 6-channel layers: measured 2x faster)."""
-
-
 def _few_channels_first(L: Lowering, x: Value) -> bool:
-    return L.mode == "numpy" and L.layout_of(x) == NCHW and x.type.shape[1] < FEW_CHANNELS
+    """A value held channels-first because it has few channels (see numpy_conv.FEW_CHANNELS) stays so."""
+    from .numpy_conv import FEW_CHANNELS
+
+    return L.layout_of(x) == NCHW and x.type.shape[1] < FEW_CHANNELS
 
 
 @lowering("MaxPool", "AvgPool")

@@ -114,9 +114,41 @@ def test_dense(tmp_path, c, m, k, strides, dilations, pads, act, bias, batch):
     assume(fits(h, w, k, strides, pads, dilations))
     conv_model(path, c=c, m=m, group=1, kernel=k, strides=strides, pads=pads, dilations=dilations, bias=bias,
                activation=act, h=h, w=w)
+    from irc.ops.nn import conv_out_dim
+
     pointwise = k == (1, 1) and not any(pads)
     numpy = "conv_few_outputs" if m < 8 else "conv_pointwise" if pointwise else "conv_im2col"
-    check_against_onnxruntime(path, c, h, w, batch, {"llvm": "jit_conv", "numpy": numpy})
+    ow = conv_out_dim(w, k[1], strides[1], pads[1], pads[3], dilations[1])
+    llvm = "jit_few_outputs" if m < 8 and strides[1] == 1 and ow >= 8 else "jit_conv"
+    check_against_onnxruntime(path, c, h, w, batch, {"llvm": llvm, "numpy": numpy})
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=st.sampled_from([1, 2, 5]), m=st.integers(1, 19), k=st.sampled_from([(5, 5), (3, 3), (1, 4), (2, 1)]),
+       sh=st.sampled_from([1, 2]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 3)]), pads=odd_pads,
+       width=st.integers(8, 21), act=st.sampled_from(["", "relu", "tanh", "sigmoid", "leaky_relu", "clip"]),
+       bias=st.booleans())
+def test_jit_few_outputs_kernel_equals_its_numpy_stand_in(c, m, k, sh, dilations, pads, width, act, bias):
+    """The pixel-vectorised JIT kernel (every channel count, block tails, overlapping last pixel block) against
+    the numpy channels-first GEMM it stands in for, on the same packed weight."""
+    from irc.backends.llvm import conv_kernels as ck
+    from irc.ops import kernels_nhwc as kn
+    from irc.ops.nn import conv_out_dim
+
+    rng = np.random.default_rng(m * 31 + c)
+    h = 9
+    assume(fits(h, width, k, (sh, 1), pads, dilations))
+    out_dims = [conv_out_dim(h, k[0], sh, pads[0], pads[2], dilations[0]),
+                conv_out_dim(width, k[1], 1, pads[1], pads[3], dilations[1])]
+    assume(out_dims[0] >= 1 and out_dims[1] >= 8)
+    x = rng.standard_normal((3, c, h, width)).astype(np.float32)
+    w = rng.standard_normal((m, c * k[0] * k[1])).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    params = {"clip": {"min": -0.5, "max": 0.5}, "leaky_relu": {"alpha": 0.1}}.get(act, {})
+    geometry = dict(kernel=list(k), strides=[sh, 1], pads=pads, dilations=list(dilations), out_dims=out_dims,
+                    activation=act, activation_params=params)
+    np.testing.assert_allclose(ck.few_outputs_conv2d(x, w, b, **geometry), kn.conv_few_outputs(x, w, b, **geometry),
+                               rtol=1e-5, atol=1e-5)
 
 
 def packed_case(rng, *, c, m, k, group):

@@ -263,6 +263,62 @@ def _emit_direct(module: ir.Module) -> None:
     f.finish()
 
 
+FEW_OUTPUTS_MAX = 8
+"""Output channels one few-outputs tile keeps in registers (one vector of 8 pixels each)."""
+
+
+def _emit_few_outputs(module: ir.Module) -> None:
+    """A dense convolution with few output channels, channels-first in and out, over a pre-padded input:
+    vectorised over 8 output pixels of a row (one unaligned load per tap serves every output channel).
+
+    x (N, C, H, W) padded, w (M, C*KH*KW) (the numpy formulation's packing), y (N, M, OH, OW); needs
+    SW = 1 and OW >= 8: a row's last block starts at OW - 8 and overlaps the one before (same values).
+    Tiles of up to FEW_OUTPUTS_MAX channels, one accumulator vector each, each tap's weight broadcast.
+    """
+    e = _Emitter(module, "few_outputs")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    taps_per_output = g["CG"]  # C * KH * KW
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        blocks = b.sdiv(b.add(g["OW"], i64(VEC - 1)), i64(VEC))
+
+        def tile(ow0, m0, count: int) -> None:
+            accs = [f.var(V8, "acc") for _ in range(count)]
+            for t, acc in enumerate(accs):
+                b.store(e.splat(b.load(b.gep(bias, [b.add(m0, i64(t))], inbounds=True))), acc)
+            wrows = [b.mul(b.add(m0, i64(t)), taps_per_output) for t in range(count)]
+            with f.loop(0, g["C"], "c") as c:
+                plane = b.mul(b.add(b.mul(n, g["C"]), c), g["H"])
+                with f.loop(0, g["KH"], "i") as i:
+                    row = b.add(b.mul(b.add(plane, b.add(b.mul(oh, g["SH"]), b.mul(i, g["DH"]))), g["W"]), ow0)
+                    wtap = b.mul(b.add(b.mul(c, g["KH"]), i), g["KW"])
+                    with f.loop(0, g["KW"], "j") as j:
+                        xv = e.vload(x, b.add(row, b.mul(j, g["DW"])))
+                        k = b.add(wtap, j)
+                        for t, acc in enumerate(accs):
+                            wv = e.splat(b.load(b.gep(w, [b.add(wrows[t], k)], inbounds=True)))
+                            b.store(b.call(e.fma_v, [xv, wv, b.load(acc)]), acc)
+            for t, acc in enumerate(accs):
+                out = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, g["M"]), b.add(m0, i64(t))), g["OH"]), oh), g["OW"]), ow0)
+                e.vstore(e.activate(b.load(acc)), y, out)
+
+        with f.loop(0, blocks, "owb") as q:
+            ow0 = b.select(b.icmp_signed("<", b.mul(q, i64(VEC)), b.sub(g["OW"], i64(VEC))),
+                           b.mul(q, i64(VEC)), b.sub(g["OW"], i64(VEC)))
+            mblocks = b.sdiv(b.add(g["M"], i64(FEW_OUTPUTS_MAX - 1)), i64(FEW_OUTPUTS_MAX))
+            with f.loop(0, mblocks, "mb") as mb:
+                m0 = b.mul(mb, i64(FEW_OUTPUTS_MAX))
+                count = b.sub(g["M"], m0)
+                for k in range(1, FEW_OUTPUTS_MAX + 1):
+                    # the last block holds M - m0 channels, every other one FEW_OUTPUTS_MAX
+                    cond = (b.icmp_signed(">=", count, i64(k)) if k == FEW_OUTPUTS_MAX
+                            else b.icmp_signed("==", count, i64(k)))
+                    with b.if_then(cond):
+                        tile(ow0, m0, k)
+    f.finish()
+
+
 def _emit_pool(module: ir.Module, name: str, is_max: bool) -> None:
     """Max or average pooling, channels-last: every output row accumulated in place over the taps inside
     the input (so padding is never read: -inf for max, nothing for the average, whose per-position divisor
@@ -303,6 +359,7 @@ def _module_ir() -> str:
     module.triple = llvm.get_process_triple()
     _emit_depthwise(module)
     _emit_direct(module)
+    _emit_few_outputs(module)
     _emit_pool(module, "max_pool", True)
     _emit_pool(module, "avg_pool", False)
     return str(module)
@@ -348,9 +405,10 @@ _PLANS: dict = {}
 
 
 def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: tuple,
-             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8) -> np.ndarray:
-    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread when the
-    work (``macs``) is large and the caller is not already one of the batch's threads."""
+             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8, rows: int = 0) -> np.ndarray:
+    """Run kernel ``name`` over all output rows of y (``rows`` of them, else y's first two axes: batch x
+    height), split into one contiguous range per thread when the work (``macs``) is large and the caller is
+    not already one of the batch's threads."""
     key = (name, id(w), id(b), geom)
     plan = _PLANS.get(key)
     if plan is None or plan[0] is not w or plan[1] is not b:
@@ -360,7 +418,7 @@ def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarr
             _PLANS.clear()
         _PLANS[key] = plan
     fn = _FUNCTIONS.get(name) or _function(name)
-    rows = y.shape[0] * y.shape[1]
+    rows = rows or y.shape[0] * y.shape[1]
     ptrs = (x.__array_interface__["data"][0], plan[3], plan[4], y.__array_interface__["data"][0], plan[5])
     parts = 1
     if macs >= SPLIT_MACS and not threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
@@ -432,6 +490,23 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
     geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
                      kw * c if row_run else c, channels, code)
     return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
+
+
+def few_outputs_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="",
+                       activation_params=None):
+    """kernels_nhwc.conv_few_outputs's arguments and result (channels-first, w (M, C*KH*KW)), by the JIT
+    kernel vectorised over pixels; b may be None.  Needs strides[1] == 1 and out_dims[1] >= 8."""
+    from irc.ops.kernels_nhwc import _padded_nchw
+
+    xp = _padded_nchw(np.ascontiguousarray(x, np.float32), kernel, strides, pads, dilations, out_dims)
+    n, c, hp, wp = xp.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    m = w.shape[0]
+    y = np.empty((n, m, oh, ow), np.float32)
+    lo, hi, code = _clamp(activation, activation_params)
+    geom = (hp, wp, c, oh, ow, m, kh, kw, sh, sw, dh, dw, 0, 0, c * kh * kw, m, code)
+    bias = np.zeros(m, np.float32) if b is None else b
+    return run_rows("few_outputs", xp, w, bias, y, geom, lo, hi, y.size * c * kh * kw, rows=n * oh)
 
 
 _ZERO = np.zeros(1, np.float32)

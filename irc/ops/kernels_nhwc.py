@@ -90,6 +90,18 @@ def _padded_size(x, kernel, strides, pads, dilations, out_dims):
                  for i in range(2))
 
 
+def _padded_nchw(x, kernel, strides, pads, dilations, out_dims):
+    """A channels-first x inside a zero-bordered scratch buffer of the size the windows need (x itself when
+    nothing pads)."""
+    n, c, h, w = x.shape
+    size = _padded_size(x.transpose(0, 2, 3, 1), kernel, strides, pads, dilations, out_dims)
+    if (h, w) == size and not any(pads[:2]):
+        return np.ascontiguousarray(x)
+    xp = _scratch(("pad_nchw", pads[0], pads[1], h, w), (n, c) + size, x.dtype, 0.0)
+    xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
+    return xp
+
+
 def _finish(y, b, activation, activation_params):
     """Bias and activation, written into y (some activations make a new array: copied back)."""
     if b is not None:
@@ -171,12 +183,8 @@ def conv_few_outputs(x, w, b=None, *, kernel, strides, pads, dilations, out_dims
     kh, kw = kernel
     (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
     m = w.shape[0]
-    size = _padded_size(x.transpose(0, 2, 3, 1), kernel, strides, pads, dilations, out_dims)
-    if (h, wd) == size and not any(pads[:2]):
-        xp = np.ascontiguousarray(x)
-    else:
-        xp = _scratch(("pad_nchw", pads[0], pads[1], h, wd), (n, c) + size, x.dtype, 0.0)
-        xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    xp = _padded_nchw(x, kernel, strides, pads, dilations, out_dims)
+    size = xp.shape[2:]
     e = xp.itemsize
     s3, s2 = e, size[1] * e
     s1, s0 = size[0] * s2, c * size[0] * s2
