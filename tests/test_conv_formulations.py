@@ -88,6 +88,35 @@ def test_depthwise(tmp_path, c, multiplier, k, stride, dilation, pads, act, bias
     check_against_onnxruntime(path, c, h, w, batch, {"llvm": "jit_depthwise", "numpy": "conv_depthwise"})
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(c=st.sampled_from([1, 4, 9]), multiplier=st.sampled_from([1, 2]), k=st.sampled_from([(3, 3), (5, 3), (1, 1), (2, 4)]),
+       strides=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 2)]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
+       pads=odd_pads, h=st.integers(3, 9), w=st.integers(3, 9), bias=st.booleans(),
+       act=st.sampled_from(["", "relu", "clip"]))
+def test_depthwise_flat_shifts(tmp_path, c, multiplier, k, strides, dilations, pads, h, w, bias, act):
+    """The numpy depthwise formulation over flat shifts of the unpadded input (one einsum per stride phase,
+    row edges masked in the weights), on every shape where it applies, against onnxruntime."""
+    from irc.ops import kernels_nhwc as kn
+    from irc.ops.nn import conv_out_dim
+
+    assume(fits(h, w, k, strides, pads, dilations))
+    out_dims = [conv_out_dim((h, w)[i], k[i], strides[i], pads[i], pads[2 + i], dilations[i]) for i in range(2)]
+    path = str(tmp_path / "dw.onnx")
+    m = c * multiplier
+    conv_model(path, c=c, m=m, group=c, kernel=k, strides=strides, pads=pads, dilations=dilations, bias=bias,
+               activation={"": "", "relu": "Relu", "clip": "Clip"}[act], h=h, w=w)
+    x = np.random.default_rng(3).standard_normal((3, c, h, w)).astype(np.float32)
+    model = onnx.load(path)
+    weight = numpy_helper.to_array(model.graph.initializer[0])
+    b = numpy_helper.to_array(model.graph.initializer[1]) if bias else None
+    params = {"min": 0.0, "max": 0.5} if act == "clip" else {}
+    got = kn._depthwise_flat(np.repeat(x.transpose(0, 2, 3, 1), multiplier, axis=3),
+                             np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0)), b, k, list(strides), pads,
+                             list(dilations), out_dims, act, params)
+    assume(got is not None)
+    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), ort_run(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 @FAST
 @given(groups=st.sampled_from([2, 4]), cg=st.sampled_from([2, 3]), mg=st.sampled_from([1, 4, 9]),
        k=st.sampled_from([(3, 3), (1, 1), (2, 3)]), stride=st.sampled_from([1, 2]), pads=odd_pads, act=activations)
