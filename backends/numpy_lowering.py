@@ -264,12 +264,33 @@ def _few_channels_first(L: Lowering, x: Value) -> bool:
     return L.layout_of(x) == NCHW and x.type.shape[1] < FEW_CHANNELS
 
 
+def _pooling_matrix(kernel, width: int, out_width: int, dtype) -> np.ndarray:
+    """(KH*W, OW): row a*W + col of a window row holds 1/(KH*KW) in the column of the window it falls in."""
+    kh, kw = kernel
+    p = np.zeros((kh, width, out_width), dtype)
+    for j in range(out_width):
+        p[:, j * kw:(j + 1) * kw, j] = 1.0 / (kh * kw)
+    return p.reshape(kh * width, out_width)
+
+
 @lowering("MaxPool", "AvgPool")
 def lower_pool(L: Lowering, node: Node) -> bool:
-    if not _spatial(node) or len(node.attrs["kernel"]) != 2 or _few_channels_first(L, node.inputs[0]):
+    if not _spatial(node) or len(node.attrs["kernel"]) != 2:
         return False
     opdef = get_op(node.op)
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
+    x = node.inputs[0]
+    if _few_channels_first(L, x):
+        h, w = x.type.shape[2:]
+        oh, ow = kwargs["out_dims"]
+        kernel = kwargs["kernel"]
+        if (node.op != "AvgPool" or kwargs["strides"] != kernel or any(kwargs["pads"]) or kwargs["dilations"] != [1, 1]
+                or oh * kernel[0] > h or ow * kernel[1] > w):
+            return False  # the reference kernel, channels-first
+        pool = L.packed(node.name + ".pooling", _pooling_matrix(kernel, w, ow, L.dtype(x)))
+        L.call(node, "avg_pool_gemm", [L.get(x, NCHW), pool], {"kernel": kernel, "out_dims": [oh, ow]}, NCHW,
+               "non-overlapping windows, channels-first: one GEMM with a pooling matrix")
+        return True
     if L.mode == "llvm" and node.inputs[0].type.dtype == "f32":
         L.call(node, "jit_" + kernel_name(opdef), [L.get(node.inputs[0], NHWC)], kwargs, NHWC,
                "JIT: taps inside the input, vectorised over channels")

@@ -340,3 +340,20 @@ def test_kernels_split_over_threads_compute_the_same(rng, monkeypatch):
              ck.depthwise_conv2d(x, np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)), b, **geometry))
     for a, c in zip(one, split):
         np.testing.assert_array_equal(a, c)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.sampled_from([(2, 2), (3, 2), (2, 3), (1, 4)]), h=st.integers(9, 13), w=st.integers(9, 14),
+       m=st.sampled_from([1, 5]), batch=st.sampled_from([1, 4]))
+def test_few_channel_average_pool_is_one_gemm(tmp_path, k, h, w, m, batch):
+    """A few-channel (channels-first) value average-pooled over non-overlapping windows: one GEMM with a pooling
+    matrix, rows and columns past the last whole window dropped, against onnxruntime in every mode."""
+    rng = np.random.default_rng(h * w)
+    weight = numpy_helper.from_array(rng.standard_normal((m, 2, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=list(k), strides=list(k))]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", m, "H", "W"])], [weight])
+    path = str(tmp_path / "pool.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    check_against_onnxruntime(path, 2, h, w, batch, {"numpy": "avg_pool_gemm", "llvm": "avg_pool_gemm"})
