@@ -214,6 +214,32 @@ def test_jit_kernels_equal_their_numpy_stand_ins(rng, stride, dilation, pads, ac
                                kn.conv_direct(x, packed, padded, channels=11, **geometry), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m, size, stride, dilation, pads", [
+    (16, (9, 5), (1, 1), (1, 1), [1, 1, 1, 1]),
+    (8, (11, 7), (2, 2), (1, 1), [0, 0, 1, 1]),
+    (24, (6, 9), (1, 2), (2, 1), [2, 0, 1, 2]),
+    (8, (5, 4), (1, 1), (1, 2), [0, 2, 0, 2]),
+])
+@pytest.mark.parametrize("act", [("relu", {}), ("clip", {"min": 0.0, "max": 6.0}), ("", {})])
+def test_unrolled_depthwise_kernel_equals_the_numpy_formulation(m, size, stride, dilation, pads, act):
+    """The 3x3 depthwise kernel with its taps unrolled (narrow rows, channels a multiple of 8): edges, strides,
+    dilations, asymmetric padding, every pixel-block tail, against the numpy formulation."""
+    from irc.backends.llvm import conv_kernels as ck
+    from irc.ops import kernels_nhwc as kn
+    from irc.ops.nn import conv_out_dim
+
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((3, *size, m)).astype(np.float32)
+    w = rng.standard_normal((3, 3, m)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    out_dims = [conv_out_dim(size[i], 3, stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)]
+    assert out_dims[1] <= ck.DEPTHWISE_UNROLLED_WIDTH
+    geometry = dict(kernel=[3, 3], strides=list(stride), pads=pads, dilations=list(dilation), out_dims=out_dims,
+                    activation=act[0], activation_params=act[1])
+    np.testing.assert_allclose(ck.depthwise_conv2d(x, w, b, **geometry), kn.conv_depthwise(x, w, b, **geometry),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_generated_module_runs_without_irc(tmp_path, monkeypatch):
     """Where irc (and so the JIT kernels) cannot be imported, the generated module's numpy stand-ins run."""
     path = str(tmp_path / "dw.onnx")
@@ -357,3 +383,18 @@ def test_few_channel_average_pool_is_one_gemm(tmp_path, k, h, w, m, batch):
     path = str(tmp_path / "pool.onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     check_against_onnxruntime(path, 2, h, w, batch, {"numpy": "avg_pool_gemm", "llvm": "avg_pool_gemm"})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_runs_in_chunks_that_fit_in_cache(tmp_path, threads):
+    """A batch larger than the program's CHUNK runs a few samples per call (in each thread), the parts joined in
+    order: the same numbers as onnxruntime on the whole batch."""
+    path = str(tmp_path / "big.onnx")
+    conv_model(path, c=4, m=16, group=1, kernel=(3, 3), strides=(1, 1), pads=[1, 1, 1, 1], dilations=(1, 1),
+               bias=True, activation="Relu", h=64, w=64)
+    x = np.random.default_rng(5).standard_normal((11, 4, 64, 64)).astype(np.float32)
+    ref = ort_run(path, {"x": x})[0]
+    for mode in ("llvm", "numpy"):
+        prog = irc.compile(irc.load(path), target="numpy", kernels=mode, threads=threads)
+        assert "CHUNK = 4 " in prog.source  # 16 x 64 x 64 float32 outputs per sample: 256 kB
+        np.testing.assert_allclose(prog.run(x), ref, rtol=1e-5, atol=1e-5, err_msg=f"kernels={mode}")

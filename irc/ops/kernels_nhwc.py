@@ -535,18 +535,28 @@ class single_threaded_blas:
         pass
 
 
-def run_in_threads(fn, W, inputs, threads, min_rows):
-    """fn(W, *inputs) with the batch split into up to ``threads`` chunks of at least ``min_rows`` rows,
-    each in its own thread (numpy and BLAS release the GIL); the outputs joined along the batch axis."""
+def run_in_threads(fn, W, inputs, threads, min_rows, chunk=0):
+    """fn(W, *inputs) with the batch split into up to ``threads`` parts of at least ``min_rows`` rows, each
+    in its own thread (numpy and BLAS release the GIL), and each part run ``chunk`` samples at a time (0: at
+    once) so that a layer's activations stay in cache; the outputs joined along the batch axis."""
     n = len(inputs[0])
     parts = max(1, min(threads, n // max(min_rows, 1)))
-    if parts == 1:
+    if parts == 1 and (not chunk or n <= chunk):
         return fn(W, *inputs)
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BATCH_THREAD_PREFIX))
     bounds = [n * k // parts for k in range(parts + 1)]
-    futures = [_POOL[0].submit(fn, W, *[x[bounds[k]:bounds[k + 1]] for x in inputs]) for k in range(parts)]
-    results = [f.result() for f in futures]
+    if parts == 1:
+        results = _run_chunks(fn, W, inputs, 0, n, chunk)
+    else:
+        if not _POOL:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BATCH_THREAD_PREFIX))
+        futures = [_POOL[0].submit(_run_chunks, fn, W, inputs, bounds[k], bounds[k + 1], chunk) for k in range(parts)]
+        results = [r for f in futures for r in f.result()]
     return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
+
+
+def _run_chunks(fn, W, inputs, start, stop, chunk):
+    """fn's outputs on rows start:stop of the inputs, ``chunk`` rows per call (all at once if 0)."""
+    step = chunk or (stop - start)
+    return [fn(W, *[x[s:min(s + step, stop)] for x in inputs]) for s in range(start, stop, step)]
