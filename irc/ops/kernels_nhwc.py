@@ -272,63 +272,30 @@ def _depthwise_flat(x, w, b, kernel, strides, pads, dilations, out_dims, activat
     edge wrap into the next row, where the tap's weight, tiled along the row,
     is zero.  Returns None where a phase plane is wider than the output (a
     strided or unpadded layer whose rows do not line up), for the padded form.
+    The weight tiles and the geometry are worked out once per weight and shape.
     """
     n, h, wd, m = x.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    row = ow * m
-    span = oh * row
-    groups = {}  # stride phase -> [(i, j, plane row offset, plane column offset)]
-    for i in range(kh):
-        for j in range(kw):
-            a, c = i * dh - pads[0], j * dw - pads[1]
-            groups.setdefault((a % sh, c % sw), []).append((i, j, a // sh, c // sw))
-    plane_rows = {p: -(-(h - p) // sh) for p, _ in groups}
-    plane_cols = {q: -(-(wd - q) // sw) for _, q in groups}
-    if any(plane_cols[q] > ow for _, q in groups):
+    plan = _depthwise_plan(x.shape[1:], x.dtype, w, b, kernel, strides, pads, dilations, out_dims)
+    if plan is None:
         return None
-    taps = [t for g in groups.values() for t in g]
-    top = max(0, -min(t[2] for t in taps))
-    bottom = max(0, max(t[2] + oh - plane_rows[p] for (p, _), g in groups.items() for t in g))
-    guard = max(abs(t[3]) for t in taps) * m
-    whole = kh * kw * span * x.itemsize <= DEPTHWISE_TILES  # weights tiled over the whole output, else a row
-    cols = np.arange(ow)
-    parts = []
-    for (p, q), g in groups.items():
-        rows = plane_rows[p]
-        buf = _scratch(("dw_flat", p, q, sh, sw, h, wd, top, bottom, ow), (n, (top + rows + bottom) * row + 2 * guard),
-                       x.dtype, 0.0)
-        start = guard + top * row
-        src = x if sh == sw == 1 else x[:, p::sh, q::sw]
-        if plane_cols[q] == ow:
-            buf[:, start:start + rows * row].reshape(src.shape)[...] = src
-        else:  # narrower plane: its columns past the edge stay zero
-            buf[:, start:start + rows * row].reshape(n, rows, ow, m)[:, :, :plane_cols[q]] = src
-        ii = sorted({t[0] for t in g})
-        jj = sorted({t[1] for t in g})
-        rs = sorted({t[2] for t in g})
-        cs = sorted({t[3] for t in g})
-        e = buf.itemsize
-        first = guard + (top + rs[0]) * row + cs[0] * m
-        drow = (rs[1] - rs[0]) * row if len(rs) > 1 else 0
-        dcol = (cs[1] - cs[0]) * m if len(cs) > 1 else 0
-        lead = (n, len(rs), len(cs)) + ((span,) if whole else (oh, row))
-        steps = (buf.strides[0], drow * e, dcol * e) + ((e,) if whole else (row * e, e))
-        view = as_strided(buf[:, first:], lead, steps, writeable=False)
-        tiles = np.zeros((len(rs), len(cs), row), x.dtype)
-        for i, j, r, c in g:
-            inside = ((cols + c >= 0) & (cols + c < ow)).astype(x.dtype)
-            tiles[rs.index(r), cs.index(c)] = (inside[:, None] * w[i, j][None, :]).reshape(-1)
-        if whole:
-            tiles = np.tile(tiles, (1, 1, oh))
-        else:
-            tiles = tiles[:, :, None, :]
-        parts.append((view, tiles))
+    oh, ow = out_dims
+    sh, sw = strides
+    shape, spec, bias, groups = plan
     y = np.empty((n, oh, ow, m), x.dtype)
-    out = y.reshape((n, span) if whole else (n, oh, row))
-    spec = "nijs,ijs->ns" if whole else "nijrs,ijrs->nrs"
-    bias = None if b is None else np.tile(b, ow * (oh if whole else 1))
-    chunk = max(1, DEPTHWISE_CHUNK // span)
-    tmp = _scratch("dw_flat_tmp", (min(chunk, n),) + out.shape[1:], x.dtype) if len(parts) > 1 else None
+    out = y.reshape((n,) + shape)
+    e = x.itemsize
+    parts = []
+    for key, size, start, rows, cols, first, tail, steps, tiles in groups:
+        buf = _scratch(key, (n, size), x.dtype, 0.0)
+        src = x if sh == sw == 1 else x[:, key[1]::sh, key[2]::sw]
+        if cols == ow:
+            buf[:, start:start + rows * ow * m].reshape(src.shape)[...] = src
+        else:  # a narrower plane: its columns past the edge stay zero
+            buf[:, start:start + rows * ow * m].reshape(n, rows, ow, m)[:, :, :cols] = src
+        parts.append((as_strided(buf[:, first:], (n,) + tail, (buf.strides[0],) + tuple(s * e for s in steps),
+                                 writeable=False), tiles))
+    chunk = max(1, DEPTHWISE_CHUNK // (oh * ow * m))
+    tmp = _scratch("dw_flat_tmp", (min(chunk, n),) + shape, x.dtype) if len(parts) > 1 else None
     for begin in range(0, n, chunk):
         acc = out[begin:begin + chunk]
         for k, (view, tiles) in enumerate(parts):
@@ -340,6 +307,65 @@ def _depthwise_flat(x, w, b, kernel, strides, pads, dilations, out_dims, activat
                 np.add(acc, t, out=acc)
         _finish(acc, bias, activation, activation_params)
     return y
+
+
+_DW_PLANS = {}
+
+
+def _depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims):
+    """_depthwise_flat's geometry and weight tiles for one layer (None where it does not apply), made once."""
+    key = (id(w), id(b), tuple(sample), np.dtype(dtype).str, tuple(kernel), tuple(strides), tuple(pads),
+           tuple(dilations), tuple(out_dims))
+    hit = _DW_PLANS.get(key)
+    if hit is not None and hit[0] is w and hit[1] is b:
+        return hit[2]
+    if len(_DW_PLANS) > 256:
+        _DW_PLANS.clear()
+    plan = _make_depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims)
+    _DW_PLANS[key] = (w, b, plan)
+    return plan
+
+
+def _make_depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims):
+    h, wd, m = sample
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    row = ow * m
+    span = oh * row
+    phases = {}  # stride phase -> [(i, j, plane row offset, plane column offset)]
+    for i in range(kh):
+        for j in range(kw):
+            a, c = i * dh - pads[0], j * dw - pads[1]
+            phases.setdefault((a % sh, c % sw), []).append((i, j, a // sh, c // sw))
+    plane_rows = {p: -(-(h - p) // sh) for p, _ in phases}
+    plane_cols = {q: -(-(wd - q) // sw) for _, q in phases}
+    if any(plane_cols[q] > ow for _, q in phases):
+        return None
+    taps = [t for g in phases.values() for t in g]
+    top = max(0, -min(t[2] for t in taps))
+    bottom = max(0, max(t[2] + oh - plane_rows[p] for (p, _), g in phases.items() for t in g))
+    guard = max(abs(t[3]) for t in taps) * m
+    whole = kh * kw * span * np.dtype(dtype).itemsize <= DEPTHWISE_TILES  # weights tiled over the output, else a row
+    cols = np.arange(ow)
+    groups = []
+    for (p, q), g in phases.items():
+        rows = plane_rows[p]
+        rs, cs = sorted({t[2] for t in g}), sorted({t[3] for t in g})
+        first = guard + (top + rs[0]) * row + cs[0] * m
+        drow = (rs[1] - rs[0]) * row if len(rs) > 1 else 0
+        dcol = (cs[1] - cs[0]) * m if len(cs) > 1 else 0
+        tail = (len(rs), len(cs)) + ((span,) if whole else (oh, row))
+        steps = (drow, dcol) + ((1,) if whole else (row, 1))
+        tiles = np.zeros((len(rs), len(cs), row), dtype)
+        for i, j, r, c in g:
+            inside = ((cols + c >= 0) & (cols + c < ow)).astype(dtype)
+            tiles[rs.index(r), cs.index(c)] = (inside[:, None] * w[i, j][None, :]).reshape(-1)
+        tiles = np.tile(tiles, (1, 1, oh)) if whole else tiles[:, :, None, :]
+        key = ("dw_flat", p, q, sh, sw, h, wd, m, top, bottom, ow, oh)
+        groups.append((key, (top + rows + bottom) * row + 2 * guard, guard + top * row, rows, plane_cols[q], first,
+                       tail, steps, tiles))
+    shape = (span,) if whole else (oh, row)
+    bias = None if b is None else np.tile(np.asarray(b, dtype), ow * (oh if whole else 1))
+    return shape, "nijs,ijs->ns" if whole else "nijrs,ijrs->nrs", bias, groups
 
 
 def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="",
