@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import llvmlite.ir as ir
 import numpy as np
 
-from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX
+from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX, _divisors, _padded, _padded_nchw, _padded_size
 
 from .emit import F32, I64, Function, i64
 
@@ -437,7 +437,46 @@ def _module_ir() -> str:
     _emit_few_outputs(module)
     _emit_pool(module, "max_pool", True)
     _emit_pool(module, "avg_pool", False)
+    offset = array_data_offset()
+    if offset is not None:
+        for fn in list(module.functions):
+            if not fn.is_declaration:
+                _emit_object_entry(module, fn, offset)
     return str(module)
+
+
+def array_data_offset() -> int | None:
+    """Where a numpy array object holds its data pointer (PyArrayObject's first field after the object
+    header: 16 bytes on the usual CPython builds), found by looking; None if it is not found."""
+    import sys
+
+    a = np.zeros(8, np.float32)
+    views = (a, a[2:])
+    raw = [ctypes.string_at(id(v), 64) for v in views]
+    for off in range(8, 57, 8):
+        if all(int.from_bytes(r[off:off + 8], sys.byteorder) == v.__array_interface__["data"][0]
+               for r, v in zip(raw, views)):
+            return off
+    return None
+
+
+def _emit_object_entry(module: ir.Module, kernel: ir.Function, offset: int) -> None:
+    """``<kernel>_obj``: the kernel taking x and y as numpy array objects, their data pointers read from the
+    objects (ctypes hands a Python object over as its address for free, while asking numpy for the data
+    pointer costs about 2 us an array, as much as the call itself)."""
+    i8p = ir.IntType(8).as_pointer()
+    types = list(kernel.function_type.args)
+    types[0] = types[3] = i8p
+    entry = ir.Function(module, ir.FunctionType(kernel.function_type.return_type, types), kernel.name + "_obj")
+    b = ir.IRBuilder(entry.append_basic_block())
+
+    def data(obj, ty):
+        return b.load(b.bitcast(b.gep(obj, [i64(offset)]), ty.as_pointer()))
+    args = list(entry.args)
+    args[0] = data(args[0], kernel.function_type.args[0])
+    args[3] = data(args[3], kernel.function_type.args[3])
+    b.call(kernel, args)
+    b.ret_void()
 
 
 _COMPILE_LOCK = threading.Lock()
@@ -454,11 +493,20 @@ _FUNCTIONS: dict = {}
 
 
 def _function(name: str):
+    """The compiled kernel by name; ``<name>_obj`` takes x and y as numpy arrays (see _emit_object_entry)."""
     with _COMPILE_LOCK:
         if name not in _FUNCTIONS:
+            arrays = ctypes.py_object if name.endswith("_obj") else ctypes.c_void_p
             _FUNCTIONS[name] = _compiled().function(
-                name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
+                name, None, arrays, ctypes.c_void_p, ctypes.c_void_p, arrays, ctypes.c_void_p,
+                *([ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
     return _FUNCTIONS[name]
+
+
+@functools.cache
+def _object_entries() -> bool:
+    """Whether the kernels have their array-object entry points (the data pointer's place was found)."""
+    return array_data_offset() is not None
 
 
 @functools.cache
@@ -528,18 +576,74 @@ def _clamp(activation: str, params) -> tuple[float, float, int]:
     return JIT_ACTIVATIONS[activation](params or {})
 
 
+class Launch:
+    """One layer's kernel call, worked out once per weight, input shape and geometry: the compiled function,
+    the constant pointers (weights, bias, geometry array), the output's shape and how its rows split."""
+
+    __slots__ = ("w", "b", "g", "fn", "objects", "wp", "bp", "gp", "lo", "hi", "rows", "split", "shape", "size")
+
+    def __init__(self, name: str, w: np.ndarray, b: np.ndarray, geom: tuple, lo: float, hi: float, macs: int,
+                 shape: tuple, rows: int, size: tuple = ()):
+        self.w, self.b, self.g = w, b, np.array(geom, np.int64)  # held: their ids key the cache
+        self.objects = _object_entries()
+        self.fn = _function(name + "_obj" if self.objects else name)
+        self.wp, self.bp, self.gp = w.ctypes.data, b.ctypes.data, self.g.ctypes.data
+        self.lo, self.hi, self.rows, self.shape, self.size = lo, hi, rows, shape, size
+        self.split = max(1, min(threads(), rows // 8)) if macs >= SPLIT_MACS else 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The output of the kernel on x (contiguous float32 of the shape the launch was made for)."""
+        y = np.empty(self.shape, np.float32)
+        if self.objects:
+            xp, yp = x, y
+        else:
+            xp, yp = x.__array_interface__["data"][0], y.__array_interface__["data"][0]
+        parts = self.split
+        if parts > 1 and threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
+            parts = 1  # already one of the batch's threads
+        if parts == 1:
+            self.fn(xp, self.wp, self.bp, yp, self.gp, self.lo, self.hi, 0, self.rows)
+            return y
+        bounds = [self.rows * k // parts for k in range(parts + 1)]
+        args = (xp, self.wp, self.bp, yp, self.gp, self.lo, self.hi)
+        futures = [_pool().submit(self.fn, *args, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+        self.fn(*args, bounds[0], bounds[1])
+        for fut in futures:
+            fut.result()
+        return y
+
+
+_LAUNCHES: dict = {}
+
+
+def _launch(key: tuple, w, b, make) -> Launch:
+    """The cached Launch for this call site (key: the kernel, weight and bias ids, input shape, geometry)."""
+    hit = _LAUNCHES.get(key)
+    if hit is None or hit.w is not w or hit.b is not b:
+        if len(_LAUNCHES) > 1024:
+            _LAUNCHES.clear()
+        hit = _LAUNCHES[key] = make()
+    return hit
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(x, np.float32)
+
+
 def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=None):
     """kernels_nhwc.conv_depthwise's arguments and result, computed by the JIT kernel (float32)."""
-    x = np.ascontiguousarray(x, np.float32)
-    n, h, wd, c = x.shape
-    m = w.shape[-1]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, m), np.float32)
-    lo, hi, code = _clamp(activation, activation_params)
-    geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
-    unrolled = (kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0 and ow <= DEPTHWISE_UNROLLED_WIDTH
-    name = f"depthwise{kh}x{kw}" if unrolled else "depthwise"
-    return run_rows(name, x, w, b, y, geom, lo, hi, y.size * kh * kw)
+    x = _f32(x)
+
+    def make() -> Launch:
+        n, h, wd, c = x.shape
+        m = w.shape[-1]
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        lo, hi, code = _clamp(activation, activation_params)
+        geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
+        unrolled = (kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0 and ow <= DEPTHWISE_UNROLLED_WIDTH
+        name = f"depthwise{kh}x{kw}" if unrolled else "depthwise"
+        return Launch(name, w, b, geom, lo, hi, n * oh * ow * m * kh * kw, (n, oh, ow, m), n * oh)
+    return _launch(("dw", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)(x)
 
 
 def packed_direct_weight(w: np.ndarray) -> np.ndarray:
@@ -554,49 +658,58 @@ def packed_direct_weight(w: np.ndarray) -> np.ndarray:
 def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
                   activation_params=None):
     """A dense convolution, channels-last, by the JIT kernel: w from packed_direct_weight, b padded like it."""
-    from irc.ops.kernels_nhwc import _padded, _padded_size
+    x = _f32(x)
 
-    xp = _padded(np.ascontiguousarray(x, np.float32), pads,
-                 _padded_size(x, kernel, strides, pads, dilations, out_dims))
-    n, hp, wp, c = xp.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, channels), np.float32)
-    # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
-    row_run = dw == 1
-    lo, hi, code = _clamp(activation, activation_params)
-    geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
-                     kw * c if row_run else c, channels, code)
-    return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
+    def make() -> Launch:
+        n, _, _, c = x.shape
+        hp, wp = _padded_size(x, kernel, strides, pads, dilations, out_dims)
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
+        row_run = dw == 1
+        lo, hi, code = _clamp(activation, activation_params)
+        geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
+                kw * c if row_run else c, channels, code)
+        return Launch("direct", w, b, geom, lo, hi, n * oh * ow * channels * kh * kw * c, (n, oh, ow, channels),
+                      n * oh, (hp, wp))
+    launch = _launch(("direct", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)
+    return launch(_padded(x, pads, launch.size))
 
 
 def few_outputs_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="",
                        activation_params=None):
     """kernels_nhwc.conv_few_outputs's arguments and result (channels-first, w (M, C*KH*KW)), by the JIT
     kernel vectorised over pixels; b may be None.  Needs strides[1] == 1 and out_dims[1] >= 8."""
-    from irc.ops.kernels_nhwc import _padded_nchw
+    x = _f32(x)
+    xp = _padded_nchw(x, kernel, strides, pads, dilations, out_dims)
 
-    xp = _padded_nchw(np.ascontiguousarray(x, np.float32), kernel, strides, pads, dilations, out_dims)
-    n, c, hp, wp = xp.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    m = w.shape[0]
-    y = np.empty((n, m, oh, ow), np.float32)
-    lo, hi, code = _clamp(activation, activation_params)
-    geom = (hp, wp, c, oh, ow, m, kh, kw, sh, sw, dh, dw, 0, 0, c * kh * kw, m, code)
-    bias = np.zeros(m, np.float32) if b is None else b
-    return run_rows("few_outputs", xp, w, bias, y, geom, lo, hi, y.size * c * kh * kw, rows=n * oh)
+    def make() -> Launch:
+        n, c, hp, wp = xp.shape
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        m = w.shape[0]
+        lo, hi, code = _clamp(activation, activation_params)
+        geom = (hp, wp, c, oh, ow, m, kh, kw, sh, sw, dh, dw, 0, 0, c * kh * kw, m, code)
+        bias = np.zeros(m, np.float32) if b is None else b
+        return Launch("few_outputs", w, bias, geom, lo, hi, n * m * oh * ow * c * kh * kw, (n, m, oh, ow), n * oh)
+    key = ("few", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations)
+    hit = _LAUNCHES.get(key)
+    if hit is None or hit.w is not w or (b is not None and hit.b is not b):
+        hit = _LAUNCHES[key] = make()
+    return hit(xp)
 
 
 _ZERO = np.zeros(1, np.float32)
 
 
 def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
-    x = np.ascontiguousarray(x, np.float32)
-    n, h, wd, c = x.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, c), np.float32)
-    geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
-    run_rows(name, x, _ZERO if divisor is None else divisor, _ZERO, y, geom, 0.0, 0.0, y.size * kh * kw)
-    return y
+    x = _f32(x)
+    w = _ZERO if divisor is None else divisor
+
+    def make() -> Launch:
+        n, h, wd, c = x.shape
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
+        return Launch(name, w, _ZERO, geom, 0.0, 0.0, n * oh * ow * c * kh * kw, (n, oh, ow, c), n * oh)
+    return _launch((name, id(w), x.shape, *kernel, *strides, *pads, *dilations), w, _ZERO, make)(x)
 
 
 def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
@@ -606,8 +719,12 @@ def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
 
 def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
     """kernels_nhwc.avg_pool_nhwc by the JIT kernel (float32), with the reference's divisors."""
-    from irc.ops.kernels_nhwc import _divisors
-
-    divisor = np.ascontiguousarray(_divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims,
-                                             count_include_pad), np.float32)
+    key = (tuple(x.shape[1:3]), *kernel, *strides, *pads, *dilations, *out_dims, count_include_pad)
+    divisor = _DIVISOR_F32.get(key)
+    if divisor is None:
+        divisor = _DIVISOR_F32[key] = np.ascontiguousarray(
+            _divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims, count_include_pad), np.float32)
     return _run_pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)
+
+
+_DIVISOR_F32: dict = {}
