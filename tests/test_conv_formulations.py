@@ -398,3 +398,23 @@ def test_batch_runs_in_chunks_that_fit_in_cache(tmp_path, threads):
         prog = irc.compile(irc.load(path), target="numpy", kernels=mode, threads=threads)
         assert "CHUNK = 4 " in prog.source  # 16 x 64 x 64 float32 outputs per sample: 256 kB
         np.testing.assert_allclose(prog.run(x), ref, rtol=1e-5, atol=1e-5, err_msg=f"kernels={mode}")
+
+
+@pytest.mark.parametrize("m", [5, 16, 24])
+def test_pointwise_direct_kernel_runs_the_batch_as_one_row(m):
+    """A 1x1 convolution through the direct kernel treats all the batch's pixels as one row (5-pixel rows would
+    leave one pixel in five to a tail tile): the same numbers as the numpy GEMM over pixels."""
+    from irc.backends.llvm import conv_kernels as ck
+    from irc.ops import kernels_nhwc as kn
+
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((3, 7, 5, 12)).astype(np.float32)
+    w = rng.standard_normal((m, 12, 1, 1)).astype(np.float32)
+    b = np.zeros(-(-m // 8) * 8, np.float32)
+    b[:m] = rng.standard_normal(m)
+    geometry = dict(kernel=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], out_dims=[7, 5])
+    got = ck.direct_conv2d(x, ck.packed_direct_weight(w), b, channels=m, activation="relu", activation_params={},
+                           **geometry)
+    want = kn.conv_pointwise(x, np.ascontiguousarray(w[:, :, 0, 0].T), b[:m], strides=[1, 1], activation="relu",
+                             activation_params={})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

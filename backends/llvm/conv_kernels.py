@@ -662,15 +662,20 @@ def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channe
 
     def make() -> Launch:
         n, _, _, c = x.shape
-        hp, wp = _padded_size(x, kernel, strides, pads, dilations, out_dims)
+        size = hp, wp = _padded_size(x, kernel, strides, pads, dilations, out_dims)
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
         # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
         row_run = dw == 1
         lo, hi, code = _clamp(activation, activation_params)
+        macs = n * oh * ow * channels * kh * kw * c
+        rows = n * oh
+        if kh == kw == sh == sw == 1 and (hp, wp) == (oh, ow) and macs < SPLIT_MACS:
+            # 1x1 over every pixel: the batch's pixels as one row, so that only its end is a partial tile of
+            # pixels rather than the end of every row (DS-CNN's 5-pixel rows: one pixel in five alone)
+            hp, wp, oh, ow, rows = 1, n * oh * ow, 1, n * oh * ow, 1
         geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
                 kw * c if row_run else c, channels, code)
-        return Launch("direct", w, b, geom, lo, hi, n * oh * ow * channels * kh * kw * c, (n, oh, ow, channels),
-                      n * oh, (hp, wp))
+        return Launch("direct", w, b, geom, lo, hi, macs, (n,) + tuple(out_dims) + (channels,), rows, size)
     launch = _launch(("direct", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)
     return launch(_padded(x, pads, launch.size))
 
