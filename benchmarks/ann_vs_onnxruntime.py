@@ -11,7 +11,8 @@ the fastest and the slowest run in ms and the irc/onnxruntime ratio of medians (
 fast as onnxruntime).  Everyone uses all cores: onnxruntime its intra-op threads, irc its batch threads.
 
 ``--profile`` adds, per network at the largest batch: irc's time per node (from the generated program, one
-thread), for both kernel choices; the BLAS floor (numpy's matmul alone on the GEMMs the program makes, with
+thread, one call of as many samples as the program runs per call, its CHUNK, scaled to the batch), for both
+kernel choices; the BLAS floor (numpy's matmul alone on the GEMMs the program makes, with
 their shapes); and onnxruntime's own time per op type (its profiler).
 """
 from __future__ import annotations
@@ -104,11 +105,18 @@ def main() -> None:
             profile(name, graph, progs, onnx_path, max(batches), max(3, args.repeats // 5))
 
 
+def program_chunk(prog) -> int:
+    """The samples per run_batch call the generated program uses (its CHUNK; 0: the whole batch)."""
+    return int(prog._fn.__globals__.get("CHUNK", 0))
+
+
 def profile(name: str, graph, progs: dict, onnx_path: str, batch: int, repeats: int, top: int = 12) -> None:
     x = np.random.default_rng(0).standard_normal(graph.inputs[0].type.concrete(batch)).astype(np.float32)
-    print(f"\n  {name}, batch {batch}: where irc's time goes (one thread, median of {repeats} runs)")
+    chunk = min(batch, program_chunk(progs["llvm"]) or batch)
+    print(f"\n  {name}, batch {batch}: where irc's time goes (one thread, median of {repeats} runs; the program "
+          f"runs {chunk} samples per call: one call timed, times x{batch / chunk:.3g})")
     for k, prog in progs.items():
-        nodes = profile_program(prog, x, repeats)
+        nodes = [(node, t * batch / chunk) for node, t in profile_program(prog, x[:chunk], repeats)]
         total = sum(t for _, t in nodes)
         by_kind: dict[str, float] = defaultdict(float)
         for node, t in nodes:
