@@ -319,7 +319,7 @@ def test_unfused_batchnorm_after_a_residual_add(tmp_path):
     check_against_onnxruntime(path, c, 7, 7, 3, {"numpy": "scale_shift_nhwc", "llvm": "scale_shift_nhwc"})
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24, 64, 70])
 def test_direct_kernel_writes_nothing_past_its_output(m):
     """Whole-vector stores that overhang into the next pixel never leave the output array."""
     from irc.backends.llvm import conv_kernels as ck

@@ -264,6 +264,12 @@ def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int) -> None:
     f.finish()
 
 
+DIRECT_CHANNEL_BLOCKS = {4: (2, 1), 1: (8, 2, 1)}
+"""Vectors of output channels per tile of the direct kernel, by tile pixels, widest first: 4 pixels x 2
+vectors, and a row's last pixels alone x 8 vectors, so that they too have 8 independent FMA chains (DS-CNN's
+first layer, 5-pixel rows: one pixel in five is a tail)."""
+
+
 def _emit_direct(module: ir.Module) -> None:
     """A dense convolution over a pre-padded input: y[n,oh,ow,m] = b[m] + sum_{i,j,c} x[n,ih,iw,c] w[i,j,c,m].
 
@@ -322,11 +328,12 @@ def _emit_direct(module: ir.Module) -> None:
                                             b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
 
         def channel_blocks(ow0, pixels: int) -> None:
-            pairs = b.sdiv(mp, i64(2 * VEC))
-            with f.loop(0, pairs, "mb2") as q:
-                tile(ow0, pixels, b.mul(q, i64(2 * VEC)), 2)
-            with f.loop(b.mul(pairs, i64(2)), b.sdiv(mp, i64(VEC)), "mb1") as q:
-                tile(ow0, pixels, b.mul(q, i64(VEC)), 1)
+            done = i64(0)  # vectors of channels done
+            for vectors in DIRECT_CHANNEL_BLOCKS[pixels]:
+                blocks = b.sdiv(b.sub(b.sdiv(mp, i64(VEC)), done), i64(vectors))
+                with f.loop(0, blocks, f"mb{vectors}") as q:
+                    tile(ow0, pixels, b.mul(b.add(done, b.mul(q, i64(vectors))), i64(VEC)), vectors)
+                done = b.add(done, b.mul(blocks, i64(vectors)))
 
         quads = b.sdiv(g["OW"], i64(4))
         with f.loop(0, quads, "ow4") as q:
