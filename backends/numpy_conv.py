@@ -97,7 +97,8 @@ def choose_conv(L, node: Node) -> ConvPlan:
                             "depthwise, JIT: FMA over channels")
         return ConvPlan("conv_depthwise", packed, bias_ref(False), {**geometry, **act},
                         "depthwise: taps over channels-last rows")
-    if group == 1 and m < FEW_CHANNELS and (L.mode == "numpy" or (jit and strides[1] == 1 and geometry["out_dims"][1] >= 8)):
+    jit_rows = jit and strides[1] == 1 and geometry["out_dims"][1] >= 8  # the JIT kernel's vectors of 8 pixels
+    if group == 1 and m < FEW_CHANNELS and (L.mode == "numpy" or jit_rows):
         # few output channels: channels-first, vectorised along rows of pixels rather than over a few channels
         packed = L.packed(node.name + ".weight_mk", w.reshape(m, -1))
         if jit:

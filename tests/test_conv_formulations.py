@@ -89,7 +89,8 @@ def test_depthwise(tmp_path, c, multiplier, k, stride, dilation, pads, act, bias
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(c=st.sampled_from([1, 4, 9]), multiplier=st.sampled_from([1, 2]), k=st.sampled_from([(3, 3), (5, 3), (1, 1), (2, 4)]),
+@given(c=st.sampled_from([1, 4, 9]), multiplier=st.sampled_from([1, 2]),
+       k=st.sampled_from([(3, 3), (5, 3), (1, 1), (2, 4)]),
        strides=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 2)]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
        pads=odd_pads, h=st.integers(3, 9), w=st.integers(3, 9), bias=st.booleans(),
        act=st.sampled_from(["", "relu", "clip"]))
