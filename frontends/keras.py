@@ -187,8 +187,13 @@ class Var:
     aliases: tuple[str, ...] = ()
 
     def matches(self, saved_name: str) -> bool:
+        """The saved leaf name is this variable's role or an alias; Keras uniquifies unnamed variables
+        per session (``variable``, ``variable_1``, ...), so an alias also matches with a numeric suffix."""
         leaf = saved_name.rsplit("/", 1)[-1].split(":")[0]
-        return leaf in (self.role, *self.aliases)
+        if leaf == self.role:
+            return True
+        base, _, suffix = leaf.rpartition("_")
+        return leaf in self.aliases or (suffix.isdigit() and base in self.aliases)
 
 
 def layer_vars(layer: LayerEntry) -> list[Var]:
@@ -1402,6 +1407,21 @@ def concatenate(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tenso
     args = L.same_arrangement(args)
     axis = L.ir_axis(args[0], int(cfg.get("axis", -1)))
     return Tensor(L.node("Concat", [t.value for t in args], {"axis": axis}, cfg["name"]), args[0].axes)
+
+
+def custom_scale_check(cfg: dict) -> list[str]:
+    """Only keras.applications.inception_resnet_v2's CustomScaleLayer (a numeric ``scale``) is known."""
+    ok = isinstance(cfg.get("scale"), (int, float)) and not isinstance(cfg.get("scale"), bool)
+    return [] if ok else ["not keras.applications.inception_resnet_v2's CustomScaleLayer (no numeric scale)"]
+
+
+@rule("CustomScaleLayer", check=custom_scale_check)
+def custom_scale(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """InceptionResNetV2's residual scaling: ``inputs[0] + inputs[1] * scale``."""
+    a, b = L.same_arrangement(two_operands(args, "CustomScaleLayer"))
+    scale = L.param(cfg["name"] + ".scale", np.asarray(cfg["scale"], np.float32))
+    scaled = L.node("Mul", [b.value, scale], name=cfg["name"] + ".scaled")
+    return Tensor(L.node("Add", [a.value, scaled], name=cfg["name"]), a.axes)
 
 
 # ----------------------------------------------------------- preprocessing

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import IRCError
-from .feeds import batch_size, bind_inputs
+from .feeds import batch_size, bind_inputs, fixed_rows
 from .graph import Graph
 
 FORMAT = "irc-program"
@@ -58,7 +58,7 @@ class Program:
         """
         feeds = bind_inputs(self.graph, inputs, named)
         n = _batch(self.graph, feeds)
-        chunk = batch_size or self.options.get("batch_size") or n or 1
+        chunk = fixed_rows(self.graph) or batch_size or self.options.get("batch_size") or n or 1
         parts: list[list[np.ndarray]] = []
         self._begin_run(n)
         for start in range(0, max(n, 1), chunk):
@@ -72,7 +72,9 @@ class Program:
         return outs[0] if len(outs) == 1 else outs
 
     def _batched(self, name: str) -> bool:
-        return next(v for v in self.graph.inputs if v.name == name).type.has_batch
+        """Whether an input is split into chunks: it has a batch axis, or the model a fixed leading one."""
+        return fixed_rows(self.graph) is not None or next(
+            v for v in self.graph.inputs if v.name == name).type.has_batch
 
     def _begin_run(self, n: int) -> None:
         """Reset per-run state (statistics) before the first chunk."""
@@ -153,7 +155,7 @@ def _read_graph(members: dict[str, bytes], ir: str, npz: str, path: str) -> Grap
 
 
 def _batch(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
-    return batch_size(graph, feeds) if any(v.type.has_batch for v in graph.inputs) else 1
+    return batch_size(graph, feeds)
 
 
 def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:

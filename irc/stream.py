@@ -307,7 +307,8 @@ def shape_error(value: Value, shape: Sequence[int], where: str | None) -> IRCErr
     hint = ("N is the batch size; the other axes must match (inputs use the source model's layout)"
             if value.type.has_batch else
             f"the model was exported with a fixed batch of {want[0] if want else 'none'}: irc feeds it that many "
-            f"samples at a time, so the other axes must match {list(want[1:])}")
+            f"samples at a time, so give a positive multiple of {want[0] if want else 1} rows whose other axes "
+            f"match {list(want[1:])}")
     return IRCError(f"input {value.name!r} has shape {list(shape)}, the model expects {shown}", file=where, hint=hint)
 
 
