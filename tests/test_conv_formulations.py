@@ -320,23 +320,27 @@ def test_unfused_batchnorm_after_a_residual_add(tmp_path):
     check_against_onnxruntime(path, c, 7, 7, 3, {"numpy": "scale_shift_nhwc", "llvm": "scale_shift_nhwc"})
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24, 64, 70])
-def test_direct_kernel_writes_nothing_past_its_output(m):
-    """Whole-vector stores that overhang into the next pixel never leave the output array."""
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24, 28, 64, 70])
+@pytest.mark.parametrize("ow", [4, 5, 6, 7, 3])
+def test_direct_kernel_writes_nothing_past_its_output(m, ow):
+    """Whole-vector stores that overhang into the next pixel never leave the output array, whatever the tiles
+    (4 pixels, a 1- to 3-pixel tail; 1 to 8 channel vectors), and every value is the convolution's."""
     from irc.backends.llvm import conv_kernels as ck
 
     rng = np.random.default_rng(m)
-    x = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
-    w = ck.packed_direct_weight(rng.standard_normal((m, 3, 3, 3)).astype(np.float32))
+    x = rng.standard_normal((2, 6, ow + 2, 3)).astype(np.float32)
+    weight = rng.standard_normal((m, 3, 3, 3)).astype(np.float32)
+    w = ck.packed_direct_weight(weight)
     b = np.zeros(w.shape[-1], np.float32)
-    out = np.full(2 * 4 * 5 * m + 64, 12345.0, np.float32)
-    y = out[:2 * 4 * 5 * m].reshape(2, 4, 5, m)
-    geom = (6, 7, 3, 4, 5, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0)
+    out = np.full(2 * 4 * ow * m + 64, 12345.0, np.float32)
+    y = out[:2 * 4 * ow * m].reshape(2, 4, ow, m)
+    geom = (6, ow + 2, 3, 4, ow, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0)
     ck.run_rows("direct", x, w, b, y, geom, -np.inf, np.inf)
     assert np.all(out[y.size:] == 12345.0)
-    want = ck.direct_conv2d(x, w, b, kernel=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1],
-                            out_dims=[4, 5], channels=m)
-    np.testing.assert_array_equal(y, want)
+    # exact arithmetic in float64: y[n, h, w, m] = sum over i, j, c of x[n, h + i, w + j, c] * weight[m, c, i, j]
+    windows = np.stack([np.stack([x[:, i:i + 4, j:j + ow] for j in range(3)], axis=-1) for i in range(3)], axis=-2)
+    want = np.einsum("nhwcij,mcij->nhwm", windows.astype(np.float64), weight.astype(np.float64))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_threads_option_is_one_clear_error():
@@ -419,3 +423,35 @@ def test_pointwise_direct_kernel_runs_the_batch_as_one_row(m):
     want = kn.conv_pointwise(x, np.ascontiguousarray(w[:, :, 0, 0].T), b[:m], strides=[1, 1], activation="relu",
                              activation_params={})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_direct_kernel_with_narrow_register_tiles(monkeypatch, tmp_path):
+    """The tiles for CPUs with 16 vector registers (no AVX-512) compute the same convolutions (this machine may
+    have 32: the kernels are built again as they would be there)."""
+    from irc.backends.llvm import conv_kernels as ck
+
+    def rebuild():
+        ck._compiled.cache_clear()
+        ck._FUNCTIONS.clear()
+        ck._LAUNCHES.clear()
+        ck._PLANS.clear()
+
+    monkeypatch.setenv("IRC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ck, "wide_registers", lambda: False)
+    rebuild()
+    try:
+        rng = np.random.default_rng(1)
+        for m, ow in ((28, 7), (64, 5), (11, 6)):
+            x = rng.standard_normal((2, 6, ow + 2, 5)).astype(np.float32)
+            weight = rng.standard_normal((m, 5, 3, 3)).astype(np.float32)
+            b = np.zeros(-(-m // 8) * 8, np.float32)
+            got = ck.direct_conv2d(x, ck.packed_direct_weight(weight), b, kernel=[3, 3], strides=[1, 1],
+                                   pads=[0, 0, 0, 0], dilations=[1, 1], out_dims=[4, ow], channels=m)
+            windows = np.stack([np.stack([x[:, i:i + 4, j:j + ow] for j in range(3)], axis=-1) for i in range(3)],
+                               axis=-2)
+            want = np.einsum("nhwcij,mcij->nhwm", windows.astype(np.float64), weight.astype(np.float64))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    finally:
+        monkeypatch.undo()
+        rebuild()
