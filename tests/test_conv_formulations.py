@@ -220,11 +220,14 @@ def test_jit_kernels_equal_their_numpy_stand_ins(rng, stride, dilation, pads, ac
     (8, (11, 7), (2, 2), (1, 1), [0, 0, 1, 1]),
     (24, (6, 9), (1, 2), (2, 1), [2, 0, 1, 2]),
     (8, (5, 4), (1, 1), (1, 2), [0, 2, 0, 2]),
+    (16, (7, 23), (1, 1), (1, 1), [1, 1, 1, 1]),
+    (8, (9, 26), (2, 2), (1, 1), [0, 0, 1, 1]),
 ])
 @pytest.mark.parametrize("act", [("relu", {}), ("clip", {"min": 0.0, "max": 6.0}), ("", {})])
 def test_unrolled_depthwise_kernel_equals_the_numpy_formulation(m, size, stride, dilation, pads, act):
-    """The 3x3 depthwise kernel with its taps unrolled (narrow rows, channels a multiple of 8): edges, strides,
-    dilations, asymmetric padding, every pixel-block tail, against the numpy formulation."""
+    """The 3x3 depthwise kernel with its taps unrolled (narrow rows or a small input, channels a multiple of 8):
+    edges, interior blocks, strides, dilations, asymmetric padding, every pixel-block tail, against the numpy
+    formulation."""
     from irc.backends.llvm import conv_kernels as ck
     from irc.ops import kernels_nhwc as kn
     from irc.ops.nn import conv_out_dim
@@ -234,7 +237,7 @@ def test_unrolled_depthwise_kernel_equals_the_numpy_formulation(m, size, stride,
     w = rng.standard_normal((3, 3, m)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
     out_dims = [conv_out_dim(size[i], 3, stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)]
-    assert out_dims[1] <= ck.DEPTHWISE_UNROLLED_WIDTH
+    assert out_dims[1] <= ck.DEPTHWISE_UNROLLED_WIDTH or x.nbytes <= ck.DEPTHWISE_UNROLLED_BYTES
     geometry = dict(kernel=[3, 3], strides=list(stride), pads=pads, dilations=list(dilation), out_dims=out_dims,
                     activation=act[0], activation_params=act[1])
     np.testing.assert_allclose(ck.depthwise_conv2d(x, w, b, **geometry), kn.conv_depthwise(x, w, b, **geometry),

@@ -196,23 +196,26 @@ DEPTHWISE_UNROLLED = ((3, 3),)
 
 
 DEPTHWISE_UNROLLED_WIDTH = 8
-"""Output rows at most this wide take the unrolled kernel (one thread, measured against the generic one:
-DS-CNN 25x5x64 1.5 against 2.0 ms, MobileNetV2's 6x6 and 3x3 layers 20-30% faster; rows of 12 to 48 pixels
-10-50% slower, so those keep the generic kernel)."""
+DEPTHWISE_UNROLLED_BYTES = 8 << 20
+"""The unrolled kernel runs where the output rows are at most DEPTHWISE_UNROLLED_WIDTH pixels or the input is
+at most DEPTHWISE_UNROLLED_BYTES (one thread, against the generic kernel: 40-90% faster on DS-CNN's 25x5x64
+and on MobileNetV2's layers at 4 samples a call, which is how a program runs them (its CHUNK); 10-30% slower
+on a 14 MB input with wide rows, where both wait on memory)."""
 DEPTHWISE_PIXELS = 4
 """Output pixels per block of an unrolled depthwise kernel: independent FMA chains that hide the latency."""
 
 
-def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int) -> None:
+def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int, name: str = "", pixels: int = 0,
+                             tails: tuple = (1,)) -> None:
     """Depthwise convolution with a KHxKW kernel known at compile time, one input channel per output (M = C,
     a multiple of VEC), no padded copy: per block of DEPTHWISE_PIXELS output pixels of a row and 8
     channels, the KH*KW weight vectors are loaded once and each pixel is one FMA chain over the taps.
     Kernel rows outside the input are skipped per output row; blocks away from the left and right edges
     take no column checks, the others check each tap, as does the tail of a row."""
-    e = _Emitter(module, f"depthwise{kh}x{kw}")
+    e = _Emitter(module, name or f"depthwise{kh}x{kw}")
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
-    P = DEPTHWISE_PIXELS
+    P = pixels or DEPTHWISE_PIXELS
     with e.rows() as r:
         n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
         ih0 = b.sub(b.mul(oh, g["SH"]), g["PT"])
@@ -259,8 +262,12 @@ def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int) -> None:
                     block(ow0, P, False)
                 with edge:
                     block(ow0, P, True)
-        with f.loop(b.mul(blocks, i64(P)), g["OW"], "owt") as ow:
-            block(ow, 1, True)
+        done = b.mul(blocks, i64(P))
+        for width in tails:  # the row's last pixels, fewer than P
+            count = b.sdiv(b.sub(g["OW"], done), i64(width))
+            with f.loop(0, count, f"owt{width}") as q:
+                block(b.add(done, b.mul(q, i64(width))), width, True)
+            done = b.add(done, b.mul(count, i64(width)))
     f.finish()
 
 
@@ -666,7 +673,8 @@ def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, act
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
         lo, hi, code = _clamp(activation, activation_params)
         geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
-        unrolled = (kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0 and ow <= DEPTHWISE_UNROLLED_WIDTH
+        unrolled = ((kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0
+                    and (ow <= DEPTHWISE_UNROLLED_WIDTH or x.nbytes <= DEPTHWISE_UNROLLED_BYTES))
         name = f"depthwise{kh}x{kw}" if unrolled else "depthwise"
         return Launch(name, w, b, geom, lo, hi, n * oh * ow * m * kh * kw, (n, oh, ow, m), n * oh)
     return _launch(("dw", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)(x)
