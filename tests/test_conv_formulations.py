@@ -156,11 +156,11 @@ def test_dense(tmp_path, c, m, k, strides, dilations, pads, act, bias, batch):
 @settings(max_examples=25, deadline=None)
 @given(c=st.sampled_from([1, 2, 5]), m=st.integers(1, 19), k=st.sampled_from([(5, 5), (3, 3), (1, 4), (2, 1)]),
        sh=st.sampled_from([1, 2]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 3)]), pads=odd_pads,
-       width=st.integers(8, 21), act=st.sampled_from(["", "relu", "tanh", "sigmoid", "leaky_relu", "clip"]),
+       width=st.integers(8, 40), act=st.sampled_from(["", "relu", "tanh", "sigmoid", "leaky_relu", "clip"]),
        bias=st.booleans())
 def test_jit_few_outputs_kernel_equals_its_numpy_stand_in(c, m, k, sh, dilations, pads, width, act, bias):
-    """The pixel-vectorised JIT kernel (every channel count, block tails, overlapping last pixel block) against
-    the numpy channels-first GEMM it stands in for, on the same packed weight."""
+    """The pixel-vectorised JIT kernel (every channel count, block tails, overlapping last pixel block, blocks of
+    8 and 16 pixels) against the numpy channels-first GEMM it stands in for, on the same packed weight."""
     from irc.backends.llvm import conv_kernels as ck
     from irc.ops import kernels_nhwc as kn
     from irc.ops.nn import conv_out_dim
