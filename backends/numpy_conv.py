@@ -102,7 +102,7 @@ def choose_conv(L, node: Node) -> ConvPlan:
             return ConvPlan("jit_depthwise", packed, bias_ref(True), {**geometry, **act},
                             "depthwise, JIT: FMA over channels")
         return ConvPlan("conv_depthwise", packed, bias_ref(False), {**geometry, **act},
-                        "depthwise: taps over channels-last rows")
+                        "depthwise: one einsum over flat shifts where rows line up, else taps over padded rows")
     jit_rows = jit and strides[1] == 1 and geometry["out_dims"][1] >= 8  # the JIT kernel's vectors of 8 pixels
     if group == 1 and m < FEW_CHANNELS and (L.mode == "numpy" or jit_rows):
         # few output channels: channels-first, vectorised along rows of pixels rather than over a few channels
@@ -125,7 +125,7 @@ def choose_conv(L, node: Node) -> ConvPlan:
             padded_bias[:m] = bias
         return ConvPlan("jit_conv", L.packed(node.name + ".weight_hwcm", packed),
                         L.packed(node.name + ".bias_padded", padded_bias), {**geometry, "channels": m, **act},
-                        note + "JIT direct convolution: 4 pixels x 16 channels in registers")
+                        note + "JIT direct convolution: 4 pixels x 16-32 channels in registers")
     if kh == kw == 1 and not any(pads):
         packed = L.packed(node.name + ".weight_cm", w[:, :, 0, 0].T)
         return ConvPlan("conv_pointwise", packed, bias_ref(False), {"strides": strides, **act},
