@@ -115,8 +115,9 @@ def batch_chunk(graph: Graph) -> int:
             largest = max(largest, int(np.prod(shape, dtype=np.int64)) * v.type.np_dtype.itemsize)
     return max(MIN_CHUNK, CHUNK_BYTES // max(largest, 1))
 
-JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_few_outputs": "few_outputs_conv2d", "jit_max_pool": "max_pool2d",
-               "jit_avg_pool": "avg_pool2d"}
+
+JIT_RUNTIME = {"jit_depthwise": "depthwise_conv2d", "jit_conv": "direct_conv2d", "jit_few_outputs": "few_outputs_conv2d",
+               "jit_max_pool": "max_pool2d", "jit_avg_pool": "avg_pool2d"}
 
 
 def generate(graph: Graph, kernels: str = "llvm") -> tuple[str, dict[str, np.ndarray]]:

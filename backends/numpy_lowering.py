@@ -39,8 +39,8 @@ KERNEL_MODES = ("llvm", "numpy", "reference")
 NCHW, NHWC = "nchw", "nhwc"
 
 # kernel name -> the JIT kernel's numpy stand-in (same arguments, same packed weights)
-JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_few_outputs": "conv_few_outputs", "jit_max_pool": "max_pool_nhwc",
-               "jit_avg_pool": "avg_pool_nhwc"}
+JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_few_outputs": "conv_few_outputs",
+               "jit_max_pool": "max_pool_nhwc", "jit_avg_pool": "avg_pool_nhwc"}
 
 
 def check_mode(mode: Any) -> str:

@@ -89,7 +89,8 @@ def test_depthwise(tmp_path, c, multiplier, k, stride, dilation, pads, act, bias
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(c=st.sampled_from([1, 4, 9]), multiplier=st.sampled_from([1, 2]), k=st.sampled_from([(3, 3), (5, 3), (1, 1), (2, 4)]),
+@given(c=st.sampled_from([1, 4, 9]), multiplier=st.sampled_from([1, 2]),
+       k=st.sampled_from([(3, 3), (5, 3), (1, 1), (2, 4)]),
        strides=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 2)]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
        pads=odd_pads, h=st.integers(3, 9), w=st.integers(3, 9), bias=st.booleans(),
        act=st.sampled_from(["", "relu", "clip"]))
@@ -155,11 +156,11 @@ def test_dense(tmp_path, c, m, k, strides, dilations, pads, act, bias, batch):
 @settings(max_examples=25, deadline=None)
 @given(c=st.sampled_from([1, 2, 5]), m=st.integers(1, 19), k=st.sampled_from([(5, 5), (3, 3), (1, 4), (2, 1)]),
        sh=st.sampled_from([1, 2]), dilations=st.sampled_from([(1, 1), (2, 1), (1, 3)]), pads=odd_pads,
-       width=st.integers(8, 21), act=st.sampled_from(["", "relu", "tanh", "sigmoid", "leaky_relu", "clip"]),
+       width=st.integers(8, 40), act=st.sampled_from(["", "relu", "tanh", "sigmoid", "leaky_relu", "clip"]),
        bias=st.booleans())
 def test_jit_few_outputs_kernel_equals_its_numpy_stand_in(c, m, k, sh, dilations, pads, width, act, bias):
-    """The pixel-vectorised JIT kernel (every channel count, block tails, overlapping last pixel block) against
-    the numpy channels-first GEMM it stands in for, on the same packed weight."""
+    """The pixel-vectorised JIT kernel (every channel count, block tails, overlapping last pixel block, blocks of
+    8 and 16 pixels) against the numpy channels-first GEMM it stands in for, on the same packed weight."""
     from irc.backends.llvm import conv_kernels as ck
     from irc.ops import kernels_nhwc as kn
     from irc.ops.nn import conv_out_dim
@@ -219,11 +220,14 @@ def test_jit_kernels_equal_their_numpy_stand_ins(rng, stride, dilation, pads, ac
     (8, (11, 7), (2, 2), (1, 1), [0, 0, 1, 1]),
     (24, (6, 9), (1, 2), (2, 1), [2, 0, 1, 2]),
     (8, (5, 4), (1, 1), (1, 2), [0, 2, 0, 2]),
+    (16, (7, 23), (1, 1), (1, 1), [1, 1, 1, 1]),
+    (8, (9, 26), (2, 2), (1, 1), [0, 0, 1, 1]),
 ])
 @pytest.mark.parametrize("act", [("relu", {}), ("clip", {"min": 0.0, "max": 6.0}), ("", {})])
 def test_unrolled_depthwise_kernel_equals_the_numpy_formulation(m, size, stride, dilation, pads, act):
-    """The 3x3 depthwise kernel with its taps unrolled (narrow rows, channels a multiple of 8): edges, strides,
-    dilations, asymmetric padding, every pixel-block tail, against the numpy formulation."""
+    """The 3x3 depthwise kernel with its taps unrolled (narrow rows or a small input, channels a multiple of 8):
+    edges, interior blocks, strides, dilations, asymmetric padding, every pixel-block tail, against the numpy
+    formulation."""
     from irc.backends.llvm import conv_kernels as ck
     from irc.ops import kernels_nhwc as kn
     from irc.ops.nn import conv_out_dim
@@ -233,7 +237,7 @@ def test_unrolled_depthwise_kernel_equals_the_numpy_formulation(m, size, stride,
     w = rng.standard_normal((3, 3, m)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
     out_dims = [conv_out_dim(size[i], 3, stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)]
-    assert out_dims[1] <= ck.DEPTHWISE_UNROLLED_WIDTH
+    assert out_dims[1] <= ck.DEPTHWISE_UNROLLED_WIDTH or x.nbytes <= ck.DEPTHWISE_UNROLLED_BYTES
     geometry = dict(kernel=[3, 3], strides=list(stride), pads=pads, dilations=list(dilation), out_dims=out_dims,
                     activation=act[0], activation_params=act[1])
     np.testing.assert_allclose(ck.depthwise_conv2d(x, w, b, **geometry), kn.conv_depthwise(x, w, b, **geometry),
@@ -319,23 +323,27 @@ def test_unfused_batchnorm_after_a_residual_add(tmp_path):
     check_against_onnxruntime(path, c, 7, 7, 3, {"numpy": "scale_shift_nhwc", "llvm": "scale_shift_nhwc"})
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24])
-def test_direct_kernel_writes_nothing_past_its_output(m):
-    """Whole-vector stores that overhang into the next pixel never leave the output array."""
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 6, 8, 11, 17, 24, 28, 64, 70])
+@pytest.mark.parametrize("ow", [4, 5, 6, 7, 3])
+def test_direct_kernel_writes_nothing_past_its_output(m, ow):
+    """Whole-vector stores that overhang into the next pixel never leave the output array, whatever the tiles
+    (4 pixels, a 1- to 3-pixel tail; 1 to 8 channel vectors), and every value is the convolution's."""
     from irc.backends.llvm import conv_kernels as ck
 
     rng = np.random.default_rng(m)
-    x = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
-    w = ck.packed_direct_weight(rng.standard_normal((m, 3, 3, 3)).astype(np.float32))
+    x = rng.standard_normal((2, 6, ow + 2, 3)).astype(np.float32)
+    weight = rng.standard_normal((m, 3, 3, 3)).astype(np.float32)
+    w = ck.packed_direct_weight(weight)
     b = np.zeros(w.shape[-1], np.float32)
-    out = np.full(2 * 4 * 5 * m + 64, 12345.0, np.float32)
-    y = out[:2 * 4 * 5 * m].reshape(2, 4, 5, m)
-    geom = (6, 7, 3, 4, 5, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0)
+    out = np.full(2 * 4 * ow * m + 64, 12345.0, np.float32)
+    y = out[:2 * 4 * ow * m].reshape(2, 4, ow, m)
+    geom = (6, ow + 2, 3, 4, ow, m, 3, 1, 1, 1, 1, 1, 0, 0, 9, m, 0)
     ck.run_rows("direct", x, w, b, y, geom, -np.inf, np.inf)
     assert np.all(out[y.size:] == 12345.0)
-    want = ck.direct_conv2d(x, w, b, kernel=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1],
-                            out_dims=[4, 5], channels=m)
-    np.testing.assert_array_equal(y, want)
+    # exact arithmetic in float64: y[n, h, w, m] = sum over i, j, c of x[n, h + i, w + j, c] * weight[m, c, i, j]
+    windows = np.stack([np.stack([x[:, i:i + 4, j:j + ow] for j in range(3)], axis=-1) for i in range(3)], axis=-2)
+    want = np.einsum("nhwcij,mcij->nhwm", windows.astype(np.float64), weight.astype(np.float64))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_threads_option_is_one_clear_error():
@@ -418,3 +426,35 @@ def test_pointwise_direct_kernel_runs_the_batch_as_one_row(m):
     want = kn.conv_pointwise(x, np.ascontiguousarray(w[:, :, 0, 0].T), b[:m], strides=[1, 1], activation="relu",
                              activation_params={})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_direct_kernel_with_narrow_register_tiles(monkeypatch, tmp_path):
+    """The tiles for CPUs with 16 vector registers (no AVX-512) compute the same convolutions (this machine may
+    have 32: the kernels are built again as they would be there)."""
+    from irc.backends.llvm import conv_kernels as ck
+
+    def rebuild():
+        ck._compiled.cache_clear()
+        ck._FUNCTIONS.clear()
+        ck._LAUNCHES.clear()
+        ck._PLANS.clear()
+
+    monkeypatch.setenv("IRC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ck, "wide_registers", lambda: False)
+    rebuild()
+    try:
+        rng = np.random.default_rng(1)
+        for m, ow in ((28, 7), (64, 5), (11, 6)):
+            x = rng.standard_normal((2, 6, ow + 2, 5)).astype(np.float32)
+            weight = rng.standard_normal((m, 5, 3, 3)).astype(np.float32)
+            b = np.zeros(-(-m // 8) * 8, np.float32)
+            got = ck.direct_conv2d(x, ck.packed_direct_weight(weight), b, kernel=[3, 3], strides=[1, 1],
+                                   pads=[0, 0, 0, 0], dilations=[1, 1], out_dims=[4, ow], channels=m)
+            windows = np.stack([np.stack([x[:, i:i + 4, j:j + ow] for j in range(3)], axis=-1) for i in range(3)],
+                               axis=-2)
+            want = np.einsum("nhwcij,mcij->nhwm", windows.astype(np.float64), weight.astype(np.float64))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    finally:
+        monkeypatch.undo()
+        rebuild()

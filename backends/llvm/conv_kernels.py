@@ -196,23 +196,26 @@ DEPTHWISE_UNROLLED = ((3, 3),)
 
 
 DEPTHWISE_UNROLLED_WIDTH = 8
-"""Output rows at most this wide take the unrolled kernel (one thread, measured against the generic one:
-DS-CNN 25x5x64 1.5 against 2.0 ms, MobileNetV2's 6x6 and 3x3 layers 20-30% faster; rows of 12 to 48 pixels
-10-50% slower, so those keep the generic kernel)."""
+DEPTHWISE_UNROLLED_BYTES = 8 << 20
+"""The unrolled kernel runs where the output rows are at most DEPTHWISE_UNROLLED_WIDTH pixels or the input is
+at most DEPTHWISE_UNROLLED_BYTES (one thread, against the generic kernel: 40-90% faster on DS-CNN's 25x5x64
+and on MobileNetV2's layers at 4 samples a call, which is how a program runs them (its CHUNK); 10-30% slower
+on a 14 MB input with wide rows, where both wait on memory)."""
 DEPTHWISE_PIXELS = 4
 """Output pixels per block of an unrolled depthwise kernel: independent FMA chains that hide the latency."""
 
 
-def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int) -> None:
+def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int, name: str = "", pixels: int = 0,
+                             tails: tuple = (1,)) -> None:
     """Depthwise convolution with a KHxKW kernel known at compile time, one input channel per output (M = C,
     a multiple of VEC), no padded copy: per block of DEPTHWISE_PIXELS output pixels of a row and 8
     channels, the KH*KW weight vectors are loaded once and each pixel is one FMA chain over the taps.
     Kernel rows outside the input are skipped per output row; blocks away from the left and right edges
     take no column checks, the others check each tap, as does the tail of a row."""
-    e = _Emitter(module, f"depthwise{kh}x{kw}")
+    e = _Emitter(module, name or f"depthwise{kh}x{kw}")
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
-    P = DEPTHWISE_PIXELS
+    P = pixels or DEPTHWISE_PIXELS
     with e.rows() as r:
         n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
         ih0 = b.sub(b.mul(oh, g["SH"]), g["PT"])
@@ -259,12 +262,44 @@ def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int) -> None:
                     block(ow0, P, False)
                 with edge:
                     block(ow0, P, True)
-        with f.loop(b.mul(blocks, i64(P)), g["OW"], "owt") as ow:
-            block(ow, 1, True)
+        done = b.mul(blocks, i64(P))
+        for width in tails:  # the row's last pixels, fewer than P
+            count = b.sdiv(b.sub(g["OW"], done), i64(width))
+            with f.loop(0, count, f"owt{width}") as q:
+                block(b.add(done, b.mul(q, i64(width))), width, True)
+            done = b.add(done, b.mul(count, i64(width)))
     f.finish()
 
 
-def _emit_direct(module: ir.Module) -> None:
+DIRECT_PIXELS = (4, 3, 2, 1)
+"""Pixel tiles of the direct kernel, widest first: a row's pixels go 4 at a time, and the 1 to 3 left over
+as one tile (not one by one: LeNet's 10-pixel rows 35 -> 43, 3-pixel rows 17 -> 30 GMAC/s, one thread)."""
+DIRECT_CHANNEL_TILES = {
+    # 32 vector registers (AVX-512VL): 4 pixels x 4 vectors, 16 FMA chains (ResNet-8's 32- and 64-channel
+    # layers 10-15% faster, DS-CNN's first layer 30%, than 4 x 2)
+    True: {4: (4, 2, 1), 3: (2, 1), 2: (4, 2, 1), 1: (8, 2, 1)},
+    False: {4: (2, 1), 3: (2, 1), 2: (4, 2, 1), 1: (8, 2, 1)},  # 16 (AVX2)
+}
+"""Vectors of output channels per tile of the direct kernel, by tile pixels, widest first, by whether the CPU
+has 32 vector registers; a lone pixel takes 8 vectors so that it too has 8 independent FMA chains."""
+
+
+def wide_registers() -> bool:
+    """Whether this CPU has 32 vector registers (AVX-512VL), which wider register tiles need."""
+    return _host_has("avx512vl")
+
+
+@functools.cache
+def _host_has(feature: str) -> bool:
+    import llvmlite.binding as llvm
+
+    try:
+        return bool(llvm.get_host_cpu_features().get(feature, False))
+    except Exception:  # a host whose features LLVM cannot tell: the narrower tiles work everywhere
+        return False
+
+
+def _emit_direct(module: ir.Module, name: str = "direct", pixel_tiles=DIRECT_PIXELS, channel_tiles=None) -> None:
     """A dense convolution over a pre-padded input: y[n,oh,ow,m] = b[m] + sum_{i,j,c} x[n,ih,iw,c] w[i,j,c,m].
 
     w is (KH, KW, C, MP) with MP = M rounded up to whole vectors (zeros past
@@ -272,7 +307,8 @@ def _emit_direct(module: ir.Module) -> None:
     registers; per input channel and tap it takes 2 weight vectors and 4
     broadcast inputs.  Tails: 1 pixel, 1 vector, lanes stored one by one.
     """
-    e = _Emitter(module, "direct")
+    channel_tiles = channel_tiles or DIRECT_CHANNEL_TILES[wide_registers()]
+    e = _Emitter(module, name)
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
     mp = b.mul(b.sdiv(b.add(g["M"], i64(VEC - 1)), i64(VEC)), i64(VEC))
@@ -322,44 +358,54 @@ def _emit_direct(module: ir.Module) -> None:
                                             b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
 
         def channel_blocks(ow0, pixels: int) -> None:
-            pairs = b.sdiv(mp, i64(2 * VEC))
-            with f.loop(0, pairs, "mb2") as q:
-                tile(ow0, pixels, b.mul(q, i64(2 * VEC)), 2)
-            with f.loop(b.mul(pairs, i64(2)), b.sdiv(mp, i64(VEC)), "mb1") as q:
-                tile(ow0, pixels, b.mul(q, i64(VEC)), 1)
+            done = i64(0)  # vectors of channels done
+            for vectors in channel_tiles[pixels]:
+                blocks = b.sdiv(b.sub(b.sdiv(mp, i64(VEC)), done), i64(vectors))
+                with f.loop(0, blocks, f"mb{vectors}") as q:
+                    tile(ow0, pixels, b.mul(b.add(done, b.mul(q, i64(vectors))), i64(VEC)), vectors)
+                done = b.add(done, b.mul(blocks, i64(vectors)))
 
-        quads = b.sdiv(g["OW"], i64(4))
-        with f.loop(0, quads, "ow4") as q:
-            channel_blocks(b.mul(q, i64(4)), 4)
-        with f.loop(b.mul(quads, i64(4)), g["OW"], "ow1") as ow:
-            channel_blocks(ow, 1)
+        done = i64(0)  # pixels of the row done
+        for width in pixel_tiles:
+            blocks = b.sdiv(b.sub(g["OW"], done), i64(width))
+            with f.loop(0, blocks, f"ow{width}") as q:
+                channel_blocks(b.add(done, b.mul(q, i64(width))), width)
+            done = b.add(done, b.mul(blocks, i64(width)))
     f.finish()
 
 
 FEW_OUTPUTS_MAX = 8
-"""Output channels one few-outputs tile keeps in registers (one vector of 8 pixels each)."""
+"""Output channels one few-outputs tile keeps in registers (one or two vectors of 8 pixels each: with 32
+vector registers and rows of 16+ pixels, two, measured 1.4-1.8x faster, LeNet's first layer 18 -> 31 GMAC/s
+one thread)."""
 
 
-def _emit_few_outputs(module: ir.Module) -> None:
+def _emit_few_outputs(module: ir.Module, name: str = "few_outputs", pixel_vectors: int = 1) -> None:
     """A dense convolution with few output channels, channels-first in and out, over a pre-padded input:
-    vectorised over 8 output pixels of a row (one unaligned load per tap serves every output channel).
+    vectorised over 8 x ``pixel_vectors`` output pixels of a row (one unaligned load per tap and vector
+    serves every output channel).
 
     x (N, C, H, W) padded, w (M, C*KH*KW) (the numpy formulation's packing), y (N, M, OH, OW); needs
-    SW = 1 and OW >= 8: a row's last block starts at OW - 8 and overlaps the one before (same values).
+    SW = 1 and OW >= 8 x pixel_vectors: a row's last block starts at OW minus that and overlaps the one
+    before (same values).
     Tiles of up to FEW_OUTPUTS_MAX channels, one accumulator vector each, each tap's weight broadcast.
     """
-    e = _Emitter(module, "few_outputs")
+    e = _Emitter(module, name)
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
     taps_per_output = g["CG"]  # C * KH * KW
+    PV = pixel_vectors
+    span = PV * VEC  # pixels per block
     with e.rows() as r:
         n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
-        blocks = b.sdiv(b.add(g["OW"], i64(VEC - 1)), i64(VEC))
+        blocks = b.sdiv(b.add(g["OW"], i64(span - 1)), i64(span))
 
         def tile(ow0, m0, count: int) -> None:
-            accs = [f.var(V8, "acc") for _ in range(count)]
-            for t, acc in enumerate(accs):
-                b.store(e.splat(b.load(b.gep(bias, [b.add(m0, i64(t))], inbounds=True))), acc)
+            accs = [[f.var(V8, "acc") for _ in range(count)] for _ in range(PV)]
+            for t in range(count):
+                bv = e.splat(b.load(b.gep(bias, [b.add(m0, i64(t))], inbounds=True)))
+                for p in range(PV):
+                    b.store(bv, accs[p][t])
             wrows = [b.mul(b.add(m0, i64(t)), taps_per_output) for t in range(count)]
             with f.loop(0, g["C"], "c") as c:
                 plane = b.mul(b.add(b.mul(n, g["C"]), c), g["H"])
@@ -367,18 +413,21 @@ def _emit_few_outputs(module: ir.Module) -> None:
                     row = b.add(b.mul(b.add(plane, b.add(b.mul(oh, g["SH"]), b.mul(i, g["DH"]))), g["W"]), ow0)
                     wtap = b.mul(b.add(b.mul(c, g["KH"]), i), g["KW"])
                     with f.loop(0, g["KW"], "j") as j:
-                        xv = e.vload(x, b.add(row, b.mul(j, g["DW"])))
+                        at = b.add(row, b.mul(j, g["DW"]))
+                        xv = [e.vload(x, b.add(at, i64(p * VEC))) for p in range(PV)]
                         k = b.add(wtap, j)
-                        for t, acc in enumerate(accs):
+                        for t in range(count):
                             wv = e.splat(b.load(b.gep(w, [b.add(wrows[t], k)], inbounds=True)))
-                            b.store(b.call(e.fma_v, [xv, wv, b.load(acc)]), acc)
-            for t, acc in enumerate(accs):
+                            for p in range(PV):
+                                b.store(b.call(e.fma_v, [xv[p], wv, b.load(accs[p][t])]), accs[p][t])
+            for t in range(count):
                 out = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, g["M"]), b.add(m0, i64(t))), g["OH"]), oh), g["OW"]), ow0)
-                e.vstore(e.activate(b.load(acc)), y, out)
+                for p in range(PV):
+                    e.vstore(e.activate(b.load(accs[p][t])), y, b.add(out, i64(p * VEC)))
 
         with f.loop(0, blocks, "owb") as q:
-            ow0 = b.select(b.icmp_signed("<", b.mul(q, i64(VEC)), b.sub(g["OW"], i64(VEC))),
-                           b.mul(q, i64(VEC)), b.sub(g["OW"], i64(VEC)))
+            ow0 = b.select(b.icmp_signed("<", b.mul(q, i64(span)), b.sub(g["OW"], i64(span))),
+                           b.mul(q, i64(span)), b.sub(g["OW"], i64(span)))
             mblocks = b.sdiv(b.add(g["M"], i64(FEW_OUTPUTS_MAX - 1)), i64(FEW_OUTPUTS_MAX))
             with f.loop(0, mblocks, "mb") as mb:
                 m0 = b.mul(mb, i64(FEW_OUTPUTS_MAX))
@@ -435,6 +484,7 @@ def _module_ir() -> str:
         _emit_depthwise_unrolled(module, kh, kw)
     _emit_direct(module)
     _emit_few_outputs(module)
+    _emit_few_outputs(module, "few_outputs16", 2)
     _emit_pool(module, "max_pool", True)
     _emit_pool(module, "avg_pool", False)
     offset = array_data_offset()
@@ -640,7 +690,8 @@ def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, act
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
         lo, hi, code = _clamp(activation, activation_params)
         geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
-        unrolled = (kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0 and ow <= DEPTHWISE_UNROLLED_WIDTH
+        unrolled = ((kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0
+                    and (ow <= DEPTHWISE_UNROLLED_WIDTH or x.nbytes <= DEPTHWISE_UNROLLED_BYTES))
         name = f"depthwise{kh}x{kw}" if unrolled else "depthwise"
         return Launch(name, w, b, geom, lo, hi, n * oh * ow * m * kh * kw, (n, oh, ow, m), n * oh)
     return _launch(("dw", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)(x)
@@ -694,7 +745,8 @@ def few_outputs_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, a
         lo, hi, code = _clamp(activation, activation_params)
         geom = (hp, wp, c, oh, ow, m, kh, kw, sh, sw, dh, dw, 0, 0, c * kh * kw, m, code)
         bias = np.zeros(m, np.float32) if b is None else b
-        return Launch("few_outputs", w, bias, geom, lo, hi, n * m * oh * ow * c * kh * kw, (n, m, oh, ow), n * oh)
+        name = "few_outputs16" if ow >= 2 * VEC and wide_registers() else "few_outputs"
+        return Launch(name, w, bias, geom, lo, hi, n * m * oh * ow * c * kh * kw, (n, m, oh, ow), n * oh)
     key = ("few", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations)
     hit = _LAUNCHES.get(key)
     if hit is None or hit.w is not w or (b is not None and hit.b is not b):
