@@ -110,7 +110,7 @@ ATTRS = {"reset": "subtract", "negative": "corrective", "init": 0.5, "decay": 1.
 
 @pytest.mark.parametrize("t", [2, 4])
 def test_fitted_threshold_lowers_rate_error_against_the_percentile_rule(t):
-    from passes.thresholds import candidates_for, fit_threshold
+    from irc.passes.thresholds import candidates_for, fit_threshold
 
     rng = np.random.default_rng(0)
     z, a = one_layer(rng)
@@ -124,7 +124,7 @@ def test_fitted_threshold_lowers_rate_error_against_the_percentile_rule(t):
 
 
 def test_fitted_threshold_reaches_the_analog_result_at_large_t():
-    from passes.thresholds import candidates_for, fit_threshold
+    from irc.passes.thresholds import candidates_for, fit_threshold
 
     z, a = one_layer(np.random.default_rng(0), n=1000)
     pct = np.array([np.percentile(a[:, i][a[:, i] > 0], 99.9) for i in range(a.shape[1])], np.float32)
@@ -145,7 +145,7 @@ def digits_cal():
 
 def test_bias_correction_brings_mean_rate_to_mean_analog_activation():
     from irc.interp import run_graph
-    from passes.thresholds import by_channel
+    from irc.passes.thresholds import by_channel
 
     path, cal = digits_cal()
     prog = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=4, fit_samples=128)
