@@ -21,7 +21,11 @@ topological order on the spike-numpy reference of the network converted so far:
   positions the pool passes on (each window's largest analog activation, per
   channel): only those reach the next layer, and they are the upper tail, so
   a fit over all positions clipped them (digits BN+MaxPool CNN at T=2: 3.3 pp
-  -> 2.2 pp loss); its bias correction still uses all positions.
+  -> 2.2 pp loss); its bias correction still uses all positions.  Of the
+  candidates within SPARSE_SLACK (5 %) of a channel's least error, the highest
+  threshold is taken: fewer events for an error no one can measure, and in
+  deeper layers a better network (T=2 loss: digits CNN 1.1 -> 0.4 pp, BN+MaxPool
+  CNN 2.2 -> 1.3 pp, MNIST BN LeNet 4.9 -> 3.3 pp on 2000 test images).
   ``threshold="percentile"`` keeps the rule.
 * ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
   correction): for each layer in order, the mean per-channel difference between
@@ -70,6 +74,10 @@ GRID = np.geomspace(0.08, 1.0, 12).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation (then refined)."""
 REFINE = 2
 """Bisections around each channel's best grid candidate (2: a grid four times as fine)."""
+ROUNDS = 1
+SPARSE_SLACK = 0.05
+"""A channel takes the highest candidate threshold whose calibration error is within this fraction of the least."""
+"""Threshold fit + bias correction rounds per layer (a second round refits to the corrected currents)."""
 BIAS_ITERATIONS = 4
 """Bias steps per layer at most (each one simulates the network up to that layer)."""
 BIAS_TOLERANCE = 2e-3
@@ -270,7 +278,9 @@ def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any]
         better = e < err
         best = np.where(better, th, best)
         err = np.where(better, e, err)
+        tried.append((th, e))
 
+    tried: list[tuple[np.ndarray, np.ndarray]] = []
     for th in candidates:
         score(th)
     grid = candidates[:-1] if len(candidates) > 2 else candidates
@@ -281,6 +291,13 @@ def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any]
         for f in (1 / step, step):
             score(np.minimum(centre * np.float32(f), np.float32(ceiling)))
         step = np.sqrt(step)
+    if SPARSE_SLACK > 0 and tried:
+        # among the candidates within SPARSE_SLACK of the least error, the highest threshold: fewer events
+        ths, errs = np.stack([a for a, _ in tried]), np.stack([e for _, e in tried])
+        ok = errs <= err[None, :] * (1 + SPARSE_SLACK) + 1e-12
+        pick = np.where(ok, ths, -np.inf).argmax(axis=0)
+        cols = np.arange(ths.shape[1])
+        best, err = ths[pick, cols], errs[pick, cols]
     return best.astype(np.float32), err
 
 
@@ -367,24 +384,26 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
     shifts: dict[str, list[float]] = {}
     skipped: list[str] = []
     for name in names:
-        spiking = _trial(graph, ctx)
-        node = _neuron_of(spiking, name)
-        if node is None or name not in cal.analog:
-            continue  # no neuron here (a ReLU of spikes is the identity)
-        current = by_channel(simulate_prefix(spiking, node, cal.x, t, cal.cache, spikes=False)[0],
-                             cal.fit_idx[name], True)
-        analog = cal.fit_analog[name]
-        ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
         old = ctx.conversion.scales[name].astype(np.float32)
-        cands = np.minimum(candidates_for(analog, old), ceiling)
-        th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
-        ctx.conversion.scales[name] = th
-        if bias:
-            r = _correct_layer(graph, ctx, cal, name)
-            if r is None:
-                skipped.append(name)
-            else:
-                shifts[name] = r
+        for _ in range(ROUNDS if bias else 1):
+            spiking = _trial(graph, ctx)
+            node = _neuron_of(spiking, name)
+            if node is None or name not in cal.analog:
+                break  # no neuron here (a ReLU of spikes is the identity)
+            current = by_channel(simulate_prefix(spiking, node, cal.x, t, cal.cache, spikes=False)[0],
+                                 cal.fit_idx[name], True)
+            analog = cal.fit_analog[name]
+            ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
+            cands = np.minimum(candidates_for(analog, old), ceiling)
+            th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
+            ctx.conversion.scales[name] = th
+            if bias:
+                r = _correct_layer(graph, ctx, cal, name)
+                if r is None:
+                    skipped.append(name)
+                else:
+                    prev = shifts.get(name)
+                    shifts[name] = r if prev is None else [prev[0] + r[0], prev[1] + r[1]]
     if bias:
         _record_bias(graph, ctx, shifts, skipped)
     _summary(graph, ctx, method="fitted", fitted_for_timesteps=t, samples=int(len(cal.x)),
