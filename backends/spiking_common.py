@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from irc.backend import Backend
-from irc.errors import IRCError
+from irc.errors import IRCError, UnsupportedError
 from irc.feeds import bind_inputs
 from irc.graph import Graph, Node
 from irc.ops import get_op
@@ -97,6 +97,10 @@ class SpikingBackend(Backend):
         return ctx.analog_graph if ctx is not None else None
 
     def pipeline(self, options, graph=None):
+        if graph is not None and any(graph.meta.get("output_batch_axes") or []):
+            raise UnsupportedError("a spiking program reads out (batch, classes) scores; this model's output is "
+                                   "time-major (its batch axis is not the first)",
+                                   hint="compile it for the numpy or cuda target")
         if graph is not None and is_spiking(graph):
             return ["simplify", "fold_constants"]  # a spiking network as it is (NIR, a saved spiking IR)
         return spike_pipeline(options)

@@ -8,7 +8,6 @@ import numpy as np
 from .errors import IRCError
 from .stream import check_dtype, shape_error
 from .graph import Graph
-from .types import BATCH
 
 
 def bind_inputs(graph: Graph, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -40,9 +39,9 @@ def bind_inputs(graph: Graph, args: Sequence[Any], kwargs: Mapping[str, Any] | N
         want = v.type.shape
         if rows is not None:  # a fixed leading axis: any positive multiple of it, fed that many rows at a time
             ok = (arr.ndim == len(want) and arr.shape[0] > 0 and arr.shape[0] % rows == 0
-                  and tuple(arr.shape[1:]) == tuple(want[1:]))
-        else:
-            ok = arr.ndim == len(want) and all(d == BATCH or d == a for d, a in zip(want, arr.shape))
+                  and all(isinstance(d, str) or d == a for d, a in zip(want[1:], arr.shape[1:])))
+        else:  # N, or a size not known yet (irc/shapes.py)
+            ok = arr.ndim == len(want) and all(isinstance(d, str) or d == a for d, a in zip(want, arr.shape))
         if not ok:
             raise shape_error(v, arr.shape, None)
         check_dtype(v, arr.dtype, None)
@@ -61,7 +60,9 @@ def fixed_rows(graph: Graph) -> int | None:
     if not graph.inputs or any(v.type.has_batch for v in graph.inputs):
         return None
     lead = {v.type.shape[0] for v in graph.inputs if v.type.rank > 0}
-    return int(lead.pop()) if len(lead) == 1 and all(v.type.rank > 0 for v in graph.inputs) else None
+    if len(lead) != 1 or not all(v.type.rank > 0 for v in graph.inputs) or isinstance(size := lead.pop(), str):
+        return None
+    return int(size) or None  # a leading size of 0 is an empty tensor (ONNX's empty-set cases), not rows
 
 
 def batch_size(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:

@@ -68,6 +68,10 @@ class Program:
                 progress(min(start + chunk, n), n)
         outs = [np.concatenate([p[i] for p in parts], axis=0) if len(parts) > 1 else parts[0][i]
                 for i in range(len(parts[0]))]
+        # outputs the source model gives time-major: the IR holds every batch first (frontends/onnx_timemajor.py)
+        for i, axis in enumerate(self.graph.meta.get("output_batch_axes") or []):
+            if axis and i < len(outs):
+                outs[i] = np.moveaxis(outs[i], 0, axis)
         self._end_run(n)
         return outs[0] if len(outs) == 1 else outs
 

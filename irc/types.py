@@ -19,7 +19,8 @@ from typing import Union
 import numpy as np
 
 BATCH = "N"
-"""The symbol used for the batch axis (axis 0) when its size is not fixed."""
+"""The symbol used for the batch axis (axis 0) when its size is not fixed.  Any other symbol (``H``) is a
+size not known yet: it appears only in the inputs of an unspecialised graph (see irc/shapes.py)."""
 
 Dim = Union[int, str]
 
@@ -69,8 +70,10 @@ class TensorType:
     def __post_init__(self) -> None:
         for i, d in enumerate(self.shape):
             if isinstance(d, str):
-                if d != BATCH or i != 0:
-                    raise ValueError(f"only axis 0 may be symbolic ({BATCH}), got shape {self.shape}")
+                # the batch symbol only on axis 0; other symbols only in the inputs of an unspecialised
+                # graph (irc/shapes.py), which no op ever sees
+                if (d == BATCH and i != 0) or not d.isidentifier():
+                    raise ValueError(f"only axis 0 may be the batch symbol ({BATCH}), got shape {self.shape}")
             elif not isinstance(d, (int, np.integer)) or d < 0:
                 raise ValueError(f"bad dimension {d!r} in shape {self.shape}")
         object.__setattr__(self, "shape", tuple(d if isinstance(d, str) else int(d) for d in self.shape))
