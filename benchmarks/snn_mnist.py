@@ -12,7 +12,6 @@ SpikingJelly (pip install --no-deps spikingjelly loguru tqdm requests) converts 
 ``LocalThresholdBalancingRecipe`` on the same calibration images, and is read out at the same T.
 """
 import argparse
-import copy
 import gzip
 import os
 import pickle
@@ -52,31 +51,6 @@ def irc_row(path, cal, x, y, t, **opts):
     return acc, prog.stats, fit_s
 
 
-def spikingjelly_accs(model, cal, x, y, steps, recipe_name):
-    """Accuracy after each of ``steps`` (one run of max(steps)) of SpikingJelly's conversion."""
-    import torch
-    from spikingjelly.activation_based import functional
-    from spikingjelly.activation_based import ann2snn
-
-    loader = [(torch.from_numpy(cal[i:i + 64]), torch.zeros(len(cal[i:i + 64]))) for i in range(0, len(cal), 64)]
-    if recipe_name == "rate":
-        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%", channel_wise=True, half_threshold=True)
-    else:
-        recipe = ann2snn.LocalThresholdBalancingRecipe(dataloader=loader)
-    snn = ann2snn.FXConverter(recipe=recipe, device="cpu").convert(copy.deepcopy(model)).eval()
-    correct = np.zeros(max(steps))
-    with torch.no_grad():
-        for i in range(0, len(x), 500):
-            img, lab = torch.from_numpy(x[i:i + 500]), torch.from_numpy(y[i:i + 500])
-            functional.reset_net(snn)
-            out = None
-            for t in range(max(steps)):
-                step = snn(img)
-                out = step if out is None else out + step
-                correct[t] += (out.argmax(1) == lab).sum().item()
-    return {t: 100 * correct[t - 1] / len(x) for t in steps}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timesteps", default="2,4,8")
@@ -85,6 +59,7 @@ def main() -> None:
     ap.add_argument("--no-spikingjelly", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
+    sys.path.insert(1, HERE)
     import irc
 
     steps = [int(s) for s in args.timesteps.split(",")]
@@ -103,6 +78,8 @@ def main() -> None:
             model = torch.load(os.path.join(CACHE, name + ".pt"), weights_only=False)
             if isinstance(model[-1], torch.nn.Softmax):
                 model = model[:-1]  # same argmax; SpikingJelly has no spiking softmax
+            from snn_spikingjelly import spikingjelly_accs
+
             for r in ("rate", "ltb"):
                 try:
                     sj[r] = spikingjelly_accs(model, cal, x, y, steps, r)

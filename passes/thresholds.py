@@ -17,7 +17,17 @@ topological order on the spike-numpy reference of the network converted so far:
   membrane, decay and negative events) on that current.  Candidates: 12
   fractions of the channel's largest calibration activation and the
   percentile threshold itself, then two bisections around the best, so the fit is never worse than the percentile
-  rule on the calibration data.  ``threshold="percentile"`` keeps the rule.
+  rule on the calibration data.  A neuron feeding a max-pool is fitted on the
+  positions the pool passes on (each window's largest analog activation, per
+  channel): only those reach the next layer, and they are the upper tail, so
+  a fit over all positions clipped them (digits BN+MaxPool CNN at T=2: 3.3 pp
+  -> 2.2 pp loss); its bias correction still uses all positions.  Of the
+  candidates within SPARSE_SLACK (2 %) of a channel's least error, the highest
+  threshold is taken: fewer events for an error no one can measure, and in
+  deeper layers a better network (T=2 loss: digits CNN 1.1 -> 0.7 pp, BN+MaxPool
+  CNN 2.2 -> 1.1 pp, MNIST BN LeNet 4.9 -> 3.5 pp on 2000 test images; 5 % was
+  measured too: better on the digits CNN at T=2, worse on the LeNets at T=4).
+  ``threshold="percentile"`` keeps the rule.
 * ``correct_bias`` (on by default with fitted thresholds, Li et al. 2021's bias
   correction): for each layer in order, the mean per-channel difference between
   the analog activation and the spiking rate (in the same units) is added to
@@ -65,6 +75,10 @@ GRID = np.geomspace(0.08, 1.0, 12).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation (then refined)."""
 REFINE = 2
 """Bisections around each channel's best grid candidate (2: a grid four times as fine)."""
+ROUNDS = 1
+SPARSE_SLACK = 0.02
+"""A channel takes the highest candidate threshold whose calibration error is within this fraction of the least."""
+"""Threshold fit + bias correction rounds per layer (a second round refits to the corrected currents)."""
 BIAS_ITERATIONS = 4
 """Bias steps per layer at most (each one simulates the network up to that layer)."""
 BIAS_TOLERANCE = 2e-3
@@ -191,6 +205,7 @@ def _positions(shape: tuple[int, ...], cap: int, seed: int = 0) -> np.ndarray:
 def by_channel(a: np.ndarray, idx: np.ndarray, timed: bool = False) -> np.ndarray:
     """(N, C, *S) -> (M, C), or (T, N, C, *S) -> (T, M, C) when ``timed``: the positions ``idx`` per channel.
 
+    ``idx`` (M,): the same flat (sample x spatial) positions for every channel; (M, C): its own per channel.
     Gathers only the M positions (never copies the whole array); C-contiguous, steps outermost.
     """
     lead = 1 if timed else 0
@@ -198,8 +213,44 @@ def by_channel(a: np.ndarray, idx: np.ndarray, timed: bool = False) -> np.ndarra
     space = int(np.prod(a.shape[lead + 2:], dtype=np.int64))
     flat = a.reshape(a.shape[:lead] + (n, c, space))
     sample, pos = np.divmod(np.asarray(idx, np.int64), space)
+    if sample.ndim == 2:
+        ch = np.arange(c)[None, :]
+        return np.ascontiguousarray(flat[:, sample, ch, pos] if timed else flat[sample, ch, pos])
     picked = flat[:, sample, :, pos] if timed else flat[sample, :, pos]  # (M, [T,] C)
     return np.ascontiguousarray(np.swapaxes(picked, 0, 1) if timed else picked)
+
+
+def _pooled_positions(a: np.ndarray, pool: Node, cap: int, seed: int = 0) -> np.ndarray | None:
+    """(M, C) flat positions of each channel's largest activation in (a subsample of) the max-pool's windows.
+
+    A max-pool passes on only its windows' largest inputs (the spiking max-pool: the largest count, which
+    quantisation, being monotone, keeps in place), so a neuron feeding one is fitted on those positions.
+    None where the windows are not a plain tiling (kernel = strides, no padding, no dilation).
+    """
+    k = list(pool.attrs.get("kernel") or [])
+    strides = list(pool.attrs.get("strides") or k)
+    if (a.ndim != 2 + len(k) or strides != k or any(pool.attrs.get("pads") or [])
+            or any(d != 1 for d in (pool.attrs.get("dilations") or []))):
+        return None
+    n, c, *space = a.shape
+    out = [s // kk for s, kk in zip(space, k)]
+    if not all(out):
+        return None
+    crop = a[(slice(None), slice(None)) + tuple(slice(0, o * kk) for o, kk in zip(out, k))]
+    shape = [n, c]
+    for o, kk in zip(out, k):
+        shape += [o, kk]
+    nd = len(k)
+    win = crop.reshape(shape).transpose([0, 1] + [2 + 2 * i for i in range(nd)] + [3 + 2 * i for i in range(nd)])
+    best = win.reshape(n, c, *out, -1).argmax(axis=-1)  # (N, C, *O): offset inside the window
+    grid = np.indices(out).reshape(nd, -1)  # window origins, (nd, W)
+    offs = np.array(np.unravel_index(np.arange(int(np.prod(k))), k))  # (nd, K)
+    wins = _positions((n, 1, len(grid[0])), cap, seed)  # subsampled (sample, window) pairs
+    sample, w = np.divmod(wins, grid.shape[1])
+    off = best.reshape(n, c, -1)[sample, :, w]  # (M, C)
+    coords = [grid[i][w][:, None] * k[i] + offs[i][off] for i in range(nd)]  # each (M, C)
+    spatial = np.ravel_multi_index(coords, space)
+    return sample[:, None] * int(np.prod(space)) + spatial
 
 
 # ---------------------------------------------------------------------- fit
@@ -228,7 +279,9 @@ def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any]
         better = e < err
         best = np.where(better, th, best)
         err = np.where(better, e, err)
+        tried.append((th, e))
 
+    tried: list[tuple[np.ndarray, np.ndarray]] = []
     for th in candidates:
         score(th)
     grid = candidates[:-1] if len(candidates) > 2 else candidates
@@ -239,6 +292,13 @@ def fit_threshold(current: np.ndarray, analog: np.ndarray, attrs: dict[str, Any]
         for f in (1 / step, step):
             score(np.minimum(centre * np.float32(f), np.float32(ceiling)))
         step = np.sqrt(step)
+    if SPARSE_SLACK > 0 and tried:
+        # among the candidates within SPARSE_SLACK of the least error, the highest threshold: fewer events
+        ths, errs = np.stack([a for a, _ in tried]), np.stack([e for _, e in tried])
+        ok = errs <= err[None, :] * (1 + SPARSE_SLACK) + 1e-12
+        pick = np.where(ok, ths, -np.inf).argmax(axis=0)
+        cols = np.arange(ths.shape[1])
+        best, err = ths[pick, cols], errs[pick, cols]
     return best.astype(np.float32), err
 
 
@@ -274,10 +334,17 @@ class _Calibration:
         run_graph(ctx.analog_graph, {ctx.analog_graph.inputs[0].name: data}, hook=hook)
         self.idx: dict[str, np.ndarray] = {}
         self.analog: dict[str, np.ndarray] = {}
+        self.fit_idx: dict[str, np.ndarray] = {}
+        self.fit_analog: dict[str, np.ndarray] = {}
+        analog = ctx.analog_graph
         for name, a in acts.items():
             cap = max(FIT_MIN_ELEMENTS, min(FIT_ELEMENTS, FIT_BUDGET // max(1, self.timesteps * a.shape[1])))
+            users = analog.consumers(analog.values[name]) if name in analog.values else []
+            idx = _pooled_positions(a, users[0], cap) if len(users) == 1 and users[0].op == "MaxPool" else None
             self.idx[name] = _positions(a.shape, cap)
             self.analog[name] = by_channel(a, self.idx[name])
+            self.fit_idx[name] = idx if idx is not None else self.idx[name]
+            self.fit_analog[name] = by_channel(a, self.fit_idx[name])
 
     def spiking_rate(self, spiking: Graph, node: Node) -> np.ndarray:
         """Rate * threshold (M, C) of neuron ``node`` over the compiled steps, at the subsampled positions."""
@@ -318,24 +385,26 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
     shifts: dict[str, list[float]] = {}
     skipped: list[str] = []
     for name in names:
-        spiking = _trial(graph, ctx)
-        node = _neuron_of(spiking, name)
-        if node is None or name not in cal.analog:
-            continue  # no neuron here (a ReLU of spikes is the identity)
-        current = by_channel(simulate_prefix(spiking, node, cal.x, t, cal.cache, spikes=False)[0],
-                             cal.idx[name], True)
-        analog = cal.analog[name]
-        ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
         old = ctx.conversion.scales[name].astype(np.float32)
-        cands = np.minimum(candidates_for(analog, old), ceiling)
-        th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
-        ctx.conversion.scales[name] = th
-        if bias:
-            r = _correct_layer(graph, ctx, cal, name)
-            if r is None:
-                skipped.append(name)
-            else:
-                shifts[name] = r
+        for _ in range(ROUNDS if bias else 1):
+            spiking = _trial(graph, ctx)
+            node = _neuron_of(spiking, name)
+            if node is None or name not in cal.analog:
+                break  # no neuron here (a ReLU of spikes is the identity)
+            current = by_channel(simulate_prefix(spiking, node, cal.x, t, cal.cache, spikes=False)[0],
+                                 cal.fit_idx[name], True)
+            analog = cal.fit_analog[name]
+            ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
+            cands = np.minimum(candidates_for(analog, old), ceiling)
+            th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
+            ctx.conversion.scales[name] = th
+            if bias:
+                r = _correct_layer(graph, ctx, cal, name)
+                if r is None:
+                    skipped.append(name)
+                else:
+                    prev = shifts.get(name)
+                    shifts[name] = r if prev is None else [prev[0] + r[0], prev[1] + r[1]]
     if bias:
         _record_bias(graph, ctx, shifts, skipped)
     _summary(graph, ctx, method="fitted", fitted_for_timesteps=t, samples=int(len(cal.x)),

@@ -191,3 +191,35 @@ def test_fitted_thresholds_are_in_the_ir_the_artifact_and_the_stats(tmp_path):
     assert json.loads(old.graph.meta["thresholds"])["method"].startswith("percentile")
     assert any(not np.array_equal(old.graph.param(a.inputs[1]), prog.graph.param(b.inputs[1]))
                for a, b in zip(old.graph.find("IF"), prog.graph.find("IF")))
+
+
+def test_a_neuron_feeding_a_max_pool_is_fitted_on_what_the_pool_passes_on():
+    from passes.thresholds import _pooled_positions, by_channel
+
+    class Pool:
+        attrs = {"kernel": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
+
+    a = np.random.default_rng(0).random((5, 3, 6, 4)).astype(np.float32)
+    idx = _pooled_positions(a, Pool(), cap=1000)
+    pooled = a.reshape(5, 3, 3, 2, 2, 2).max(axis=(3, 5))  # numpy's max-pool
+    got = by_channel(a, idx)
+    np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(np.moveaxis(pooled, 1, -1).reshape(-1, 3), axis=0))
+    spikes = np.random.default_rng(1).random((2, 5, 3, 6, 4)).astype(np.float32)
+    np.testing.assert_array_equal(by_channel(spikes, idx, True)[1], by_channel(spikes[1], idx))
+
+
+def test_among_near_equal_errors_the_fit_takes_the_highest_threshold():
+    from passes import thresholds
+    from passes.thresholds import SPARSE_SLACK, fit_threshold
+
+    z, a = one_layer(np.random.default_rng(0), n=2000, c=2)
+    t = 4
+    cands = np.geomspace(0.5, 4.0, 12).astype(np.float32)[:, None].repeat(2, axis=1)
+    th, err = fit_threshold(np.broadcast_to(z, (t,) + z.shape), a, ATTRS, cands, refine=0)
+    errs = np.array([[expected_error(z[:, [c]], a[:, [c]], cands[k, [c]], t, ATTRS) for c in range(2)]
+                     for k in range(len(cands))])
+    least = errs.min(axis=0)
+    for c in range(2):
+        within = cands[errs[:, c] <= least[c] * (1 + SPARSE_SLACK) + 1e-12, c]
+        assert th[c] == within.max() and err[c] <= least[c] * (1 + SPARSE_SLACK) + 1e-9
+    assert thresholds.SPARSE_SLACK > 0
