@@ -194,7 +194,7 @@ def test_fitted_thresholds_are_in_the_ir_the_artifact_and_the_stats(tmp_path):
 
 
 def test_a_neuron_feeding_a_max_pool_is_fitted_on_what_the_pool_passes_on():
-    from passes.thresholds import _pooled_positions, by_channel
+    from irc.passes.thresholds import _pooled_positions, by_channel
 
     class Pool:
         attrs = {"kernel": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
@@ -209,8 +209,8 @@ def test_a_neuron_feeding_a_max_pool_is_fitted_on_what_the_pool_passes_on():
 
 
 def test_among_near_equal_errors_the_fit_takes_the_highest_threshold():
-    from passes import thresholds
-    from passes.thresholds import SPARSE_SLACK, fit_threshold
+    from irc.passes import thresholds
+    from irc.passes.thresholds import SPARSE_SLACK, fit_threshold
 
     z, a = one_layer(np.random.default_rng(0), n=2000, c=2)
     t = 4
