@@ -18,6 +18,8 @@ from typing import Union
 
 import numpy as np
 
+from .errors import BadTypeError
+
 BATCH = "N"
 """The symbol used for the batch axis (axis 0) when its size is not fixed."""
 
@@ -54,7 +56,7 @@ def dtype_name(dtype: np.dtype | str) -> str:
     """Short IR name of a numpy dtype ('f32', 'i64', ...)."""
     dt = np.dtype(dtype)
     if dt not in _DTYPE_NAMES:
-        raise ValueError(f"unsupported dtype {dt}")
+        raise BadTypeError(f"unsupported dtype {dt}")
     return _DTYPE_NAMES[dt]
 
 
@@ -70,13 +72,14 @@ class TensorType:
         for i, d in enumerate(self.shape):
             if isinstance(d, str):
                 if d != BATCH or i != 0:
-                    raise ValueError(f"only axis 0 may be symbolic ({BATCH}), got shape {self.shape}")
+                    raise BadTypeError(f"only axis 0 may be symbolic ({BATCH}), got shape {self.shape}")
             elif not isinstance(d, (int, np.integer)) or d < 0:
-                raise ValueError(f"bad dimension {d!r} in shape {self.shape}")
+                raise BadTypeError(f"bad dimension {d!r} in shape {self.shape}",
+                                   hint="a negative or non-integer size comes from a damaged model or bad attributes")
         object.__setattr__(self, "shape", tuple(d if isinstance(d, str) else int(d) for d in self.shape))
         object.__setattr__(self, "domain", Domain(self.domain))
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}")
+            raise BadTypeError(f"unknown dtype {self.dtype!r}")
 
     @property
     def rank(self) -> int:
