@@ -34,6 +34,7 @@ import io
 import json
 import os
 import re
+import time
 import warnings
 import zipfile
 import zlib
@@ -44,7 +45,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
-from irc.limits import MAX_NODES, check_shape
+from irc.limits import MAX_NODES, MAX_READ_SECONDS, check_shape
 from irc.ops import same_pads
 from irc.types import BATCH, TensorType
 
@@ -81,8 +82,79 @@ def read_model(path: str) -> "KerasModel":
     """By suffix: .keras is an archive, .h5/.hdf5 legacy HDF5; anything else by its content."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".keras" or (suffix not in (".h5", ".hdf5") and zipfile.is_zipfile(path)):
-        return read_archive(path)
-    return read_legacy_h5(path)
+        return read_isolated(read_archive, path)
+    return read_isolated(read_legacy_h5, path)
+
+
+def read_isolated(reader: Callable[[str], "KerasModel"], path: str) -> "KerasModel":
+    """``reader(path)`` in a forked child under a time limit (irc.limits.MAX_READ_SECONDS).
+
+    libhdf5 can loop forever or crash inside C on a damaged file (a corrupt global heap while reading a string
+    attribute, say), where no Python signal reaches it; in a child that becomes one IRCError.  Where fork is
+    not available (or ``IRC_H5_IN_PROCESS=1``) the reader runs here."""
+    import pickle
+    import select
+    import signal
+
+    import h5py  # noqa: F401  (imported once here, not in every child)
+
+    if os.environ.get("IRC_H5_IN_PROCESS", "") not in ("", "0") or not hasattr(os, "fork"):
+        return reader(path)
+    limit = MAX_READ_SECONDS.value
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(rfd)
+        _read_in_child(reader, path, wfd)
+    os.close(wfd)
+    chunks: list[bytes] = []
+    try:
+        with os.fdopen(rfd, "rb") as pipe:
+            deadline = time.monotonic() + limit
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    raise IRCError(f"reading the file's HDF5 data did not finish within {limit} s (libhdf5 is "
+                                   "stuck in a damaged file)", hint="save the model again; if the file is fine "
+                                   f"and only huge, raise {MAX_READ_SECONDS.env}")
+                chunk = pipe.read1(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    try:
+        kind, payload = pickle.loads(b"".join(chunks))
+    except Exception:  # noqa: BLE001  (nothing or half a message: the child died inside libhdf5)
+        raise IRCError(f"libhdf5 crashed reading the file (status {status})",
+                       hint="the file is damaged; save the model again") from None
+    if kind == "error":
+        cls, fields = payload
+        raise cls(fields.pop("message"), **fields)
+    config, by_index, version = payload
+    layers = [config, *all_layers(config)]
+    return KerasModel(config, {id(layers[i]): arrays for i, arrays in by_index.items()}, version)
+
+
+def _read_in_child(reader: Callable[[str], "KerasModel"], path: str, wfd: int) -> None:
+    """The child's side of read_isolated: a KerasModel (weights keyed by layer position) or an IRCError."""
+    import pickle
+
+    try:
+        try:
+            model = reader(path)
+            index = {id(layer): i for i, layer in enumerate([model.config, *all_layers(model.config)])}
+            msg = ("ok", (model.config, {index[k]: v for k, v in model.weights.items()}, model.keras_version))
+        except IRCError as e:
+            msg = ("error", (type(e), {"message": e.message, "file": e.file, "node": e.node, "line": e.line,
+                                       "hint": e.hint}))
+        except BaseException as e:  # noqa: BLE001  (a bug of irc's: the parent shows it as an IRCError)
+            msg = ("error", (IRCError, {"message": f"reading the file failed ({type(e).__name__}: {e})"}))
+        with os.fdopen(wfd, "wb") as pipe:
+            pipe.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        os._exit(0)
 
 
 # =================================================================== the config

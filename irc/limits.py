@@ -78,8 +78,11 @@ MAX_STRING = Limit("max_string", "IRC_MAX_STRING", 1 << 16, "characters")
 MAX_TEXT_BYTES = Limit("max_text_bytes", "IRC_MAX_TEXT_BYTES", 1 << 28, "bytes")
 """One text document read whole (a Keras config, an INI file, a saved program's IR, a weight text file)."""
 
+MAX_READ_SECONDS = Limit("max_read_seconds", "IRC_MAX_READ_SECONDS", 120, "seconds")
+"""Time to read one HDF5 file (libhdf5 can loop forever inside C on a damaged file; irc reads it in a child)."""
+
 LIMITS = (MAX_TENSOR_ELEMENTS, MAX_WEIGHT_BYTES, MAX_RANK, MAX_DIM, MAX_WINDOW, MAX_NODES, MAX_WORK, MAX_STRING,
-          MAX_TEXT_BYTES)
+          MAX_TEXT_BYTES, MAX_READ_SECONDS)
 
 
 def check_shape(shape: Iterable, subject: str, *, itemsize: int = 4, file: str | None = None,
