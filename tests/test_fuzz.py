@@ -305,6 +305,39 @@ def test_binary_weights_file(tmp_path):
         irc.load(ini, weights=str(wdir))
 
 
+def _ini_with_template(tmp_path, spec: str, inner: str | None = None) -> str:
+    model, outside = tmp_path / "model", tmp_path / "outside"
+    model.mkdir()
+    outside.mkdir()
+    (outside / "t.ini.tpl").write_text("[{{SECTION_NAME}}_x]\nType=Fc\n" + (inner or ""))
+    (outside / "inc.tpl").write_text("[inc]\nK=1\n")
+    (model / "t.ini.tpl").write_text("[{{SECTION_NAME}}_y]\n{% include " + str(outside / "inc.tpl") + " %}\n")
+    (model / "m.ini").write_text(f"[a@{spec}]\nK=1\n")
+    return str(model / "m.ini")
+
+
+@pytest.mark.parametrize("spec", ["../outside/t.ini.tpl", "{abs}/outside/t.ini.tpl", "${HOME_ISH}/t.ini.tpl"])
+def test_ini_template_outside_the_model_folder_is_refused(tmp_path, spec):
+    from irc.frontends.n2d2.syntax import parse_ini
+
+    path = _ini_with_template(tmp_path, spec.replace("{abs}", str(tmp_path)))
+    with pytest.raises(irc.IRCError, match="outside the model's folder(.|\n)*IRC_INI_INCLUDE_PATH"):
+        parse_ini(path, env={"HOME_ISH": str(tmp_path / "outside")})
+    doc = parse_ini(path, env={"HOME_ISH": str(tmp_path / "outside"), "IRC_INI_INCLUDE_PATH": str(tmp_path / "outside")})
+    assert "a_x" in doc.sections  # allowed explicitly: read
+
+
+def test_ini_nested_include_outside_is_refused(tmp_path, monkeypatch):
+    from irc.frontends.n2d2.syntax import parse_ini
+
+    path = _ini_with_template(tmp_path, "t.ini.tpl")  # the template inside includes a file outside
+    monkeypatch.delenv("IRC_INI_INCLUDE_PATH", raising=False)
+    with pytest.raises(irc.IRCError, match="included template .* outside the model's folder"):
+        parse_ini(path, env={})
+    monkeypatch.setenv("IRC_INI_INCLUDE_PATH", str(tmp_path / "outside"))
+    assert "inc" in parse_ini(path, env={}).sections
+
+
 # ------------------------------------------------------------------------------------------ .ircp
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):

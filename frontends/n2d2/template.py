@@ -220,6 +220,10 @@ class _Parser:
         if not os.path.isfile(path):
             raise _error(f"included template {tag.words[1]!r} not found ({path})", tag,
                          hint="a relative include is looked up in the including template's folder")
+        from .syntax import check_include, include_roots
+
+        check_include(path, include_roots(os.path.dirname(self.including[0]), os.environ),
+                      f"included template {tag.words[1]!r}", file=tag.file, line=tag.line)
         full = os.path.abspath(path)
         if full in self.including:
             raise _error(f"template {tag.words[1]!r} includes itself", tag)
