@@ -17,7 +17,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
-from irc.limits import MAX_NODES, check_shape, element_count
+from irc.limits import MAX_NODES, MAX_STRING, check_shape, element_count
 from irc.ops import get_op, same_pads
 from irc.types import BATCH, TensorType, dtype_name
 
@@ -63,11 +63,23 @@ def from_model(model, name: str | None = None, **options: Any) -> Graph:
         onnx.checker.check_model(model)
     except Exception as e:
         raise IRCError(f"the ONNX model is invalid: {str(e).splitlines()[0]}") from None
+    _check_names(model.graph)
     try:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
         pass  # irc infers its own types; onnx's are only a cross-check
     return _Lowering(model, opset, name or model.graph.name or "model", options).run()
+
+
+def _check_names(g) -> None:
+    """Every name in the graph is text of a sane length (protobuf hands invalid UTF-8 back as bytes)."""
+    names = [g.name] + [n.name for n in g.node] + [x for n in g.node for x in (*n.input, *n.output)] + \
+        [v.name for v in (*g.input, *g.output, *g.initializer)]
+    for name in names:
+        if not isinstance(name, str):
+            raise IRCError(f"the graph has a name that is not UTF-8 text ({bytes(name)[:60]!r})",
+                           hint="the file is damaged; export the model again")
+        MAX_STRING.check(len(name), f"the name {name[:40]!r}...")
 
 
 def _opset(model) -> int:

@@ -19,6 +19,7 @@ from typing import Union
 import numpy as np
 
 from .errors import BadTypeError
+from .limits import MAX_RANK, MAX_TENSOR_ELEMENTS
 
 BATCH = "N"
 """The symbol used for the batch axis (axis 0) when its size is not fixed."""
@@ -78,6 +79,13 @@ class TensorType:
                                    hint="a negative or non-integer size comes from a damaged model or bad attributes")
         object.__setattr__(self, "shape", tuple(d if isinstance(d, str) else int(d) for d in self.shape))
         object.__setattr__(self, "domain", Domain(self.domain))
+        count = 1
+        for d in self.shape:
+            if not isinstance(d, str):
+                count *= d
+        if count > MAX_TENSOR_ELEMENTS.default or len(self.shape) > MAX_RANK.default:  # env var read only past the default
+            MAX_RANK.check(len(self.shape), f"a tensor of shape {list(self.shape)}")
+            MAX_TENSOR_ELEMENTS.check(count, f"a tensor of shape {list(self.shape)} (per sample)")
         if self.dtype not in DTYPES:
             raise BadTypeError(f"unknown dtype {self.dtype!r}")
 

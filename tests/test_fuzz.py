@@ -183,6 +183,27 @@ def test_empty_axis_runs_on_numpy_and_is_refused_by_spiking_targets(tmp_path):
         irc.compile(path, "spike-numpy", calibration=np.zeros((2, 3, 0), np.float32))
 
 
+def test_onnx_name_not_utf8(tmp_path):
+    m = _onnx()
+    m.graph.node[0].name = "conv_NAME"
+    data = m.SerializeToString().replace(b"conv_NAME", b"conv_\xff\xfeME")  # same length
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    with pytest.raises(irc.IRCError, match="not UTF-8 text"):
+        irc.load(str(path))
+
+
+def test_huge_inferred_tensor_is_refused_at_load(tmp_path):
+    """Pads of 2^30 make a pool's output 2^30 long: refused when its type is inferred, not when run."""
+    m = _onnx("pools_ceil_padded")
+    pool = next(n for n in m.graph.node if n.op_type == "MaxPool")
+    for a in pool.attribute:
+        if a.name == "pads":
+            a.ints[0] = 2**30
+    with pytest.raises(irc.IRCError, match="max_tensor_elements"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
 def test_bad_type_is_an_irc_error():
     from irc.types import TensorType
 
