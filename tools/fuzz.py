@@ -600,6 +600,8 @@ def _worker(conn, seeds, tmp: str, time_limit: int, mem_limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
     signal.signal(signal.SIGALRM, _alarm)
     os.environ.setdefault("IRC_VERIFY", "1")
+    # irc reads HDF5 in a child under this limit; below the case's own, a stuck libhdf5 is an IRCError, not a HANG
+    os.environ.setdefault("IRC_MAX_READ_SECONDS", str(max(1, time_limit // 2)))
     import irc  # noqa: F401  (imported once per worker, not per case)
 
     while True:
