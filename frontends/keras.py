@@ -45,7 +45,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
-from irc.limits import MAX_NODES, MAX_READ_SECONDS, check_shape
+from irc.limits import MAX_NODES, MAX_READ_SECONDS, MAX_TEXT_BYTES, check_shape
 from irc.ops import same_pads
 from irc.types import BATCH, TensorType
 
@@ -76,6 +76,9 @@ def load(path: str, **options: Any) -> Graph:
         return Lowering(read_model(path), name).run()
     except IRCError as e:
         raise e.with_file(path)
+    except RecursionError:  # a config of models nested thousands deep (JSON parsing or the layer walk)
+        raise IRCError("the model config nests models or lists too deeply to read", file=path,
+                       hint=DAMAGED) from None
 
 
 def read_model(path: str) -> "KerasModel":
@@ -212,8 +215,11 @@ def trainable(layer: LayerEntry) -> bool:
 
 def parse_config(raw: bytes | str) -> LayerEntry:
     """The model config from its JSON text, checked to be a model Keras could have saved."""
+    MAX_TEXT_BYTES.check(len(raw), "the model config")
     try:
         config = json.loads(raw)
+    except RecursionError:
+        raise IRCError("the model config nests lists or objects too deeply", hint=DAMAGED) from None
     except (ValueError, TypeError) as e:
         raise IRCError(f"the model config is not valid JSON ({e})", hint="the file may be truncated; save it again")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
@@ -234,6 +240,7 @@ def check_structure(model: LayerEntry, where: str) -> None:
     layers = model["config"].get("layers", [])
     if not isinstance(layers, list):
         raise bad("has a 'layers' entry that is not a list")
+    MAX_NODES.check(len(layers), f"{where}'s layer list")
     if model.get("class_name") != "Sequential":
         for key in ("input_layers", "output_layers"):
             if key not in model["config"]:
@@ -689,6 +696,8 @@ class Lowering:
         outputs = self.call_model(config, self.model_inputs(config))
         for t in outputs:
             self.graph.outputs.append(self.arrange(t, keras_order(t.rank)).value)
+        if not self.graph.outputs:
+            raise IRCError("the model has no outputs, so there is nothing to compute", hint=DAMAGED)
         self.graph.prune()
         self.graph.meta["source_format"] = "keras"
         return self.graph

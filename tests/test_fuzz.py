@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 import zipfile
 
 import numpy as np
@@ -324,6 +325,54 @@ def test_binary_weights_file(tmp_path):
     (wdir / first).write_bytes(b"0.5 0.25 \xff\xfe\x00\x01 0.1")
     with pytest.raises(irc.IRCError, match="is not text"):
         irc.load(ini, weights=str(wdir))
+
+
+DIGITS_INI = os.path.join(SAMPLES, "digits", "digits_spike.ini")
+POOL1 = "PoolDims=2 2\nNbOutputs=[conv1]NbOutputs\nStride=2"
+CONV1 = "KernelDims=3 3\nPadding=1\nNbOutputs=6"
+
+
+@pytest.mark.parametrize("old,new,match", [
+    (POOL1, POOL1.replace("Stride=2", "Stride=0"), "stride 0 is out of range"),
+    (POOL1, POOL1.replace("PoolDims=2 2", "PoolDims=0 0"), "kernel size 0 is out of range"),
+    (POOL1, POOL1.replace("PoolDims=2 2", "PoolDims=-2 -2"), "kernel size -2 is out of range"),
+    (CONV1, CONV1.replace("KernelDims=3 3", "KernelDims=-3 3"), "not a size between"),
+    ("WeightsFiller=HeFiller", "WeightsFiller=NormalFiller\nWeightsFiller.StdDev=-1", "StdDev=-1.0 is not a non-negative"),
+    ("WeightsFiller=HeFiller", "WeightsFiller=UniformFiller\nWeightsFiller.Min=2", "Min=2.0 is above"),
+    (CONV1, CONV1.replace("KernelDims=3 3\nPadding=1\nNbOutputs=6", "KernelDims=1 1\nPadding=0\nNbOutputs=65536"),
+     "channel mapping of .pool1. .65536 x 65536. declares 4,294,967,296 elements"),
+])
+def test_ini_bad_sizes_are_refused_at_load(tmp_path, old, new, match):
+    text = open(DIGITS_INI).read()
+    assert old in text
+    path = tmp_path / "m.ini"
+    path.write_text(text.replace(old, new, 1))
+    with warnings.catch_warnings(), pytest.raises(irc.IRCError, match=match):
+        warnings.simplefilter("ignore")  # no weights folder: the fillers' warning
+        irc.load(str(path))
+
+
+def test_keras_config_nested_too_deeply(tmp_path):
+    text = '{"class_name": "Functional", "config": {"name": "m", "layers": [], "input_layers": [], "output_layers": []}}'
+    parts = ['{"class_name": "Functional", "config": {"name": "m%d", "layers": [' % i for i in range(3000)]
+    text = "".join(parts) + text + "], \"input_layers\": [], \"output_layers\": []}}" * 3000
+    path = _rezip(os.path.join(KERAS, "functional_branches.keras"), str(tmp_path / "m.keras"), config__json=text.encode())
+    with pytest.raises(irc.IRCError, match="too deeply"):
+        irc.load(path)
+
+
+def test_keras_model_without_outputs(tmp_path):
+    path = _keras_with(tmp_path, lambda c: c["config"].__setitem__("output_layers", []), "functional_branches")
+    with pytest.raises(irc.IRCError, match="no outputs"):
+        irc.load(path)
+
+
+def test_fixed_batch_of_zero_flattens_on_numpy(tmp_path):
+    m = _onnx("lenet5_tanh")
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    g = irc.load(_save_onnx(m, tmp_path))
+    x = np.zeros(g.inputs[0].type.shape, np.float32)
+    assert irc.compile(g, "numpy").run(x).shape[0] == 0
 
 
 def _ini_with_template(tmp_path, spec: str, inner: str | None = None) -> str:

@@ -190,7 +190,14 @@ def fill(doc, section: str, key: str, shape: tuple[int, ...], fan_in: int, fan_o
         full = f"{key}.{name}"
         if not doc.has_key(section, full):
             return default
-        return doc.get_str(section, full) if isinstance(default, str) else doc.get_float(section, full)
+        if isinstance(default, str):
+            return doc.get_str(section, full)
+        value = doc.get_float(section, full)
+        if not np.isfinite(value) or (name in ("StdDev", "Scaling") and value < 0):
+            where = doc.where(section, full)
+            raise IRCError(f"[{section}] {full}={value} is not a {'non-negative ' if name != 'Value' else ''}"
+                           "finite number", file=where[0], line=where[1])
+        return value
 
     if kind == "ConstantFiller":
         return np.full(shape, param("Value", 0.0), np.float32)
@@ -198,7 +205,10 @@ def fill(doc, section: str, key: str, shape: tuple[int, ...], fan_in: int, fan_o
         std = param("StdDev", 1.0) if doc.has_key(section, key) else 0.05
         return rng.normal(param("Mean", 0.0), std, shape).astype(np.float32)
     if kind == "UniformFiller":
-        return rng.uniform(param("Min", 0.0), param("Max", 1.0), shape).astype(np.float32)
+        low, high = param("Min", 0.0), param("Max", 1.0)
+        if low > high:
+            raise IRCError(f"[{section}] {key}.Min={low} is above {key}.Max={high}")
+        return rng.uniform(low, high, shape).astype(np.float32)
     norm = param("VarianceNorm", "FanIn")
     n = {"FanIn": fan_in, "FanOut": fan_out, "Average": (fan_in + fan_out) / 2}.get(norm)
     if n is None:
