@@ -478,3 +478,69 @@ def test_ircp_huge_declared_array(tmp_path, artifacts):
     path = _tamper(artifacts["numpy"], str(tmp_path / "t.ircp"), edit)
     with pytest.raises(irc.IRCError, match="max_tensor_elements"):
         irc.load_program(path)
+
+
+# ------------------------------------------------------------------------------------------ mutations
+def _fuzz_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("irc_fuzz_tool", os.path.join(FIXTURES, "..", "..", "tools", "fuzz.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fuzz_env(tmp_path_factory):
+    """tools/fuzz.py's mutators and seeds (the .ircp seeds compiled once)."""
+    tool = _fuzz_tool()
+    tmp = str(tmp_path_factory.mktemp("fuzz"))
+    seeds = {k: [os.path.join(tool.ROOT, p) for p in v] for k, v in tool.SEEDS.items()}
+    seeds["ircp"] = tool.make_ircp_seeds(tmp)
+    return tool, seeds, tmp
+
+
+def _mutations(fuzz_env, frontend: str, examples: int) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    tool, seeds, tmp = fuzz_env
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(number=st.integers(0, 2**31 - 1))
+    def one(number):
+        try:
+            case = tool.Case(frontend, number, seeds, tmp)
+        except Exception:  # noqa: BLE001  (a mutation that could not be written is no input)
+            return
+        try:
+            tool.run_case(case.path, frontend, case.weights, np.random.default_rng(number))
+        except tool._Skip:
+            pass
+        except irc.IRCError as e:
+            assert not isinstance(e, irc.errors.VerifyError), f"{frontend}:{number}: broken IR: {e}"
+        finally:
+            case.cleanup()
+
+    one()
+
+
+FRONTENDS = ("onnx", "keras", "h5", "ini", "ircp")
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_mutated_inputs_end_in_irc_errors(fuzz_env, frontend, monkeypatch):
+    """Hypothesis picks cases of tools/fuzz.py's mutators (structured and byte mutations of valid seeds) and
+    runs each the way a user would (load, compile, run, spike conversion, run): anything but success or an
+    IRCError fails (and hypothesis shrinks it to the smallest case number).  IRC_FUZZ_EXAMPLES sets how many."""
+    monkeypatch.setenv("IRC_MAX_READ_SECONDS", "5")
+    _mutations(fuzz_env, frontend, int(os.environ.get("IRC_FUZZ_EXAMPLES", "20")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_many_mutated_inputs_end_in_irc_errors(fuzz_env, frontend, monkeypatch):
+    """The same, 60 cases per frontend (300 in all)."""
+    monkeypatch.setenv("IRC_MAX_READ_SECONDS", "5")
+    _mutations(fuzz_env, frontend, 60)
