@@ -544,3 +544,10 @@ def test_many_mutated_inputs_end_in_irc_errors(fuzz_env, frontend, monkeypatch):
     """The same, 60 cases per frontend (300 in all)."""
     monkeypatch.setenv("IRC_MAX_READ_SECONDS", "5")
     _mutations(fuzz_env, frontend, 60)
+
+
+def test_spiking_run_work_is_bounded(artifacts, monkeypatch):
+    prog = irc.load_program(artifacts["spike-numpy"])
+    monkeypatch.setenv("IRC_MAX_WORK", "1000")
+    with pytest.raises(irc.IRCError, match="more than the limit max_work(.|\n)*IRC_MAX_WORK="):
+        prog.run(np.zeros((4, 1, 8, 8), np.float32), timesteps=50)
