@@ -361,6 +361,13 @@ def test_keras_config_nested_too_deeply(tmp_path):
         irc.load(path)
 
 
+def test_keras_negative_output_index(tmp_path):
+    def edit(c):
+        c["config"]["output_layers"][0][2] = -7
+    with pytest.raises(irc.IRCError, match="refers to output -7"):
+        irc.load(_keras_with(tmp_path, edit, "functional_branches"))
+
+
 def test_keras_model_without_outputs(tmp_path):
     path = _keras_with(tmp_path, lambda c: c["config"].__setitem__("output_layers", []), "functional_branches")
     with pytest.raises(irc.IRCError, match="no outputs"):
