@@ -558,3 +558,9 @@ def test_spiking_run_work_is_bounded(artifacts, monkeypatch):
     monkeypatch.setenv("IRC_MAX_WORK", "1000")
     with pytest.raises(irc.IRCError, match="more than the limit max_work(.|\n)*IRC_MAX_WORK="):
         prog.run(np.zeros((4, 1, 8, 8), np.float32), timesteps=50)
+
+
+def test_ini_text_size_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRC_MAX_TEXT_BYTES", "100")
+    with pytest.raises(irc.IRCError, match="the INI file declares .* bytes, more than the limit max_text_bytes"):
+        irc.load(DIGITS_INI)
