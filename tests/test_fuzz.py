@@ -526,7 +526,8 @@ def _mutations(fuzz_env, frontend: str, examples: int) -> None:
         except tool._Skip:
             pass
         except irc.IRCError as e:
-            assert not isinstance(e, irc.errors.VerifyError), f"{frontend}:{number}: broken IR: {e}"
+            # a frontend must not build broken IR; a tampered artifact's IR is rightly refused by the verifier
+            assert frontend == "ircp" or not isinstance(e, irc.errors.VerifyError), f"{frontend}:{number}: {e}"
         finally:
             case.cleanup()
 
