@@ -565,3 +565,14 @@ def test_ini_text_size_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("IRC_MAX_TEXT_BYTES", "100")
     with pytest.raises(irc.IRCError, match="the INI file declares .* bytes, more than the limit max_text_bytes"):
         irc.load(DIGITS_INI)
+
+
+def test_conv_padded_input_is_bounded(tmp_path):
+    """A dilation of 2^30 with pads of 2^30 fits (the output is small) but the padded copy would be terabytes."""
+    m = _onnx("dilated_strided")
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    attrs = {a.name: a for a in conv.attribute}
+    attrs["dilations"].ints[0] = 2**30
+    attrs["pads"].ints[0] = attrs["pads"].ints[2] = 2**30
+    with pytest.raises(irc.IRCError, match="the padded input .* max_tensor_elements"):
+        irc.load(_save_onnx(m, tmp_path))
