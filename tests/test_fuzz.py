@@ -576,3 +576,11 @@ def test_conv_padded_input_is_bounded(tmp_path):
     attrs["pads"].ints[0] = attrs["pads"].ints[2] = 2**30
     with pytest.raises(irc.IRCError, match="the padded input .* max_tensor_elements"):
         irc.load(_save_onnx(m, tmp_path))
+
+
+def test_rank0_input(tmp_path):
+    m = _onnx("mlp")
+    m.graph.input[0].type.tensor_type.shape.ClearField("dim")
+    with pytest.raises(irc.IRCError):
+        g = irc.load(_save_onnx(m, tmp_path))
+        irc.compile(g, "spike-numpy", calibration=np.ones((2,), np.float32)).run(np.float32(1))
