@@ -584,3 +584,14 @@ def test_rank0_input(tmp_path):
     with pytest.raises(irc.IRCError):
         g = irc.load(_save_onnx(m, tmp_path))
         irc.compile(g, "spike-numpy", calibration=np.ones((2,), np.float32)).run(np.float32(1))
+
+
+def test_ircp_zip_with_unknown_version(tmp_path, artifacts):
+    """A damaged central directory that claims a zip version zipfile does not implement."""
+    data = bytearray(open(artifacts["numpy"], "rb").read())
+    cd = data.rfind(b"PK\x01\x02")  # the last central directory entry: 'version needed to extract' at +6
+    data[cd + 6:cd + 8] = (14 * 10 + 8).to_bytes(2, "little")
+    path = tmp_path / "t.ircp"
+    path.write_bytes(bytes(data))
+    with pytest.raises(irc.IRCError, match="not an irc program artifact"):
+        irc.load_program(str(path))
