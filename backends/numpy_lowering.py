@@ -429,7 +429,7 @@ def lower_flatten(L: Lowering, node: Node) -> bool:
     if not same_order and (out in L.graph.outputs or not users or
                            any(u.op != "Dense" or i != 0 for u, i in users)):
         return False
-    L.alias(node, f"{L.name(x)}.reshape({L.name(x)}.shape[0], -1)", NCHW,
+    L.alias(node, f"{L.name(x)}.reshape({L.name(x)}.shape[0], {c * h * w})", NCHW,  # not -1: a batch of 0
             "channels-last order, Dense columns permuted" if not same_order else "a view")
     L.owned.discard(id(x))
     if not same_order:

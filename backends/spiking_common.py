@@ -23,6 +23,7 @@ from irc.backend import Backend
 from irc.errors import IRCError, UnsupportedError
 from irc.feeds import bind_inputs
 from irc.graph import Graph, Node
+from irc.limits import MAX_WORK
 from irc.ops import get_op
 from irc.options import MAX_TIMESTEPS, Option
 from irc.program import Program
@@ -193,6 +194,9 @@ class SpikingProgram(Program):
             raise IRCError(f"timesteps must be positive, got {timesteps}")
         feeds = bind_inputs(self.graph, inputs, named)
         n = len(next(iter(feeds.values())))
+        neurons = sum(v.type.static_size() for node in self.graph.nodes for v in node.outputs)
+        MAX_WORK.check(checkpoints[-1] * n * neurons, f"a run of {checkpoints[-1]} timesteps x {n} samples x "
+                       f"{neurons:,} values per step")
         chunk = batch_size or self.options.get("batch_size") or self.auto_chunk(checkpoints[-1])
         parts: list[list[Counters]] = []
         for start in range(0, n, chunk):

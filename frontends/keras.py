@@ -34,6 +34,7 @@ import io
 import json
 import os
 import re
+import time
 import warnings
 import zipfile
 import zlib
@@ -44,6 +45,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
+from irc.limits import MAX_NODES, MAX_READ_SECONDS, MAX_TEXT_BYTES, check_shape
 from irc.ops import same_pads
 from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name
 from irc.types import BATCH, TensorType
@@ -76,14 +78,88 @@ def load(path: str, input_shapes: dict | None = None, **options: Any) -> Graph:
         return Lowering(read_model(path), name, input_shapes).run()
     except IRCError as e:
         raise e.with_file(path)
+    except RecursionError:  # a config of models nested thousands deep (JSON parsing or the layer walk)
+        raise IRCError("the model config nests models or lists too deeply to read", file=path,
+                       hint=DAMAGED) from None
 
 
 def read_model(path: str) -> "KerasModel":
     """By suffix: .keras is an archive, .h5/.hdf5 legacy HDF5; anything else by its content."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".keras" or (suffix not in (".h5", ".hdf5") and zipfile.is_zipfile(path)):
-        return read_archive(path)
-    return read_legacy_h5(path)
+        return read_isolated(read_archive, path)
+    return read_isolated(read_legacy_h5, path)
+
+
+def read_isolated(reader: Callable[[str], "KerasModel"], path: str) -> "KerasModel":
+    """``reader(path)`` in a forked child under a time limit (irc.limits.MAX_READ_SECONDS).
+
+    libhdf5 can loop forever or crash inside C on a damaged file (a corrupt global heap while reading a string
+    attribute, say), where no Python signal reaches it; in a child that becomes one IRCError.  Where fork is
+    not available (or ``IRC_H5_IN_PROCESS=1``) the reader runs here."""
+    import pickle
+    import select
+    import signal
+
+    import h5py  # noqa: F401  (imported once here, not in every child)
+
+    if os.environ.get("IRC_H5_IN_PROCESS", "") not in ("", "0") or not hasattr(os, "fork"):
+        return reader(path)
+    limit = MAX_READ_SECONDS.value
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(rfd)
+        _read_in_child(reader, path, wfd)
+    os.close(wfd)
+    chunks: list[bytes] = []
+    try:
+        with os.fdopen(rfd, "rb") as pipe:
+            deadline = time.monotonic() + limit
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    raise IRCError(f"reading the file's HDF5 data did not finish within {limit} s (libhdf5 is "
+                                   "stuck in a damaged file)", hint="save the model again; if the file is fine "
+                                   f"and only huge, raise {MAX_READ_SECONDS.env}")
+                chunk = pipe.read1(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    try:
+        kind, payload = pickle.loads(b"".join(chunks))
+    except Exception:  # noqa: BLE001  (nothing or half a message: the child died inside libhdf5)
+        raise IRCError(f"libhdf5 crashed reading the file (status {status})",
+                       hint="the file is damaged; save the model again") from None
+    if kind == "error":
+        cls, fields = payload
+        raise cls(fields.pop("message"), **fields)
+    config, by_index, version = payload
+    layers = [config, *all_layers(config)]
+    return KerasModel(config, {id(layers[i]): arrays for i, arrays in by_index.items()}, version)
+
+
+def _read_in_child(reader: Callable[[str], "KerasModel"], path: str, wfd: int) -> None:
+    """The child's side of read_isolated: a KerasModel (weights keyed by layer position) or an IRCError."""
+    import pickle
+
+    try:
+        try:
+            model = reader(path)
+            index = {id(layer): i for i, layer in enumerate([model.config, *all_layers(model.config)])}
+            msg = ("ok", (model.config, {index[k]: v for k, v in model.weights.items()}, model.keras_version))
+        except IRCError as e:
+            msg = ("error", (type(e), {"message": e.message, "file": e.file, "node": e.node, "line": e.line,
+                                       "hint": e.hint}))
+        except BaseException as e:  # noqa: BLE001  (a bug of irc's: the parent shows it as an IRCError)
+            msg = ("error", (IRCError, {"message": f"reading the file failed ({type(e).__name__}: {e})"}))
+        with os.fdopen(wfd, "wb") as pipe:
+            pipe.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        os._exit(0)
 
 
 # =================================================================== the config
@@ -141,8 +217,11 @@ def trainable(layer: LayerEntry) -> bool:
 
 def parse_config(raw: bytes | str) -> LayerEntry:
     """The model config from its JSON text, checked to be a model Keras could have saved."""
+    MAX_TEXT_BYTES.check(len(raw), "the model config")
     try:
         config = json.loads(raw)
+    except RecursionError:
+        raise IRCError("the model config nests lists or objects too deeply", hint=DAMAGED) from None
     except (ValueError, TypeError) as e:
         raise IRCError(f"the model config is not valid JSON ({e})", hint="the file may be truncated; save it again")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
@@ -163,6 +242,7 @@ def check_structure(model: LayerEntry, where: str) -> None:
     layers = model["config"].get("layers", [])
     if not isinstance(layers, list):
         raise bad("has a 'layers' entry that is not a list")
+    MAX_NODES.check(len(layers), f"{where}'s layer list")
     if model.get("class_name") != "Sequential":
         for key in ("input_layers", "output_layers"):
             if key not in model["config"]:
@@ -328,22 +408,72 @@ def read_legacy_h5(path: str) -> "KerasModel":
 
 
 class open_h5:
-    """``h5py.File`` as a context manager whose open errors are IRCErrors."""
+    """``h5py.File`` as a context manager whose errors are IRCErrors: opening, HDF5 errors while reading (a
+    damaged file raises KeyError/RuntimeError/OSError from h5py after it opened), and links or storage that
+    reach outside the file (external links, external or virtual datasets), which are refused before any read."""
 
     def __init__(self, source, what: str):
         import h5py
 
+        self.what = what
         try:
             self.file = h5py.File(source, "r")
         except (OSError, ValueError) as e:
             raise IRCError(f"{what} is not a readable HDF5 file ({e})",
                            hint="the file may be truncated or damaged; save it again") from None
+        try:
+            refuse_outside_links(self.file, what)
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
 
     def __enter__(self):
         return self.file
 
-    def __exit__(self, *exc) -> None:
-        self.file.close()
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            self.file.close()
+        except Exception:  # noqa: BLE001  (closing a damaged file may fail too; the first error matters)
+            pass
+        if exc is not None and not isinstance(exc, IRCError) and isinstance(exc, H5_ERRORS) and raised_in_h5py(tb):
+            raise IRCError(f"{self.what} is damaged: HDF5 could not read it ({type(exc).__name__}: {exc})",
+                           hint="the file may be truncated or damaged; save it again") from None
+
+
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError)
+"""What h5py raises on a damaged file after it opened (``Unable to synchronously open object ...``)."""
+
+
+def raised_in_h5py(tb) -> bool:
+    """Whether the innermost frame of a traceback is h5py's (an error about the file, not a bug of irc's)."""
+    import traceback
+
+    frames = traceback.extract_tb(tb)
+    return bool(frames) and (f"{os.sep}h5py{os.sep}" in frames[-1].filename or frames[-1].filename.startswith("h5py"))
+
+
+def refuse_outside_links(f, what: str) -> None:
+    """Refuse external links and datasets stored outside the file (HDF5 external storage, virtual datasets):
+    reading them would make irc read other files' bytes as weights."""
+    import h5py
+
+    external: list[str] = []
+    hard: list[str] = []
+    # the callback only records (opening objects or raising inside h5py's link walk is not allowed)
+    f.visititems_links(lambda name, link: (external if isinstance(link, h5py.ExternalLink) else
+                                           hard if isinstance(link, h5py.HardLink) else []).append(name))
+    problem = None
+    if external:
+        link = f.get(external[0], getlink=True)
+        problem = f"{external[0]!r} is an external link to {link.filename!r}"
+    for name in hard:
+        obj = f[name]
+        if problem is None and isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            kind = "a virtual dataset" if obj.is_virtual else "HDF5 external storage"
+            problem = f"dataset {name!r} keeps its data outside the file ({kind})"
+    if problem:
+        raise IRCError(f"{what}: {problem}; irc reads weights only from the file itself",
+                       hint="save the model again without external links or external storage")
 
 
 def as_text(raw: Any) -> str:
@@ -361,7 +491,12 @@ def read_array(node: Any, where: str, layer: str) -> np.ndarray:
     if not isinstance(node, h5py.Dataset) or not (np.issubdtype(node.dtype, np.number) or node.dtype == bool):
         raise IRCError(f"{where} is not an array of numbers", node=layer,
                        hint=DAMAGED)
-    return np.array(node)
+    check_shape(node.shape or (), f"dataset {where}", itemsize=node.dtype.itemsize, node=layer)
+    try:
+        return np.array(node)
+    except H5_ERRORS as e:
+        raise IRCError(f"dataset {where} is unreadable ({type(e).__name__}: {e})", node=layer,
+                       hint="the file may be truncated or damaged; save it again") from None
 
 
 def h5_name_list(group, attr: str) -> list[str]:
@@ -460,6 +595,14 @@ def layer_problems(layer: LayerEntry) -> list[str]:
         return []
     if cls not in RULES:
         return [""]
+    try:
+        return config_problems(cls, cfg)
+    except MALFORMED as e:
+        raise malformed(e, f"the config of {cls} {layer_name(layer)!r}", layer_name(layer)) from e
+
+
+def config_problems(cls: str, cfg: dict) -> list[str]:
+    """The options of a known layer class that irc cannot lower (plain Python errors on a malformed config)."""
     problems = []
     policy = dtype_policy(cfg)
     if policy != "float32":
@@ -470,10 +613,7 @@ def layer_problems(layer: LayerEntry) -> list[str]:
         problems.append("quantized")
     if "activation" in cfg and activation_name(cfg["activation"]) not in ACTIVATIONS:
         problems.append(f"activation {activation_name(cfg['activation'])!r}; supported: {', '.join(ACTIVATIONS)}")
-    try:
-        problems += RULES[cls].check(cfg)
-    except MALFORMED as e:
-        raise malformed(e, f"the config of {cls} {layer_name(layer)!r}", layer_name(layer)) from e
+    problems += RULES[cls].check(cfg)
     return problems
 
 
@@ -571,6 +711,8 @@ class Lowering:
         outputs = self.call_model(config, [self.graph_input(name, list(dims)) for name, dims in bound.items()])
         for t in outputs:
             self.graph.outputs.append(self.arrange(t, keras_order(t.rank)).value)
+        if not self.graph.outputs:
+            raise IRCError("the model has no outputs, so there is nothing to compute", hint=DAMAGED)
         self.graph.prune()
         self.graph.meta["source_format"] = "keras"
         return self.graph
@@ -806,7 +948,7 @@ def call_operands(obj: Any) -> list[Operand]:
 def pick(produced: dict[tuple[str, int], list[Tensor]], ref: Ref) -> Tensor:
     name, node, index = ref
     outs = produced.get((name, node))
-    if outs is None or index >= len(outs):
+    if outs is None or not isinstance(index, int) or not 0 <= index < len(outs):
         raise IRCError(f"the model refers to output {index} of call {node} of layer {name!r}, which does not exist")
     return outs[index]
 

@@ -524,7 +524,9 @@ def run_case(path: str, frontend: str, weights: str | None, rng: np.random.Gener
 
     if frontend == "ircp":
         prog = irc.load_program(path)
-        prog.run(*make_inputs(prog.graph, rng))
+        # a tampered but valid timesteps (8000, within the schema's range) is a long run, not a finding: cap it
+        steps = {"timesteps": min(int(prog.options["timesteps"]), 16)} if "timesteps" in prog.options else {}
+        prog.run(*make_inputs(prog.graph, rng), **steps)
         return
     g = irc.load(path, **({"weights": weights} if weights else {}))
     x = make_inputs(g, rng)
@@ -600,6 +602,8 @@ def _worker(conn, seeds, tmp: str, time_limit: int, mem_limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
     signal.signal(signal.SIGALRM, _alarm)
     os.environ.setdefault("IRC_VERIFY", "1")
+    # irc reads HDF5 in a child under this limit; below the case's own, a stuck libhdf5 is an IRCError, not a HANG
+    os.environ.setdefault("IRC_MAX_READ_SECONDS", str(max(1, time_limit // 2)))
     import irc  # noqa: F401  (imported once per worker, not per case)
 
     while True:
@@ -643,8 +647,10 @@ def make_ircp_seeds(tmp: str) -> list[str]:
 
 
 def fuzz(frontends: list[str], cases: int, start: int = 0, time_limit: int = 20, mem_limit: int = 3 << 30,
-         keep: str | None = None, report: Callable[[str], None] = print, every: float = 30.0) -> dict:
-    """Run ``cases`` mutated inputs per frontend; returns {frontend: Counter(outcome)} and findings."""
+         keep: str | None = None, report: Callable[[str], None] = print, every: float = 30.0,
+         deadline: float | None = None) -> dict:
+    """Run ``cases`` mutated inputs per frontend (fewer if ``deadline``, a time.time(), comes first);
+    returns {frontend: Counter(outcome)}, findings and the number of cases run per frontend."""
     tmp = tempfile.mkdtemp(prefix="irc-fuzz-")
     seeds = {k: [os.path.join(ROOT, p) for p in v] for k, v in SEEDS.items()}
     if "ircp" in frontends:
@@ -663,8 +669,13 @@ def fuzz(frontends: list[str], cases: int, start: int = 0, time_limit: int = 20,
         conn = parent
 
     start_worker()
+    done = 0
     try:
         for number in range(start, start + cases):
+            if deadline is not None and time.time() > deadline:
+                report(f"deadline reached after {done} cases per frontend")
+                break
+            done += 1
             for frontend in frontends:
                 conn.send((frontend, number))
                 if conn.poll(time_limit + 30):
@@ -681,6 +692,8 @@ def fuzz(frontends: list[str], cases: int, start: int = 0, time_limit: int = 20,
                 counts[frontend][outcome] += 1
                 if outcome not in ("ok", "IRCError", "skipped"):
                     key = f"{frontend}: {outcome}"
+                    if not findings[key]:
+                        report(f"new finding {key}: {frontend}:{number} {detail[:200]}")
                     if len(findings[key]) < 5:
                         findings[key].append(f"{frontend}:{number} {detail}")
                         if keep:
@@ -702,7 +715,7 @@ def fuzz(frontends: list[str], cases: int, start: int = 0, time_limit: int = 20,
         if proc.is_alive():
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"counts": counts, "findings": dict(findings)}
+    return {"counts": counts, "findings": dict(findings), "cases": done}
 
 
 def summary(counts: dict[str, collections.Counter]) -> str:
@@ -718,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-limit-gb", type=float, default=3.0, help="address space of the worker")
     ap.add_argument("--keep", help="copy the files of findings into this folder")
     ap.add_argument("--replay", help="FRONTEND:NUMBER: rebuild one case and run it here, with its traceback")
+    ap.add_argument("--minutes", type=float, help="stop starting new cases after this many minutes")
     args = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
     if args.replay:
@@ -734,8 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     frontends = [f for f in args.frontends.split(",") if f]
     t0 = time.time()
     result = fuzz(frontends, args.cases, args.start, args.time_limit, int(args.mem_limit_gb * (1 << 30)),
-                  args.keep, report=lambda s: print(s, flush=True))
-    print(f"\n{args.cases} cases per frontend in {time.time() - t0:.0f} s (cases {args.start}..)")
+                  args.keep, report=lambda s: print(s, flush=True),
+                  deadline=t0 + 60 * args.minutes if args.minutes else None)
+    print(f"\n{result['cases']} cases per frontend in {time.time() - t0:.0f} s (cases {args.start}..)")
     for f, c in result["counts"].items():
         print(f"{f:6} " + ", ".join(f"{k}: {v}" for k, v in sorted(c.items())))
     bad = result["findings"]

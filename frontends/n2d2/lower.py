@@ -25,6 +25,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
+from irc.limits import MAX_TENSOR_ELEMENTS
 from irc.types import BATCH, TensorType
 
 from . import weights as W
@@ -36,7 +37,7 @@ NATIVE_SPIKE_MODELS = ("Spike_Analog", "Spike_PCM", "Spike_RRAM")
 INPUT_SECTIONS = ("cenv", "env", "sp")
 TANH_LECUN_ALPHA = 1.7159 * (2.0 / 3.0)
 MAX_SIZE = 1 << 16               # widths, heights, channel and output counts
-MAX_WEIGHTS = 1 << 28            # one layer's weights (1 GiB of float32)
+
 
 
 @dataclass
@@ -286,9 +287,10 @@ class _Lowering:
 
     def check_weights(self, section: str, shape: tuple[int, ...]) -> None:
         count = math.prod(shape)
-        if count > MAX_WEIGHTS:
-            raise self.err(section, f"the layer would have {count:,} weights {list(shape)} "
-                           f"(irc's limit is {MAX_WEIGHTS:,})", "NbOutputs")
+        if count > MAX_TENSOR_ELEMENTS.value:
+            raise self.err(section, f"the layer would have {count:,} weights {list(shape)}, more than the limit "
+                           f"{MAX_TENSOR_ELEMENTS.name} ({MAX_TENSOR_ELEMENTS.value:,}; raise it with "
+                           f"{MAX_TENSOR_ELEMENTS.env})", "NbOutputs")
 
     # --------------------------------------------------------- activations
     def activation(self, section: str, value: Value, default: str | None) -> Value:

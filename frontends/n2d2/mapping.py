@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irc.errors import IRCError
+from irc.limits import MAX_TENSOR_ELEMENTS
 
 
 @dataclass
@@ -56,6 +57,8 @@ def _has_prefix(doc, section: str, prefix: str) -> bool:
 def mapping_matrix(doc, section: str, parent: str, channels: int, outputs: int) -> np.ndarray:
     """Boolean (channels, outputs) connectivity of ``section`` to input layer ``parent``."""
     file, line = _where(doc, section)
+    MAX_TENSOR_ELEMENTS.check(channels * outputs, f"the channel mapping of [{section}] ({channels} x {outputs})",
+                              file=file)  # before the matrix is allocated
     groups_key, per_group_key = "Mapping.NbGroups", "Mapping.ChannelsPerGroup"
     if doc.has_key(section, groups_key) and doc.has_key(section, per_group_key):
         raise IRCError(f"{groups_key} and {per_group_key} are mutually exclusive in [{section}]", file=file, line=line)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from irc.errors import IRCError
+from irc.limits import MAX_TEXT_BYTES
 
 from .expr import evaluate
 from .template import SourceLine, render_template
@@ -534,6 +535,7 @@ def _typed_hint(text: str) -> str | None:
 def _read_lines(path: str) -> list[SourceLine]:
     """The file's lines as ``std::getline`` gives them: split on LF only, no empty line after the last LF."""
     try:
+        MAX_TEXT_BYTES.check(os.path.getsize(path), "the INI file", file=path)
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             text = f.read()
     except OSError as e:
@@ -682,11 +684,14 @@ class _Loader:
             raise _in_template(e, pending) from None
 
     def _template_path(self, pending: _PendingTemplate) -> str:
-        """The template file: ``${VAR}`` from the environment, relative to the INI file's folder."""
+        """The template file: ``${VAR}`` from the environment, relative to the INI file's folder, and inside
+        the folders irc may read (check_include)."""
         expanded = self.doc.expand_env(pending.spec)
         folder = os.path.dirname(str(self.doc.path))
         path = expanded if os.path.isabs(expanded) else os.path.join(folder, expanded)
         if os.path.isfile(path):
+            check_include(path, include_roots(folder, self.doc.env), f"template {pending.spec!r}",
+                          file=pending.header.file, line=pending.header.line)
             return path
         unset = [v for v in _ENV_RE.findall(pending.spec) if not self.doc.env.get(v)]
         beside = os.path.join(folder, os.path.basename(expanded))
@@ -704,6 +709,31 @@ class _Loader:
         for key in self.doc.keys(section, variables=True):
             params[key] = self.doc._resolve_property(section, section, key, ())
         return params
+
+
+INCLUDE_PATH_ENV = "IRC_INI_INCLUDE_PATH"
+"""Folders (separated by os.pathsep) besides the INI file's own from which templates may be included."""
+
+
+def include_roots(ini_folder: str, env: Mapping[str, str]) -> list[str]:
+    """Where templates may come from: the INI file's folder, $N2D2_MODELS (N2D2's own template folder, when
+    the user set it) and the folders in $IRC_INI_INCLUDE_PATH."""
+    extra = [p for p in str(env.get(INCLUDE_PATH_ENV, "")).split(os.pathsep) if p]
+    models = [env["N2D2_MODELS"]] if env.get("N2D2_MODELS") else []
+    return [ini_folder or ".", *models, *extra]
+
+
+def check_include(path: str, roots: list[str], what: str, file: str | None = None, line: int | None = None) -> None:
+    """Refuse a file outside every root (symlinks resolved): a model must not make irc read /etc/passwd."""
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if os.path.commonpath([real, top]) == top:
+            return
+    raise IRCError(f"{what} resolves to {real}, outside the model's folder ({os.path.realpath(roots[0])}); irc "
+                   "includes only files from there", file=file, line=line,
+                   hint=f"if you trust the file, add its folder to {INCLUDE_PATH_ENV} (several separated by "
+                   f"{os.pathsep!r})")
 
 
 def _in_template(error: IRCError, pending: _PendingTemplate) -> IRCError:

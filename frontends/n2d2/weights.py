@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from irc.errors import IRCError
+from irc.limits import MAX_TEXT_BYTES
 
 _UNSAFE = re.compile(r'[<>:"|?*\x00-\x1f]')
 
@@ -25,16 +26,28 @@ def file_stem(section: str) -> str:
     return _UNSAFE.sub("_", section)
 
 
+def read_text(path: str, what: str) -> str:
+    """A text file whole, its size checked first (irc.limits.MAX_TEXT_BYTES); binary content is an IRCError."""
+    try:
+        MAX_TEXT_BYTES.check(os.path.getsize(path), what, file=path)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise IRCError(f"cannot read {what} ({e.strerror})", file=path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IRCError(f"{what} is not text (byte {e.start} is {raw[e.start]:#04x}); N2D2 weights are "
+                       "whitespace-separated decimal numbers", file=path,
+                       hint="binary weight files are not read; export the weights as text") from None
+
+
 class ValueStream:
     """Whitespace-separated decimal values of one file, read in order."""
 
     def __init__(self, path: str):
         self.path = path
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as e:
-            raise IRCError(f"cannot read the weights file ({e.strerror})", file=path) from None
+        text = read_text(path, "the weights file")
         try:
             self.values = np.array([float(t) for t in text.split()], np.float64)
         except ValueError as e:
@@ -177,7 +190,14 @@ def fill(doc, section: str, key: str, shape: tuple[int, ...], fan_in: int, fan_o
         full = f"{key}.{name}"
         if not doc.has_key(section, full):
             return default
-        return doc.get_str(section, full) if isinstance(default, str) else doc.get_float(section, full)
+        if isinstance(default, str):
+            return doc.get_str(section, full)
+        value = doc.get_float(section, full)
+        if not np.isfinite(value) or (name in ("StdDev", "Scaling") and value < 0):
+            where = doc.where(section, full)
+            raise IRCError(f"[{section}] {full}={value} is not a {'non-negative ' if name != 'Value' else ''}"
+                           "finite number", file=where[0], line=where[1])
+        return value
 
     if kind == "ConstantFiller":
         return np.full(shape, param("Value", 0.0), np.float32)
@@ -185,7 +205,10 @@ def fill(doc, section: str, key: str, shape: tuple[int, ...], fan_in: int, fan_o
         std = param("StdDev", 1.0) if doc.has_key(section, key) else 0.05
         return rng.normal(param("Mean", 0.0), std, shape).astype(np.float32)
     if kind == "UniformFiller":
-        return rng.uniform(param("Min", 0.0), param("Max", 1.0), shape).astype(np.float32)
+        low, high = param("Min", 0.0), param("Max", 1.0)
+        if low > high:
+            raise IRCError(f"[{section}] {key}.Min={low} is above {key}.Max={high}")
+        return rng.uniform(low, high, shape).astype(np.float32)
     norm = param("VarianceNorm", "FanIn")
     n = {"FanIn": fan_in, "FanOut": fan_out, "Average": (fan_in + fan_out) / 2}.get(norm)
     if n is None:
