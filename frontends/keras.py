@@ -44,6 +44,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
+from irc.limits import MAX_NODES, check_shape
 from irc.ops import same_pads
 from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name
 from irc.types import BATCH, TensorType
@@ -328,22 +329,72 @@ def read_legacy_h5(path: str) -> "KerasModel":
 
 
 class open_h5:
-    """``h5py.File`` as a context manager whose open errors are IRCErrors."""
+    """``h5py.File`` as a context manager whose errors are IRCErrors: opening, HDF5 errors while reading (a
+    damaged file raises KeyError/RuntimeError/OSError from h5py after it opened), and links or storage that
+    reach outside the file (external links, external or virtual datasets), which are refused before any read."""
 
     def __init__(self, source, what: str):
         import h5py
 
+        self.what = what
         try:
             self.file = h5py.File(source, "r")
         except (OSError, ValueError) as e:
             raise IRCError(f"{what} is not a readable HDF5 file ({e})",
                            hint="the file may be truncated or damaged; save it again") from None
+        try:
+            refuse_outside_links(self.file, what)
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
 
     def __enter__(self):
         return self.file
 
-    def __exit__(self, *exc) -> None:
-        self.file.close()
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            self.file.close()
+        except Exception:  # noqa: BLE001  (closing a damaged file may fail too; the first error matters)
+            pass
+        if exc is not None and not isinstance(exc, IRCError) and isinstance(exc, H5_ERRORS) and raised_in_h5py(tb):
+            raise IRCError(f"{self.what} is damaged: HDF5 could not read it ({type(exc).__name__}: {exc})",
+                           hint="the file may be truncated or damaged; save it again") from None
+
+
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError)
+"""What h5py raises on a damaged file after it opened (``Unable to synchronously open object ...``)."""
+
+
+def raised_in_h5py(tb) -> bool:
+    """Whether the innermost frame of a traceback is h5py's (an error about the file, not a bug of irc's)."""
+    import traceback
+
+    frames = traceback.extract_tb(tb)
+    return bool(frames) and (f"{os.sep}h5py{os.sep}" in frames[-1].filename or frames[-1].filename.startswith("h5py"))
+
+
+def refuse_outside_links(f, what: str) -> None:
+    """Refuse external links and datasets stored outside the file (HDF5 external storage, virtual datasets):
+    reading them would make irc read other files' bytes as weights."""
+    import h5py
+
+    external: list[str] = []
+    hard: list[str] = []
+    # the callback only records (opening objects or raising inside h5py's link walk is not allowed)
+    f.visititems_links(lambda name, link: (external if isinstance(link, h5py.ExternalLink) else
+                                           hard if isinstance(link, h5py.HardLink) else []).append(name))
+    problem = None
+    if external:
+        link = f.get(external[0], getlink=True)
+        problem = f"{external[0]!r} is an external link to {link.filename!r}"
+    for name in hard:
+        obj = f[name]
+        if problem is None and isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            kind = "a virtual dataset" if obj.is_virtual else "HDF5 external storage"
+            problem = f"dataset {name!r} keeps its data outside the file ({kind})"
+    if problem:
+        raise IRCError(f"{what}: {problem}; irc reads weights only from the file itself",
+                       hint="save the model again without external links or external storage")
 
 
 def as_text(raw: Any) -> str:
@@ -361,7 +412,12 @@ def read_array(node: Any, where: str, layer: str) -> np.ndarray:
     if not isinstance(node, h5py.Dataset) or not (np.issubdtype(node.dtype, np.number) or node.dtype == bool):
         raise IRCError(f"{where} is not an array of numbers", node=layer,
                        hint=DAMAGED)
-    return np.array(node)
+    check_shape(node.shape or (), f"dataset {where}", itemsize=node.dtype.itemsize, node=layer)
+    try:
+        return np.array(node)
+    except H5_ERRORS as e:
+        raise IRCError(f"dataset {where} is unreadable ({type(e).__name__}: {e})", node=layer,
+                       hint="the file may be truncated or damaged; save it again") from None
 
 
 def h5_name_list(group, attr: str) -> list[str]:
@@ -460,6 +516,14 @@ def layer_problems(layer: LayerEntry) -> list[str]:
         return []
     if cls not in RULES:
         return [""]
+    try:
+        return config_problems(cls, cfg)
+    except MALFORMED as e:
+        raise malformed(e, f"the config of {cls} {layer_name(layer)!r}", layer_name(layer)) from e
+
+
+def config_problems(cls: str, cfg: dict) -> list[str]:
+    """The options of a known layer class that irc cannot lower (plain Python errors on a malformed config)."""
     problems = []
     policy = dtype_policy(cfg)
     if policy != "float32":
@@ -470,10 +534,7 @@ def layer_problems(layer: LayerEntry) -> list[str]:
         problems.append("quantized")
     if "activation" in cfg and activation_name(cfg["activation"]) not in ACTIVATIONS:
         problems.append(f"activation {activation_name(cfg['activation'])!r}; supported: {', '.join(ACTIVATIONS)}")
-    try:
-        problems += RULES[cls].check(cfg)
-    except MALFORMED as e:
-        raise malformed(e, f"the config of {cls} {layer_name(layer)!r}", layer_name(layer)) from e
+    problems += RULES[cls].check(cfg)
     return problems
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
+from irc.limits import MAX_NODES, check_shape, element_count
 from irc.ops import get_op, same_pads
 from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name, unspecialised
 from irc.types import BATCH, TensorType, dtype_name
@@ -98,11 +99,10 @@ class _Lowering:
 
     # ------------------------------------------------------------- driver
     def run(self) -> Graph:
-        from onnx import numpy_helper
-
         g = self.model.graph
+        MAX_NODES.check(len(g.node), "the graph")
         for init in g.initializer:
-            self.consts[init.name] = numpy_helper.to_array(init)
+            self.consts[init.name] = tensor_array(init, f"initializer {init.name!r}")
         types = {vi.name: self._input_type(vi) for vi in g.input if vi.name not in self.consts}
         declared = [(name, t.shape) for name, t in types.items()]
         bound = bind_shapes(declared, self.options.pop("input_shapes", None))
@@ -129,6 +129,11 @@ class _Lowering:
                     e.node = label
                     e.args = (e.format(),)
                 raise
+            except INCONSISTENT as e:
+                raise IRCError(f"{n.op_type} cannot be lowered: its inputs, constants or attributes are "
+                               f"inconsistent ({type(e).__name__}: {e})", node=label,
+                               hint="the model is invalid or damaged; check it with onnx.checker and "
+                               "onnx.shape_inference, or export it again") from e
             for out_name, res in zip(n.output, results):
                 if not out_name:
                     continue
@@ -141,6 +146,9 @@ class _Lowering:
                     raise UnsupportedError(f"{n.op_type} output {extra!r} is not supported", node=label)
         for vi in g.output:
             self.graph.outputs.append(self.value(vi.name))
+        if not self.graph.outputs:
+            raise IRCError("the graph declares no outputs, so there is nothing to compute",
+                           hint="export the model with its output tensors listed in graph.output")
         if any(vi.name in self.batch_axes for vi in g.output):  # time-major outputs: Program.run moves them back
             self.graph.meta["output_batch_axes"] = [self.batch_axes.get(vi.name, 0) for vi in g.output]
         self.graph.prune()
@@ -251,18 +259,55 @@ class _Lowering:
         return self.consts[name] if name in self.consts else self.value(name)
 
 
+INCONSISTENT = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, ArithmeticError)
+"""What numpy raises when a handler or a constant fold meets operands no valid model has (np.AxisError is an
+IndexError and a ValueError); turned into one IRCError naming the node."""
+
+
+def tensor_array(t, what: str) -> np.ndarray:
+    """A TensorProto as an array, its declared dims and data checked (irc.limits) before anything is built."""
+    from onnx import helper, numpy_helper
+
+    if t.data_location == t.EXTERNAL or t.external_data:
+        raise UnsupportedError(f"{what} keeps its data in an external file, which irc does not read",
+                               hint="save the model with its weights inside: onnx.save(model, path, "
+                               "save_as_external_data=False)")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError, ValueError):
+        raise IRCError(f"{what} has an unknown element type ({t.data_type})") from None
+    dims = check_shape(t.dims, what, itemsize=max(dtype.itemsize, 1))
+    count = element_count(dims)
+    if t.data_type != t.STRING:
+        if t.raw_data:
+            have, need = len(t.raw_data), count * dtype.itemsize
+        else:
+            have = len(getattr(t, helper.tensor_dtype_to_field(t.data_type)))
+            need = count * (2 if dtype.kind == "c" else 1)
+        if t.data_type in (t.INT4, t.UINT4):  # two per byte
+            need = (count + 1) // 2
+        if have != need:
+            raise IRCError(f"{what} declares dims {list(dims)} ({count:,} elements) but holds data for "
+                           f"{have:,} {'bytes' if t.raw_data else 'values'}",
+                           hint="the model is damaged or was edited; export it again")
+    try:
+        return numpy_helper.to_array(t)
+    except INCONSISTENT as e:
+        raise IRCError(f"{what} cannot be read ({type(e).__name__}: {e})") from None
+
+
 def _safe_graph_name(name: str) -> str:
     return name.replace("\n", " ")[:200]
 
 
 # ------------------------------------------------------------- attributes
 def attrs_of(n) -> dict[str, Any]:
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     out: dict[str, Any] = {}
     for a in n.attribute:
         if a.type == a.TENSOR:
-            out[a.name] = numpy_helper.to_array(a.t)
+            out[a.name] = tensor_array(a.t, f"attribute {a.name!r} of {n.op_type} {n.name or n.op_type!r}")
         else:
             v = helper.get_attribute_value(a)
             out[a.name] = v.decode() if isinstance(v, bytes) else v
@@ -510,11 +555,9 @@ def If(L, n):
 
 def _lower_subgraph(L: _Lowering, g) -> list:
     """Lower the nodes of a subgraph into L's graph and return its outputs (constants or IR values)."""
-    from onnx import numpy_helper
-
     outer = L.node
     for init in g.initializer:
-        L.consts[init.name] = numpy_helper.to_array(init)
+        L.consts[init.name] = tensor_array(init, f"initializer {init.name!r} of a subgraph")
     used = {name for m in g.node for name in m.input} | {o.name for o in g.output}
     try:
         for m in g.node:

@@ -53,6 +53,12 @@ class UnsupportedError(IRCError):
     """The model uses something irc cannot represent or run."""
 
 
+class BadTypeError(IRCError, ValueError):
+    """A shape, dimension or dtype no IR value can have (a negative dim from a damaged file, say).
+
+    Also a ValueError, which is what these checks raised before they were user errors."""
+
+
 class VerifyError(IRCError):
     """The IR broke one of its invariants (a bug in a pass or a hand-edited IR)."""
 

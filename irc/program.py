@@ -31,7 +31,9 @@ from .feeds import batch_size, bind_inputs, fixed_rows
 from .graph import Graph
 
 FORMAT = "irc-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the manifest carries ``manifest_sha256``, a hash of its own other fields (version 1 artifacts, which have
+none, still load; their manifest is validated all the same)."""
 
 
 class Program:
@@ -130,6 +132,7 @@ class Program:
             "outputs": [{"name": v.name, "type": str(v.type)} for v in self.graph.outputs],
             "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
         }
+        sign_manifest(manifest)
         tmp = path + ".tmp"
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("manifest.json", json.dumps(manifest, indent=2))
@@ -147,15 +150,42 @@ def _npz(graph: Graph) -> bytes:
 def _read_graph(members: dict[str, bytes], ir: str, npz: str, path: str) -> Graph:
     from .text import parse_graph
 
+    arrays = _read_npz(members[npz], npz, path)
     try:
-        with np.load(io.BytesIO(members[npz]), allow_pickle=False) as data:
-            arrays = [data[f"p{i}"] for i in range(len(data.files))]
-    except Exception as e:
-        raise IRCError(f"cannot read {npz} ({e})", file=path) from None
+        text = members[ir].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IRCError(f"{ir} is not UTF-8 text ({e.reason} at byte {e.start})", file=path,
+                       hint="the artifact is damaged; compile the model again") from None
     try:
-        return parse_graph(members[ir].decode(), arrays)
+        return parse_graph(text, arrays)
     except IRCError as e:
         raise e.with_file(path)
+
+
+def _read_npz(data: bytes, npz: str, path: str) -> list[np.ndarray]:
+    """The parameters p0, p1, ... of an .npz member, each array's declared shape checked (irc.limits) before
+    it is read; pickled objects are refused."""
+    from .limits import WeightBudget, check_shape
+
+    budget = WeightBudget(npz, file=path)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+            arrays = []
+            for i in range(len(names)):
+                with z.open(f"p{i}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0) else
+                                       np.lib.format.read_array_header_2_0(f))
+                    check_shape(shape, f"array p{i} of {npz}", itemsize=dtype.itemsize or 1, file=path)
+                    budget.add(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize)
+                with z.open(f"p{i}.npy") as f:
+                    arrays.append(np.lib.format.read_array(f, allow_pickle=False))
+    except IRCError:
+        raise
+    except Exception as e:  # zip, header and data errors of a damaged member; pickles
+        raise IRCError(f"cannot read {npz} ({type(e).__name__}: {e})", file=path) from None
+    return arrays
 
 
 def _batch(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
@@ -174,6 +204,70 @@ def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's fields but ``manifest_sha256`` (canonical JSON: sorted keys, no spaces)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sign_manifest(manifest: dict[str, Any]) -> None:
+    """Set ``manifest_sha256`` so that a changed target, option or hash table is detected on load."""
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+
+
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _check_manifest(manifest: Any, path: str) -> dict[str, Any]:
+    """The manifest checked against its schema (types, choices, ranges) and its own hash; one IRCError each."""
+    from .limits import MAX_STRING
+    from .registry import TARGETS
+
+    def bad(why: str) -> IRCError:
+        return IRCError(f"the manifest {why}: the artifact was modified or is damaged", file=path,
+                        hint="compile the model again with `irc compile`")
+
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IRCError("not an irc program artifact (wrong format name)", file=path)
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad(f"has format_version {version!r}; it must be an integer from 1 to {FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise IRCError(f"the artifact has format version {version}; this irc reads up to {FORMAT_VERSION}",
+                       file=path, hint="upgrade irc, or compile the model again with this version")
+    if version >= 2 or "manifest_sha256" in manifest:
+        if manifest.get("manifest_sha256") != manifest_digest(manifest):
+            raise IRCError("the manifest does not match its hash: the artifact was modified or corrupted",
+                           file=path)
+    if manifest.get("target") not in TARGETS:
+        raise bad(f"names target {manifest.get('target')!r}, which is not one of {', '.join(TARGETS)}")
+    if not isinstance(manifest.get("irc_version", ""), str) or len(manifest.get("irc_version", "")) > 100:
+        raise bad("has an irc_version that is not a short string")
+    if not isinstance(manifest.get("options", {}), dict):
+        raise bad("has options that are not a mapping")
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or not all(
+            isinstance(k, str) and len(k) <= MAX_STRING.value and isinstance(v, str) and len(v) == 64
+            and set(v) <= _HEX64 for k, v in hashes.items()):
+        raise bad("has no table of member hashes (sha256: {name: 64 hex digits})")
+    for key in ("inputs", "outputs"):
+        ports = manifest.get(key, [])
+        if not isinstance(ports, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("type"), str)
+                for p in ports):
+            raise bad(f"has {key} that are not a list of {{name, type}}")
+    return manifest
+
+
+def _check_ports(manifest: dict[str, Any], graph: Graph, path: str) -> None:
+    """The manifest's inputs and outputs are the graph's (a manifest edited to lie about them is refused)."""
+    for key, values in (("inputs", graph.inputs), ("outputs", graph.outputs)):
+        if key in manifest and [(p["name"], p["type"]) for p in manifest[key]] != \
+                [(v.name, str(v.type)) for v in values]:
+            raise IRCError(f"the manifest's {key} do not match the stored IR: the artifact was modified",
+                           file=path)
+
+
 def load_program(path: str) -> Program:
     """Load a program saved with :meth:`Program.save`."""
     from .registry import backend_for
@@ -182,28 +276,20 @@ def load_program(path: str) -> Program:
         raise IRCError("file not found", file=path)
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise IRCError(f"not an irc program artifact ({e})", file=path,
                        hint="the file may be truncated; compile it again with `irc compile`") from None
     with z:
         try:
-            manifest = json.loads(z.read("manifest.json"))
-        except KeyError:
-            raise IRCError("the artifact has no manifest.json", file=path) from None
+            manifest = json.loads(_read_member(z, "manifest.json", path))
+        except IRCError:
+            raise
         except Exception as e:
             raise IRCError(f"the artifact is damaged ({e})", file=path) from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise IRCError("not an irc program artifact (wrong format name)", file=path)
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise IRCError(f"the artifact has format version {version}; this irc reads up to {FORMAT_VERSION}",
-                           file=path, hint="upgrade irc, or compile the model again with this version")
+        manifest = _check_manifest(manifest, path)
         members: dict[str, bytes] = {}
-        for name, digest in dict(manifest.get("sha256", {})).items():
-            try:
-                data = z.read(name)
-            except Exception as e:
-                raise IRCError(f"member {name!r} is missing or damaged ({e})", file=path) from None
+        for name, digest in manifest["sha256"].items():
+            data = _read_member(z, name, path)
             if hashlib.sha256(data).hexdigest() != digest:
                 raise IRCError(f"member {name!r} does not match its hash: the artifact was modified or corrupted",
                                file=path)
@@ -212,15 +298,40 @@ def load_program(path: str) -> Program:
         if required not in members:
             raise IRCError(f"the artifact lacks {required}", file=path)
     graph = _read_graph(members, "graph.ir", "weights.npz", path)
+    _check_ports(manifest, graph, path)
     companions = {k[:-3]: _read_graph(members, k, k[:-3] + ".npz", path)
                   for k in members if k.endswith(".ir") and k != "graph.ir" and k[:-3] + ".npz" in members}
     from .passes import PassContext
 
-    backend = backend_for(str(manifest.get("target")))()
+    backend = backend_for(manifest["target"])()
+    try:
+        options = backend.check_options(manifest.get("options", {}))
+    except IRCError as e:
+        raise IRCError(f"the manifest's options are invalid ({e.message})", file=path,
+                       hint="the artifact was modified or is damaged; compile the model again") from None
     ctx = PassContext(analog_graph=companions.get("analog"))
-    prog = backend.build(graph, manifest.get("options", {}), ctx=ctx)
+    try:
+        prog = backend.build(graph, options, ctx=ctx)
+    except IRCError as e:
+        raise e.with_file(path)
     stored = next((members[k] for k in members if k.startswith("program")), None)
-    if stored is not None and prog.source is not None and stored.decode() != prog.source:
+    if stored is not None and prog.source is not None and stored != prog.source.encode():
         if manifest.get("irc_version") == __version__:
             raise IRCError("the stored source does not match its IR: the artifact was modified", file=path)
     return prog
+
+
+def _read_member(z: zipfile.ZipFile, name: str, path: str) -> bytes:
+    """One member of the zip, its declared size checked (irc.limits) before it is inflated."""
+    from .limits import MAX_WEIGHT_BYTES
+
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise IRCError(f"the artifact has no {name}" if name == "manifest.json" else
+                       f"member {name!r} is missing", file=path) from None
+    MAX_WEIGHT_BYTES.check(info.file_size, f"member {name!r}", file=path)
+    try:
+        return z.read(name)
+    except Exception as e:  # zlib.error, BadZipFile, NotImplementedError, CRC errors, EOFError
+        raise IRCError(f"member {name!r} is missing or damaged ({e})", file=path) from None

@@ -18,6 +18,8 @@ from typing import Union
 
 import numpy as np
 
+from .errors import BadTypeError
+
 BATCH = "N"
 """The symbol used for the batch axis (axis 0) when its size is not fixed.  Any other symbol (``H``) is a
 size not known yet: it appears only in the inputs of an unspecialised graph (see irc/shapes.py)."""
@@ -55,7 +57,7 @@ def dtype_name(dtype: np.dtype | str) -> str:
     """Short IR name of a numpy dtype ('f32', 'i64', ...)."""
     dt = np.dtype(dtype)
     if dt not in _DTYPE_NAMES:
-        raise ValueError(f"unsupported dtype {dt}")
+        raise BadTypeError(f"unsupported dtype {dt}")
     return _DTYPE_NAMES[dt]
 
 
@@ -73,13 +75,14 @@ class TensorType:
                 # the batch symbol only on axis 0; other symbols only in the inputs of an unspecialised
                 # graph (irc/shapes.py), which no op ever sees
                 if (d == BATCH and i != 0) or not d.isidentifier():
-                    raise ValueError(f"only axis 0 may be the batch symbol ({BATCH}), got shape {self.shape}")
+                    raise BadTypeError(f"only axis 0 may be the batch symbol ({BATCH}), got shape {self.shape}")
             elif not isinstance(d, (int, np.integer)) or d < 0:
-                raise ValueError(f"bad dimension {d!r} in shape {self.shape}")
+                raise BadTypeError(f"bad dimension {d!r} in shape {self.shape}",
+                                   hint="a negative or non-integer size comes from a damaged model or bad attributes")
         object.__setattr__(self, "shape", tuple(d if isinstance(d, str) else int(d) for d in self.shape))
         object.__setattr__(self, "domain", Domain(self.domain))
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}")
+            raise BadTypeError(f"unknown dtype {self.dtype!r}")
 
     @property
     def rank(self) -> int:

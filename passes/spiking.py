@@ -59,6 +59,12 @@ def canonicalize_for_spiking(graph: Graph, ctx: PassContext) -> Graph:
     a provably non-negative signal (the sum of two ReLU branches, say) gets a ReLU inserted in front (the
     identity there), which calibration turns into a neuron: the gated max-pool then takes its spikes.
     """
+    for node in graph:
+        for v in node.outputs:
+            if 0 in v.type.sample_shape:
+                raise UnsupportedError(f"{node.op} output {v.name!r} has no elements ({v.type}); a spiking "
+                                       "network needs at least one neuron per layer", node=node.name,
+                                       hint="run it on an analog target (numpy), or give every axis a size")
     changed = True
     while changed:
         changed = False

@@ -32,7 +32,8 @@ def test_manifest_has_version_and_hashes(saved):
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert set(z.namelist()) == {"manifest.json", "graph.ir", "weights.npz", "program.py"}
-    assert manifest["format"] == "irc-program" and manifest["format_version"] == 1
+    assert manifest["format"] == "irc-program" and manifest["format_version"] == 2
+    assert manifest["manifest_sha256"] == irc.program.manifest_digest(manifest)
     assert set(manifest["sha256"]) == {"graph.ir", "weights.npz", "program.py"}
 
 
@@ -68,6 +69,7 @@ def test_tampered_source_with_matching_hash_is_never_executed(saved):
         m = json.loads(b)
         import hashlib
         m["sha256"]["program.py"] = hashlib.sha256(evil).hexdigest()
+        irc.program.sign_manifest(m)  # a tamperer who re-signs the manifest too
         return json.dumps(m).encode()
 
     _rewrite(path, "program.py", lambda b: evil)

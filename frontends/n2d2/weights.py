@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from irc.errors import IRCError
+from irc.limits import MAX_TEXT_BYTES
 
 _UNSAFE = re.compile(r'[<>:"|?*\x00-\x1f]')
 
@@ -25,16 +26,28 @@ def file_stem(section: str) -> str:
     return _UNSAFE.sub("_", section)
 
 
+def read_text(path: str, what: str) -> str:
+    """A text file whole, its size checked first (irc.limits.MAX_TEXT_BYTES); binary content is an IRCError."""
+    try:
+        MAX_TEXT_BYTES.check(os.path.getsize(path), what, file=path)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise IRCError(f"cannot read {what} ({e.strerror})", file=path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IRCError(f"{what} is not text (byte {e.start} is {raw[e.start]:#04x}); N2D2 weights are "
+                       "whitespace-separated decimal numbers", file=path,
+                       hint="binary weight files are not read; export the weights as text") from None
+
+
 class ValueStream:
     """Whitespace-separated decimal values of one file, read in order."""
 
     def __init__(self, path: str):
         self.path = path
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as e:
-            raise IRCError(f"cannot read the weights file ({e.strerror})", file=path) from None
+        text = read_text(path, "the weights file")
         try:
             self.values = np.array([float(t) for t in text.split()], np.float64)
         except ValueError as e:

@@ -305,7 +305,17 @@ def all_ops() -> dict[str, OpDef]:
 # ---------------------------------------------------------------- shape math
 def conv_out_dim(size: int, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1,
                  ceil_mode: bool = False) -> int:
-    """Output length of a sliding window (ONNX Conv/Pool rules, ceil_mode included)."""
+    """Output length of a sliding window (ONNX Conv/Pool rules, ceil_mode included).
+
+    Window sizes, strides and dilations must be >= 1 and pads >= 0: a damaged file's 0 or -7 is refused here,
+    where every window op infers its shape, instead of failing when the program runs."""
+    from ..limits import MAX_DIM
+
+    for what, v, lowest in (("kernel size", k, 1), ("stride", stride, 1), ("dilation", dilation, 1),
+                            ("padding", pad_begin, 0), ("padding", pad_end, 0)):
+        if v < lowest or v > MAX_DIM.value:
+            raise IRCError(f"{what} {v} is out of range (from {lowest} to {MAX_DIM.value:,})",
+                           hint="the model's window attributes are damaged or invalid")
     eff = dilation * (k - 1) + 1
     span = size + pad_begin + pad_end - eff
     if span < 0:

@@ -399,6 +399,8 @@ def reduce_mean(x, *, axes, keepdims):
 # ---------------------------------------------------------------- layout
 def reshape(x, *, shape):
     """Reshape to ``shape``; a leading -1 stands for the batch size."""
+    if x.size == 0 and shape and shape[0] == -1:  # numpy cannot infer a -1 from an empty array
+        shape = (x.shape[0], *shape[1:])
     return x.reshape(shape)
 
 

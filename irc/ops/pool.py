@@ -5,7 +5,8 @@ import numpy as np
 
 from ..errors import IRCError
 from ..types import TensorType
-from . import Attr, OpDef, OpExample, conv_out_dim, register
+from ..limits import MAX_WINDOW
+from . import Attr, OpDef, OpExample, conv_out_dim, prod, register
 from .nn import spatial_attrs
 
 POOL_ATTRS = {
@@ -23,6 +24,7 @@ def pool_out_shape(x: TensorType, a: dict) -> tuple:
     if x.rank != nd + 2:
         raise IRCError(f"pooling with a {nd}-d kernel needs a rank-{nd + 2} input, got {list(x.shape)}")
     strides, pads, dil = spatial_attrs(a, nd)
+    MAX_WINDOW.check(prod(k), f"a pooling kernel {list(k)}")
     out = [conv_out_dim(x.shape[2 + i], k[i], strides[i], pads[i], pads[nd + i], dil[i], a["ceil_mode"])
            for i in range(nd)]
     return (x.shape[0], x.shape[1], *out)

@@ -1,0 +1,360 @@
+"""Damaged, hostile and absurd inputs: each must end in one IRCError (never a raw Python error, a hang or a
+huge allocation).  The cases are the classes tools/fuzz.py found, rebuilt by hand from valid fixtures."""
+import hashlib
+import io
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+import irc
+from conftest import FIXTURES, SAMPLES, onnx_fixture
+
+KERAS = os.path.join(FIXTURES, "keras")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _onnx(name: str = "mlp"):
+    import onnx
+
+    return onnx.load(onnx_fixture(name))
+
+
+def _save_onnx(model, tmp_path, name: str = "m.onnx") -> str:
+    import onnx
+
+    path = str(tmp_path / name)
+    onnx.save(model, path)
+    return path
+
+
+def _rezip(src: str, dst: str, **changes: bytes | None) -> str:
+    """A copy of a zip with some members replaced (None: removed)."""
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    for k, v in changes.items():
+        k = k.replace("__", ".")
+        if v is None:
+            members.pop(k, None)
+        else:
+            members[k] = v
+    with zipfile.ZipFile(dst, "w") as z:
+        for k, v in members.items():
+            z.writestr(k, v)
+    return dst
+
+
+def _keras_with(tmp_path, edit, fixture: str = "seq_cnn") -> str:
+    """seq_cnn.keras with its config.json edited by ``edit(config)``."""
+    src = os.path.join(KERAS, fixture + ".keras")
+    with zipfile.ZipFile(src) as z:
+        config = json.loads(z.read("config.json"))
+    edit(config)
+    return _rezip(src, str(tmp_path / "m.keras"), config__json=json.dumps(config).encode())
+
+
+def _layer(config: dict, name: str) -> dict:
+    return next(layer for layer in config["config"]["layers"] if layer["config"].get("name") == name)
+
+
+def _h5_copy(tmp_path, fixture: str = "seq_cnn") -> str:
+    dst = str(tmp_path / "m.h5")
+    shutil.copy(os.path.join(KERAS, fixture + ".h5"), dst)
+    return dst
+
+
+def _first_dataset(f) -> str:
+    import h5py
+
+    names: list[str] = []
+    f["model_weights"].visit(lambda n: names.append(n) if isinstance(f["model_weights"][n], h5py.Dataset) else None)
+    return "model_weights/" + names[0]
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+def test_onnx_initializer_dims_disagree_with_data(tmp_path):
+    m = _onnx()
+    init = next(t for t in m.graph.initializer if len(t.dims) == 1)
+    init.dims[0] -= 1  # more data than dims (onnx.checker catches the other way round)
+    with pytest.raises(irc.IRCError, match=r"declares dims .* but holds data for"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_onnx_initializer_unknown_element_type(tmp_path):
+    m = _onnx()
+    m.graph.initializer[0].data_type = 99
+    with pytest.raises(irc.IRCError, match="unknown element type"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_onnx_huge_declared_initializer_is_refused_before_allocation(tmp_path, monkeypatch):
+    from onnx import helper
+
+    m = _onnx()
+    m.graph.initializer.append(helper.make_tensor("huge", 1, [2**20, 2**20], [], raw=True))
+    m.graph.node[0].input[1] = "huge"
+    with pytest.raises(irc.IRCError, match="max_tensor_elements.*\n.*IRC_MAX_TENSOR_ELEMENTS="):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_limit_env_var_lowers_a_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRC_MAX_TENSOR_ELEMENTS", "10")
+    with pytest.raises(irc.IRCError, match=r"more than the limit max_tensor_elements \(10\)"):
+        irc.load(onnx_fixture("mlp"))
+    monkeypatch.setenv("IRC_MAX_TENSOR_ELEMENTS", "lots")
+    with pytest.raises(irc.IRCError, match="IRC_MAX_TENSOR_ELEMENTS='lots' is not an integer"):
+        irc.load(onnx_fixture("mlp"))
+
+
+def test_onnx_external_data_is_not_read(tmp_path):
+    m = _onnx()
+    t = m.graph.initializer[0]
+    t.data_location = t.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "/etc/hostname"
+    t.ClearField("raw_data")
+    with pytest.raises(irc.UnsupportedError, match="external file"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_onnx_graph_without_outputs(tmp_path):
+    m = _onnx()
+    del m.graph.output[:]
+    with pytest.raises(irc.IRCError, match="no outputs"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+@pytest.mark.parametrize("fixture,op,edit", [
+    ("multibranch_concat", "Concat", lambda n: n.attribute[0].__setattr__("i", 7)),
+    ("view_reshape", "Gather", lambda n: n.attribute[0].__setattr__("i", 2**31 - 1)),
+])
+def test_onnx_bad_constant_folding(tmp_path, fixture, op, edit):
+    """A node folded at load time (Shape -> Gather -> Concat chains) with attributes no valid model has."""
+    m = _onnx(fixture)
+    nodes = [n for n in m.graph.node if n.op_type == op and n.attribute]
+    if not nodes:
+        pytest.skip(f"{fixture} has no {op} with attributes")
+    edit(nodes[0])
+    with pytest.raises(irc.IRCError):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_onnx_gemm_with_mismatched_constant_weight(tmp_path):
+    from onnx import numpy_helper
+
+    m = _onnx("mlp")
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    w = next(t for t in m.graph.initializer if t.name == gemm.input[1])
+    w.CopyFrom(numpy_helper.from_array(np.ones((3, 1), np.float32), w.name))
+    with pytest.raises(irc.IRCError, match="Gemm"):
+        irc.compile(irc.load(_save_onnx(m, tmp_path)), "numpy")
+
+
+def test_onnx_negative_conv_output_is_refused_at_load(tmp_path):
+    m = _onnx("dilated_strided")
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    for a in conv.attribute:
+        if a.name == "dilations":
+            a.ints[0] = -7
+    with pytest.raises(irc.IRCError, match="dilation -7 is out of range"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_empty_axis_runs_on_numpy_and_is_refused_by_spiking_targets(tmp_path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 0])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [0, -1])
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+                          "g", [x], [y], [shape])
+    path = _save_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path)
+    out = irc.compile(path, "numpy").run(np.zeros((2, 3, 0), np.float32))
+    assert out.shape == (2, 0)
+    with pytest.raises(irc.UnsupportedError, match="has no elements"):
+        irc.compile(path, "spike-numpy", calibration=np.zeros((2, 3, 0), np.float32))
+
+
+def test_bad_type_is_an_irc_error():
+    from irc.types import TensorType
+
+    with pytest.raises(irc.IRCError, match="bad dimension -1"):
+        TensorType(("N", 4, -1))
+    with pytest.raises(ValueError):  # still a ValueError for callers that expect one
+        TensorType(("N", 4, -1))
+
+
+# ------------------------------------------------------------------------------------------ Keras / HDF5
+def test_keras_malformed_dtype_entry(tmp_path):
+    path = _keras_with(tmp_path, lambda c: _layer(c, "dropout")["config"].__setitem__("dtype", {"config": None}))
+    with pytest.raises(irc.IRCError, match="config of Dropout 'dropout' is malformed"):
+        irc.load(path)
+
+
+def test_keras_huge_pool_kernel_is_refused_before_running(tmp_path):
+    def edit(c):
+        _layer(c, "max_pooling2d")["config"]["pool_size"] = [2**31 - 1, 2]
+    with pytest.raises(irc.IRCError, match="max_window.*\n.*IRC_MAX_WINDOW="):
+        irc.load(_keras_with(tmp_path, edit))
+
+
+@pytest.mark.parametrize("rate", [0, 2**31])
+def test_keras_bad_dilation_rate(tmp_path, rate):
+    path = _keras_with(tmp_path, lambda c: _layer(c, "conv2d_3")["config"].__setitem__("dilation_rate", [rate, rate]))
+    with pytest.raises(irc.IRCError, match="dilation"):
+        irc.load(path)
+
+
+def test_h5_huge_declared_dataset_is_refused_before_reading(tmp_path):
+    import h5py
+
+    path = _h5_copy(tmp_path)
+    with h5py.File(path, "r+") as f:
+        name = _first_dataset(f)
+        parent, leaf = f[name].parent, name.rsplit("/", 1)[1]
+        del parent[leaf]
+        parent.create_dataset(leaf, shape=(2**20, 2**20), dtype="f4")  # declared, never written
+    with pytest.raises(irc.IRCError, match="max_tensor_elements"):
+        irc.load(path)
+
+
+def test_h5_external_storage_is_refused(tmp_path):
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    path = _h5_copy(tmp_path)
+    with h5py.File(path, "r+") as f:
+        name = _first_dataset(f)
+        ds = f[name]
+        shape, parent, leaf = ds.shape, ds.parent, name.rsplit("/", 1)[1]
+        del parent[leaf]
+        parent.create_dataset(leaf, shape=shape, dtype="f4", external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+    with pytest.raises(irc.IRCError, match="keeps its data outside the file .HDF5 external storage"):
+        irc.load(path)
+
+
+def test_h5_external_link_is_refused(tmp_path):
+    import h5py
+
+    other = str(tmp_path / "other.h5")
+    with h5py.File(other, "w") as g:
+        g["w"] = np.zeros(4, np.float32)
+    path = _h5_copy(tmp_path)
+    with h5py.File(path, "r+") as f:
+        name = _first_dataset(f)
+        parent, leaf = f[name].parent, name.rsplit("/", 1)[1]
+        del parent[leaf]
+        parent[leaf] = h5py.ExternalLink(other, "/w")
+    with pytest.raises(irc.IRCError, match="is an external link to"):
+        irc.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_corrupt_hdf5_after_opening(tmp_path, suffix):
+    """Zeroed blocks inside the HDF5 data: h5py opens the file and fails later (KeyError/RuntimeError)."""
+    src = os.path.join(KERAS, "functional_branches" + suffix)
+    if suffix == ".keras":
+        with zipfile.ZipFile(src) as z:
+            blob = z.read("model.weights.h5")
+    else:
+        blob = open(src, "rb").read()
+    messages = set()
+    for offset in range(512, len(blob) - 512, max(len(blob) // 24, 1)):
+        bad = blob[:offset] + bytes(256) + blob[offset + 256:]
+        path = str(tmp_path / ("m" + suffix))
+        if suffix == ".keras":
+            _rezip(src, path, model__weights__h5=bad)
+        else:
+            open(path, "wb").write(bad)
+        try:
+            irc.compile(irc.load(path), "numpy")
+        except irc.IRCError as e:
+            messages.add(str(e).split(": ", 1)[-1][:40])
+    assert messages  # at least one block mattered, and every failure was an IRCError
+
+
+# ------------------------------------------------------------------------------------------ N2D2
+def test_binary_weights_file(tmp_path):
+    ini = os.path.join(SAMPLES, "digits", "digits_spike.ini")
+    wdir = tmp_path / "w"
+    shutil.copytree(os.path.join(SAMPLES, "digits", "digits_spike_weights"), wdir)
+    first = sorted(os.listdir(wdir))[0]
+    (wdir / first).write_bytes(b"0.5 0.25 \xff\xfe\x00\x01 0.1")
+    with pytest.raises(irc.IRCError, match="is not text"):
+        irc.load(ini, weights=str(wdir))
+
+
+# ------------------------------------------------------------------------------------------ .ircp
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ircp")
+    cal = np.load(os.path.join(SAMPLES, "digits", "calibration.npz"))
+    cal = cal[cal.files[0]][:8]
+    onnx_path = os.path.join(SAMPLES, "digits", "digits_cnn.onnx")
+    out = {}
+    for target, opts in (("numpy", {}), ("spike-numpy", {"calibration": cal, "timesteps": 4})):
+        out[target] = str(d / f"{target}.ircp")
+        irc.compile(onnx_path, target, **opts).save(out[target])
+    return out
+
+
+def _tamper(src: str, dst: str, edit, resign: bool = True) -> str:
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    edit(manifest, members)
+    if resign:
+        manifest["sha256"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items() if k != "manifest.json"}
+        irc.program.sign_manifest(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for k, v in members.items():
+            z.writestr(k, v)
+    return dst
+
+
+@pytest.mark.parametrize("which,edit,match", [
+    ("numpy", lambda m, _: m.__setitem__("target", "spike-numpy"), "."),
+    ("spike-numpy", lambda m, _: m.__setitem__("target", "numpy"), "option"),
+    ("numpy", lambda m, _: m.__setitem__("target", "nope"), "names target 'nope'"),
+    ("numpy", lambda m, _: m.__setitem__("format_version", 0), "format_version 0"),
+    ("numpy", lambda m, _: m.__setitem__("format_version", -1), "format_version -1"),
+    ("numpy", lambda m, _: m.__setitem__("format_version", True), "format_version True"),
+    ("numpy", lambda m, _: m["options"].__setitem__("threads", "x"), "option 'threads'"),
+    ("numpy", lambda m, _: m["options"].__setitem__("threads", -1), "option 'threads'"),
+    ("numpy", lambda m, _: m["options"].__setitem__("batch_size", [1, 2]), "option 'batch_size'"),
+    ("spike-numpy", lambda m, _: m["options"].__setitem__("timesteps", 10**9), "option 'timesteps'"),
+    ("spike-numpy", lambda m, _: m["options"].__setitem__("timesteps", "x"), "option 'timesteps'"),
+    ("numpy", lambda m, _: m.__setitem__("options", [1]), "options that are not a mapping"),
+    ("numpy", lambda m, _: m["inputs"][0].__setitem__("type", "f32[N,3]"), "inputs do not match"),
+    ("numpy", lambda m, mem: mem.__setitem__("graph.ir", b"\xff\xfe" + mem["graph.ir"]), "not UTF-8"),
+])
+def test_tampered_manifest_resigned(tmp_path, artifacts, which, edit, match):
+    path = _tamper(artifacts[which], str(tmp_path / "t.ircp"), edit)
+    with pytest.raises(irc.IRCError, match=match):
+        irc.load_program(path).run(np.zeros((1, 1, 8, 8), np.float32))
+
+
+def test_manifest_edit_without_resigning_breaks_its_hash(tmp_path, artifacts):
+    path = _tamper(artifacts["spike-numpy"], str(tmp_path / "t.ircp"),
+                   lambda m, _: m["options"].__setitem__("timesteps", 5), resign=False)
+    with pytest.raises(irc.IRCError, match="manifest does not match its hash"):
+        irc.load_program(path)
+
+
+def test_ircp_huge_declared_array(tmp_path, artifacts):
+    def edit(m, members):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (2**20, 2**20)}
+            npy = io.BytesIO()
+            np.lib.format.write_array_header_1_0(npy, header)
+            z.writestr("p0.npy", npy.getvalue())
+        members["weights.npz"] = buf.getvalue()
+    path = _tamper(artifacts["numpy"], str(tmp_path / "t.ircp"), edit)
+    with pytest.raises(irc.IRCError, match="max_tensor_elements"):
+        irc.load_program(path)
