@@ -501,6 +501,29 @@ def Gelu(L, n):
     return [L.emit("Gelu", [L.arg(n, 0)], {"approximate": attrs_of(n).get("approximate", "none")})]
 
 
+def _activation(op: str):
+    """An ONNX activation whose IR op has the same name and attributes (ONNX's defaults are the op's)."""
+    def fn(L, n):
+        a = attrs_of(n)
+        return [L.emit(op, [L.arg(n, 0)], {k: a[k] for k in get_op(op).attrs if k in a})]
+    return fn
+
+
+for _op in ("Neg", "Abs", "Reciprocal", "Sign", "Floor", "Ceil", "Round", "Softplus", "Softsign", "Selu", "Celu",
+            "Mish", "ThresholdedRelu", "Shrink"):
+    HANDLERS[_op] = _activation(_op)
+
+
+@handler("PRelu")
+def PRelu(L, n):
+    """A constant slope: one value is a LeakyRelu (fusable, on every analog target), more a PRelu."""
+    x = L.arg(n, 0)
+    slope = L.const(n, 1, "slope")
+    if slope.size == 1:
+        return [L.emit("LeakyRelu", [x], {"alpha": float(slope.reshape(-1)[0])})]
+    return [L.emit("PRelu", [x, slope])]
+
+
 @handler("Sqrt")
 def Sqrt(L, n):
     return [L.emit("Sqrt", [L.arg(n, 0)])]

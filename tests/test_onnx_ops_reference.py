@@ -77,7 +77,29 @@ ACTIVATIONS = [
     ("Gelu", {}, 20),
     ("Gelu", {"approximate": "none"}, 20),
     ("Gelu", {"approximate": "tanh"}, 20),
+    ("Neg", {}, 13),
+    ("Abs", {}, 13),
+    ("Reciprocal", {}, 13),
+    ("Sign", {}, 13),
+    ("Floor", {}, 13),
+    ("Ceil", {}, 13),
+    ("Round", {}, 13),
+    ("Softplus", {}, 13),
+    ("Softsign", {}, 13),
+    ("Selu", {}, 13),
+    ("Selu", {"alpha": 1.5, "gamma": 0.8}, 13),
+    ("Celu", {}, 13),
+    ("Celu", {"alpha": 0.5}, 13),
+    ("Mish", {}, 18),
+    ("ThresholdedRelu", {}, 13),
+    ("ThresholdedRelu", {"alpha": -0.5}, 13),
+    ("Shrink", {}, 13),
+    ("Shrink", {"bias": 0.3, "lambd": 1.0}, 13),
 ]
+AFTER_A_CONV_TOL = {"Reciprocal": dict(rtol=1e-3, atol=1e-4)}
+"""1/x of a Conv's output near 0 magnifies the Conv's own rounding differences (irc's GEMM against onnxruntime's)."""
+NEW_ACTIVATIONS = ["Neg", "Abs", "Reciprocal", "Sign", "Floor", "Ceil", "Round", "Softplus", "Softsign", "Selu",
+                   "Celu", "Mish", "ThresholdedRelu", "Shrink"]
 
 
 @pytest.mark.parametrize("op,attrs,opset", ACTIVATIONS, ids=[f"{o}{a}" for o, a, _ in ACTIVATIONS])
@@ -96,7 +118,7 @@ def test_activation_fused_into_conv(op, attrs, opset):
     w, b = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
     model = build([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
                    helper.make_node(op, ["c"], ["y"], **attrs)], {"x": x}, 4, inits={"w": w, "b": b}, opset=opset)
-    prog = compare(model, {"x": x})
+    prog = compare(model, {"x": x}, **AFTER_A_CONV_TOL.get(op, {}))
     assert [(n.op, n.attrs.get("activation")) for n in prog.graph.nodes] == [("Conv", op)]
 
 
@@ -108,6 +130,38 @@ def test_gelu_written_out_with_erf_matches():
              helper.make_node("Mul", ["m", "half"], ["y"])]
     inits = {"r2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
     compare(build(nodes, {"x": x}, 2, inits=inits), {"x": x})
+
+
+@pytest.mark.parametrize("slope_shape", [(1,), (), "channels", "full", "trailing"])
+@FEW
+@given(c=st.integers(1, 4), hw=st.tuples(st.integers(1, 4), st.integers(1, 4)), seed=st.integers(0, 2**16))
+def test_prelu(slope_shape, c, hw, seed):
+    """Per-channel slopes (C, 1, 1) as exporters write them, a scalar (a LeakyRelu), and other broadcasts."""
+    x = data((2, c) + hw, seed)
+    shape = {"channels": (c, 1, 1), "full": (c,) + hw, "trailing": (hw[1],)}.get(slope_shape, slope_shape)
+    slope = data(shape, seed + 1, -1.0, 1.0)
+    prog = compare(build([helper.make_node("PRelu", ["x", "s"], ["y"])], {"x": x}, 4, inits={"s": slope}), {"x": x})
+    assert [n.op for n in prog.graph.nodes] == ["LeakyRelu" if slope.size == 1 else "PRelu"]
+
+
+def test_prelu_with_a_slope_that_does_not_broadcast_is_refused_by_name():
+    x = data((2, 3, 4, 4), 0)
+    model = build([helper.make_node("PRelu", ["x", "s"], ["y"])], {"x": x}, 4, inits={"s": data((5, 1, 1), 1)})
+    with pytest.raises(irc.IRCError, match="PRelu slope of shape \\[5, 1, 1\\] does not broadcast"):
+        from_model(model)
+
+
+def test_prelu_after_a_conv_is_refused_by_the_spike_conversion():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (8, 3, 6, 6)).astype(np.float32)
+    model = build([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node("PRelu", ["c", "s"], ["y"])], {"x": x}, 4,
+                  inits={"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+                         "s": np.full((4, 1, 1), 0.25, np.float32)})
+    with pytest.raises(irc.IRCError, match="PRelu"):
+        irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=8)
+    with pytest.raises(irc.IRCError, match="PRelu"):
+        irc.compile(from_model(model), target="cuda")
 
 
 # -------------------------------------------------------------- arithmetic
@@ -310,7 +364,7 @@ def test_sum_of_branches_converts_to_spikes():
         irc.compile(from_model(model), target="spike-llvm", calibration=x, timesteps=8)
 
 
-@pytest.mark.parametrize("act", ["HardSwish", "HardSigmoid", "Gelu", "Erf"])
+@pytest.mark.parametrize("act", ["HardSwish", "HardSigmoid", "Gelu", "Erf"] + NEW_ACTIVATIONS)
 def test_spike_conversion_refuses_the_new_activations_by_name(act):
     model, x = _three_branch_model(act)
     with pytest.raises(irc.IRCError, match=f"{act} has no spiking equivalent"):
@@ -336,4 +390,4 @@ def test_cuda_runs_the_new_activations_fused_and_alone(op, attrs, opset):
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     prog = irc.compile(from_model(model), target="cuda")
     emulate(prog)
-    np.testing.assert_allclose(prog.run(x), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(prog.run(x), expected, **AFTER_A_CONV_TOL.get(op, dict(rtol=1e-5, atol=1e-4)))

@@ -338,6 +338,72 @@ def gelu(x, *, approximate):
     return (0.5 * x * (1.0 + erf(x * np.asarray(0.7071067811865476, x.dtype)))).astype(x.dtype)
 
 
+def negative(x):
+    return np.negative(x)
+
+
+def absolute(x):
+    return np.abs(x)
+
+
+def reciprocal(x):
+    with np.errstate(divide="ignore"):
+        return np.reciprocal(x)
+
+
+def sign(x):
+    return np.sign(x)
+
+
+def floor(x):
+    return np.floor(x)
+
+
+def ceil(x):
+    return np.ceil(x)
+
+
+def round_even(x):
+    return np.round(x)
+
+
+def softplus(x):
+    return np.logaddexp(np.zeros((), x.dtype), x).astype(x.dtype)
+
+
+def softsign(x):
+    return (x / (1 + np.abs(x))).astype(x.dtype)
+
+
+def selu(x, *, alpha, gamma):
+    with np.errstate(over="ignore"):
+        neg = np.asarray(alpha, x.dtype) * np.expm1(np.minimum(x, 0))
+        return (np.asarray(gamma, x.dtype) * np.where(x > 0, x, neg)).astype(x.dtype)
+
+
+def celu(x, *, alpha):
+    a = np.asarray(alpha, x.dtype)
+    with np.errstate(over="ignore"):
+        return (np.maximum(x, 0) + np.minimum(0, a * np.expm1(x / a))).astype(x.dtype)
+
+
+def mish(x):
+    return (x * np.tanh(softplus(x))).astype(x.dtype)
+
+
+def thresholded_relu(x, *, alpha):
+    return np.where(x > np.asarray(alpha, x.dtype), x, np.zeros((), x.dtype)).astype(x.dtype)
+
+
+def shrink(x, *, bias, lambd):
+    b, lam = np.asarray(bias, x.dtype), np.asarray(lambd, x.dtype)
+    return np.where(x < -lam, x + b, np.where(x > lam, x - b, np.zeros((), x.dtype))).astype(x.dtype)
+
+
+def prelu(x, slope):
+    return np.where(x < 0, x * _like(x, slope), x).astype(x.dtype)
+
+
 def clip(x, *, min, max):
     return np.clip(x, np.asarray(min).astype(x.dtype), np.asarray(max).astype(x.dtype))
 
