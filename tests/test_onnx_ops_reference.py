@@ -391,3 +391,35 @@ def test_cuda_runs_the_new_activations_fused_and_alone(op, attrs, opset):
     prog = irc.compile(from_model(model), target="cuda")
     emulate(prog)
     np.testing.assert_allclose(prog.run(x), expected, **AFTER_A_CONV_TOL.get(op, dict(rtol=1e-5, atol=1e-4)))
+
+
+def test_cuda_source_with_every_activation_compiles_with_nvcc(tmp_path):
+    """Every activation of ACTIVATIONS, fused into a Conv and on its own, in one `--emit source` program that
+    nvcc compiles to PTX (the C++ emulation above checks the arithmetic; this checks the CUDA spelling)."""
+    import shutil
+    import subprocess
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    nodes, inits, outs = [], {}, []
+    for i, (op, attrs, _) in enumerate(ACTIVATIONS):
+        inits[f"w{i}"] = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+        nodes += [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node(op, [f"c{i}"], [f"f{i}"], **attrs),
+                  helper.make_node("Mul", [f"f{i}", f"f{i}"], [f"m{i}"]),
+                  helper.make_node(op, [f"m{i}"], [f"y{i}"], **attrs)]
+        outs.append(f"y{i}")
+    model = build(nodes, {"x": x}, 4, inits=inits, opset=20, outputs=outs)
+    prog = irc.compile(from_model(model), target="cuda")
+    ops = {op for op, _, _ in ACTIVATIONS}
+    assert {n.attrs.get("activation") for n in prog.graph.nodes if n.op == "Conv"} == ops
+    assert {n.op for n in prog.graph.nodes if n.op not in ("Conv", "Mul")} == ops
+    cu = tmp_path / "net.cu"
+    cu.write_text(prog.source)
+    r = subprocess.run([nvcc, "--ptx", "-std=c++14", str(cu), "-o", str(tmp_path / "net.ptx")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "net.ptx").stat().st_size > 0
