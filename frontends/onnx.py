@@ -736,7 +736,9 @@ def Pad(L, n):
                 full[ax], full[t.rank + ax] = pads[k], pads[len(axes) + k]
             pads = full
     if mode != "constant":
-        raise UnsupportedError(f"Pad mode {mode!r} is not supported (only 'constant')")
+        from .onnx_layout import pad_mode
+
+        return [pad_mode(L, x, pads, mode)]
     return [L.emit("Pad", [x], {"pads": pads, "value": value})]
 
 
@@ -792,9 +794,16 @@ def Shape(L, n):
 
 @handler("Gather")
 def Gather(L, n):
+    """Constants fold (shape arithmetic); run-time data by constant indices becomes crops
+    (frontends/onnx_layout.py)."""
+    axis = int(attrs_of(n).get("axis", 0))
+    if not L.is_const(n.input[0]) and L.is_const(n.input[1]):
+        from .onnx_layout import gather_constant_indices
+
+        return [gather_constant_indices(L, n, L.arg(n, 0), np.asarray(L.consts[n.input[1]]), axis)]
     data = L.const(n, 0, "data (outside shape arithmetic)")
     idx = L.const(n, 1, "indices")
-    return [np.asarray(np.take(data, idx, axis=attrs_of(n).get("axis", 0)))]
+    return [np.asarray(np.take(data, idx, axis=axis))]
 
 
 @handler("Cast")
@@ -914,3 +923,4 @@ def Reduce(L, n):
         return [y if keepdims else L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})]
     return [L.emit(n.op_type, [x], {"axes": axes, "keepdims": keepdims})]
 from . import onnx_structured  # noqa: E402,F401  (Resize, ConvTranspose, LSTM, GRU handlers)
+from . import onnx_layout  # noqa: E402,F401  (Split, Tile, Expand, DepthToSpace, SpaceToDepth)

@@ -342,6 +342,146 @@ def test_reduce_with_axes_as_an_input_opset18(op, shape, keep, seed):
     compare(model, {"x": x})
 
 
+# ------------------------------------------------------------- data movement
+def _ints(v) -> np.ndarray:
+    return np.asarray(v, np.int64)
+
+
+@FEW
+@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple), parts=st.integers(1, 4),
+       seed=st.integers(0, 2**16), data_axis=st.integers(1, 3))
+def test_split_sizes_as_an_input_and_num_outputs(shape, parts, seed, data_axis):
+    """opset 13's 'split' input (uneven sizes, zeros allowed) and opset 18's num_outputs (the last part smaller)."""
+    axis = data_axis % len(shape) or 1
+    x = data(shape, seed)
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.integers(0, shape[axis] + 1, parts - 1))
+    sizes = np.diff(np.concatenate([[0], cuts, [shape[axis]]]))
+    outs = [f"y{i}" for i in range(parts)]
+    model = build([helper.make_node("Split", ["x", "s"], outs, axis=axis)], {"x": x}, len(shape),
+                  inits={"s": _ints(sizes)}, outputs=outs)
+    compare(model, {"x": x})
+    count = min(parts, shape[axis])
+    if count > 1 and -(-shape[axis] // count) * (count - 1) < shape[axis]:
+        outs = outs[:count]
+        model = build([helper.make_node("Split", ["x"], outs, axis=-len(shape) + axis, num_outputs=count)],
+                      {"x": x}, len(shape), outputs=outs, opset=18)
+        compare(model, {"x": x})
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_split_into_equal_parts_and_by_attribute(opset):
+    x = data((2, 6, 3), 0)
+    compare(build([helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1)], {"x": x}, 3, outputs="abc",
+                  opset=opset), {"x": x})
+    if opset == 11:
+        compare(build([helper.make_node("Split", ["x"], ["a", "b"], axis=2, split=[1, 2])], {"x": x}, 3,
+                      outputs="ab", opset=11), {"x": x})
+
+
+def test_split_along_the_batch_axis_is_refused_by_name():
+    x = data((2, 6), 0)
+    with pytest.raises(irc.UnsupportedError, match="Split along the batch axis"):
+        from_model(build([helper.make_node("Split", ["x"], ["a", "b"], axis=0)], {"x": x}, 2, outputs="ab"))
+
+
+@FEW
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), seed=st.integers(0, 2**16))
+def test_tile_with_constant_repeats(shape, seed):
+    x = data(shape, seed)
+    reps = [1] + list(np.random.default_rng(seed).integers(0, 4, len(shape) - 1))
+    model = build([helper.make_node("Tile", ["x", "r"], ["y"])], {"x": x}, len(shape), inits={"r": _ints(reps)})
+    compare(model, {"x": x})
+
+
+EXPANDS = [((2, 1, 4), [1, 3, 4]), ((2, 3, 1), [1, 1, 5]), ((2, 3, 1), [5]), ((2, 1, 1, 1), [2, 3, 1]),
+           ((2, 4), [1, 4]), ((2, 1, 3), [3, 1])]
+
+
+@pytest.mark.parametrize("shape,target", EXPANDS, ids=[f"{s}->{t}" for s, t in EXPANDS])
+def test_expand_with_a_constant_shape(shape, target):
+    x = data(shape, 4)
+    out_rank = max(len(shape), len(target))
+    compare(build([helper.make_node("Expand", ["x", "s"], ["y"])], {"x": x}, out_rank,
+                  inits={"s": _ints(target)}), {"x": x})
+
+
+def test_expand_to_the_batch_size_from_shape_arithmetic():
+    """Expand(x, Shape(z)) where z has the batch: the batch entry stays, the other axes repeat."""
+    x, z = data((2, 1, 4), 1), data((2, 3, 4), 2)
+    nodes = [helper.make_node("Shape", ["z"], ["s"]), helper.make_node("Expand", ["x", "s"], ["e"]),
+             helper.make_node("Add", ["e", "z"], ["y"])]
+    compare(build(nodes, {"x": x, "z": z}, 3), {"x": x, "z": z})
+
+
+PAD_CASES = [("reflect", [0, 0, 1, 2, 0, 0, 2, 1]), ("reflect", [0, 0, 3, 0, 0, 0, 0, 3]),
+             ("edge", [0, 0, 2, 1, 0, 1, 0, 3]), ("edge", [0, 1, 0, 0, 0, 0, 0, 0]),
+             ("wrap", [0, 0, 1, 2, 0, 0, 2, 1]), ("reflect", [0, 0, -1, 1, 0, 0, 1, -1])]
+
+
+@pytest.mark.parametrize("mode,pads", PAD_CASES, ids=[f"{m}{p}" for m, p in PAD_CASES])
+def test_pad_modes(mode, pads):
+    x = data((2, 3, 4, 5), 7)
+    model = build([helper.make_node("Pad", ["x", "p"], ["y"], mode=mode)], {"x": x}, 4,
+                  inits={"p": _ints(pads)}, opset=19 if mode == "wrap" else 13)
+    compare(model, {"x": x})
+
+
+def test_pad_reflect_opset_10_attribute_and_axes_input():
+    x = data((2, 3, 4, 5), 8)
+    compare(build([helper.make_node("Pad", ["x"], ["y"], mode="reflect", pads=[0, 0, 1, 1, 0, 0, 1, 1])],
+                  {"x": x}, 4, opset=10), {"x": x})
+    compare(build([helper.make_node("Pad", ["x", "p", "", "ax"], ["y"], mode="edge")], {"x": x}, 4,
+                  inits={"p": _ints([2, 1, 0, 3]), "ax": _ints([-1, 2])}, opset=18), {"x": x})
+
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+@FEW
+@given(b=st.integers(1, 3), c=st.integers(1, 3), hw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       seed=st.integers(0, 2**16))
+def test_depth_to_space_and_back(mode, b, c, hw, seed):
+    x = data((2, c * b * b) + hw, seed)
+    compare(build([helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=b, mode=mode)], {"x": x}, 4),
+            {"x": x})
+    z = data((2, c, hw[0] * b, hw[1] * b), seed + 1)
+    compare(build([helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=b)], {"x": z}, 4), {"x": z})
+
+
+@pytest.mark.parametrize("indices,axis", [(0, 1), (-1, 2), ([2, 0, 1, 1], 1), ([3, 1], -1)])
+def test_gather_of_run_time_data_by_constant_indices(indices, axis):
+    x = data((2, 3, 4), 3)
+    idx = _ints(indices)
+    compare(build([helper.make_node("Gather", ["x", "i"], ["y"], axis=axis)], {"x": x}, 3 - 1 + idx.ndim,
+                  inits={"i": idx}), {"x": x})
+
+
+def test_the_data_movement_ops_run_on_cuda_and_convert_to_spikes():
+    """They are written with layout ops, so the cuda target (through its C++ emulation) and the spike
+    conversion run them as they run a Concat."""
+    from cuda_emulation import compiler, emulate
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (16, 16, 3, 3)).astype(np.float32)
+    # DepthToSpace before the first Conv: after it, channels with their own spike scales would land on one
+    # channel's positions, which a GlobalAveragePool of spikes cannot weigh (the conversion's per-channel scales)
+    nodes = [helper.make_node("DepthToSpace", ["x"], ["d"], blocksize=2),
+             helper.make_node("Conv", ["d", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Pad", ["r", "p"], ["q"], mode="reflect"),
+             helper.make_node("Split", ["q", "s"], ["a", "b"], axis=3),
+             helper.make_node("Tile", ["b", "t"], ["bt"]), helper.make_node("Concat", ["a", "bt"], ["e"], axis=3),
+             helper.make_node("GlobalAveragePool", ["e"], ["y"])]
+    inits = {"w": (rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32), "p": _ints([0, 0, 1, 1, 0, 0, 1, 1]),
+             "s": _ints([3, 5]), "t": _ints([1, 1, 1, 2])}
+    model = build(nodes, {"x": x}, 4, inits=inits)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    if compiler() is not None:
+        prog = irc.compile(from_model(model), target="cuda")
+        emulate(prog)
+        np.testing.assert_allclose(prog.run(x), expected, rtol=1e-5, atol=1e-5)
+    got = irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=64).run(x)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+
+
 # -------------------------------------------------------------- spiking
 def _three_branch_model(act: str) -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(0)
