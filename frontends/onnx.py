@@ -552,6 +552,30 @@ def LayerNormalization(L, n):
                    {"axis": a.get("axis", -1), "epsilon": a.get("epsilon", 1e-5)})]
 
 
+@handler("InstanceNormalization")
+def InstanceNormalization(L, n):
+    scale, bias = L.const(n, 1, "scale"), L.const(n, 2, "B")
+    return [L.emit("InstanceNormalization", [L.arg(n, 0), scale, bias],
+                   {"epsilon": attrs_of(n).get("epsilon", 1e-5)})]
+
+
+@handler("Mean")
+def Mean(L, n):
+    """The elementwise mean: a Sum divided by the operand count (so the spike conversion treats it as Sum)."""
+    args = [L.arg(n, i) for i in range(len(n.input)) if L.has(n, i)]
+    if len(args) == 1:
+        return [args[0]]
+    dt = args[0].dtype if isinstance(args[0], np.ndarray) else args[0].type.np_dtype
+    return [L.emit("Div", [L.emit("Sum", args), np.asarray(len(args), dt)])]
+
+
+@handler("ArgMax", "ArgMin")
+def ArgExtremum(L, n):
+    a = attrs_of(n)
+    return [L.emit(n.op_type, [L.arg(n, 0)], {"axis": a.get("axis", 0), "keepdims": a.get("keepdims", 1),
+                                             "select_last_index": a.get("select_last_index", 0)})]
+
+
 @handler("LRN")
 def LRN(L, n):
     a = attrs_of(n)
@@ -801,6 +825,12 @@ def Gather(L, n):
         from .onnx_layout import gather_constant_indices
 
         return [gather_constant_indices(L, n, L.arg(n, 0), np.asarray(L.consts[n.input[1]]), axis)]
+    if L.is_const(n.input[0]) and not L.is_const(n.input[1]):  # a lookup table: an embedding
+        table = L.consts[n.input[0]]
+        if axis % max(table.ndim, 1) != 0:
+            raise UnsupportedError(f"Gather of a constant table along axis {axis} by run-time indices is not "
+                                   f"supported (along axis 0 it is an Embedding)")
+        return [L.emit("Embedding", [table, L.value(n.input[1])])]
     data = L.const(n, 0, "data (outside shape arithmetic)")
     idx = L.const(n, 1, "indices")
     return [np.asarray(np.take(data, idx, axis=axis))]
@@ -902,7 +932,8 @@ def ConstantOfShape(L, n):
 _GLOBAL_POOLS = {"ReduceMean": "GlobalAvgPool", "ReduceMax": "GlobalMaxPool"}
 
 
-@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
+@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd",
+         "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
 def Reduce(L, n):
     """A reduction; over every spatial axis of (N, C, ...) a mean or max is a global pool (x.mean(dim=(2, 3)))."""
     a = attrs_of(n)

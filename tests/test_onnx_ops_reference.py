@@ -25,17 +25,18 @@ shapes = st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple)
 """Data shapes: axis 0 is the batch (declared symbolic in the model)."""
 
 
-def _vi(name: str, shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+def _vi(name: str, shape, elem: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, list(shape))
 
 
 def build(nodes, feeds: dict, out_rank: int | list[int], *, inits: dict | None = None, opset: int = 13,
-          outputs=("y",)) -> onnx.ModelProto:
-    """A model of ``nodes`` whose inputs are ``feeds`` (batch axis symbolic) and initializers ``inits``."""
+          outputs=("y",), out_elem: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """A model of ``nodes`` whose inputs are ``feeds`` (batch axis symbolic, their dtypes) and initializers
+    ``inits``; its outputs have element type ``out_elem``."""
     ranks = [out_rank] * len(outputs) if isinstance(out_rank, int) else out_rank
     g = helper.make_graph(
-        nodes, "g", [_vi(k, ("N",) + v.shape[1:]) for k, v in feeds.items()],
-        [_vi(o, [f"{o}_{i}" for i in range(r)]) for o, r in zip(outputs, ranks)],
+        nodes, "g", [_vi(k, ("N",) + v.shape[1:], helper.np_dtype_to_tensor_dtype(v.dtype)) for k, v in feeds.items()],
+        [_vi(o, [f"{o}_{i}" for i in range(r)], out_elem) for o, r in zip(outputs, ranks)],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
@@ -482,12 +483,121 @@ def test_the_data_movement_ops_run_on_cuda_and_convert_to_spikes():
     assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
 
 
+# ----------------------------------------------------- normalisation, reductions
+@FEW
+@given(c=st.integers(1, 4), spatial=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16), eps=st.sampled_from([1e-5, 1e-3]))
+def test_instance_normalization(c, spatial, seed, eps):
+    x = data((2, c) + spatial, seed) + 1.5
+    inits = {"s": data((c,), seed + 1), "b": data((c,), seed + 2)}
+    compare(build([helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=eps)], {"x": x},
+                  x.ndim, inits=inits), {"x": x}, rtol=1e-4, atol=1e-4)
+
+
+@FEW
+@given(shape=shapes, count=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_mean_variadic_broadcasting(shape, count, seed):
+    feeds = {"x0": data(shape, seed)}
+    inits = {f"x{i}": data(trailing(shape[1:], seed + i), seed + i) for i in range(1, count)}
+    model = build([helper.make_node("Mean", list(feeds) + list(inits), ["y"])], feeds, len(shape), inits=inits)
+    compare(model, feeds)
+
+
+ARG_CASES = [("ArgMax", {}), ("ArgMax", {"axis": 1, "keepdims": 0}), ("ArgMax", {"axis": -1, "select_last_index": 1}),
+             ("ArgMin", {"axis": 2}), ("ArgMin", {"axis": -1, "keepdims": 0, "select_last_index": 1})]
+
+
+@pytest.mark.parametrize("op,attrs", ARG_CASES, ids=[f"{o}{a}" for o, a in ARG_CASES])
+@FEW
+@given(shape=st.lists(st.integers(1, 4), min_size=3, max_size=4).map(tuple), seed=st.integers(0, 2**16))
+def test_argmax_argmin_with_ties(op, attrs, shape, seed):
+    """Small integers, so ties are common: the first index, or the last with select_last_index."""
+    x = np.random.default_rng(seed).integers(-2, 3, shape).astype(np.float32)
+    attrs = dict(attrs)
+    attrs.setdefault("axis", 1)
+    out_rank = len(shape) - (attrs.get("keepdims", 1) == 0)
+    compare(build([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": x}, out_rank, out_elem=TensorProto.INT64),
+            {"x": x})
+
+
+def test_argmax_over_the_batch_axis_is_refused_by_name():
+    x = data((2, 3), 0)
+    with pytest.raises(irc.IRCError, match="ArgMax over the batch axis"):
+        from_model(build([helper.make_node("ArgMax", ["x"], ["y"], axis=0)], {"x": x}, 2,
+                         out_elem=TensorProto.INT64))
+
+
+REDUCTIONS = ["ReduceL1", "ReduceL2", "ReduceProd", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
+
+
+@pytest.mark.parametrize("op", REDUCTIONS)
+@pytest.mark.parametrize("opset", [13, 18])
+@FEW
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), keep=st.booleans(),
+       seed=st.integers(0, 2**16), all_axes=st.booleans())
+def test_reduce_family_axes_as_attribute_and_input(op, opset, shape, keep, seed, all_axes):
+    lo, hi = (0.5, 1.5) if op in ("ReduceProd", "ReduceLogSum") else (-3.0, 3.0)
+    x = data(shape, seed, lo, hi)
+    rng = np.random.default_rng(seed)
+    axes = sorted({int(a) for a in rng.integers(1, len(shape), int(rng.integers(1, len(shape))))})
+    axes = [a - len(shape) if rng.random() < 0.5 else a for a in axes]
+    out_rank = len(shape) if keep else len(shape) - len(axes)
+    if opset == 18:
+        node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=int(keep))
+        model = build([node], {"x": x}, out_rank, inits={"axes": _ints(axes)}, opset=18)
+    else:
+        model = build([helper.make_node(op, ["x"], ["y"], keepdims=int(keep), axes=axes)], {"x": x}, out_rank)
+    compare(model, {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+def test_reduce_logsumexp_does_not_overflow():
+    x = np.array([[100.0, 100.0, -1e4], [-200.0, -201.0, -np.inf]], np.float32)
+    model = build([helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[1], keepdims=0)], {"x": x}, 1)
+    compare(model, {"x": x})
+
+
+def _embedding_model(table: np.ndarray, ids_shape: tuple, opset: int = 13) -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("Relu", ["e"], ["y"])],
+                          "g", [_vi("ids", ("N",) + ids_shape[1:], TensorProto.INT64)],
+                          [_vi("y", [f"y{i}" for i in range(len(ids_shape) + table.ndim - 1)])],
+                          [numpy_helper.from_array(table, "table")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@FEW
+@given(rows=st.integers(1, 20), dims=st.lists(st.integers(1, 4), min_size=1, max_size=2).map(tuple),
+       ids_shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple), seed=st.integers(0, 2**16))
+def test_gather_of_a_constant_table_by_int64_inputs_is_an_embedding(rows, dims, ids_shape, seed):
+    """A token-id input (int64, negative ids count from the end) picks rows of the table."""
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((rows,) + dims).astype(np.float32)
+    ids = rng.integers(-rows, rows, ids_shape).astype(np.int64)
+    prog = compare(_embedding_model(table, ids_shape), {"ids": ids})
+    assert [n.op for n in prog.graph.nodes][0] == "Embedding"
+
+
+def test_embedding_index_out_of_range_names_the_op():
+    table = np.ones((4, 2), np.float32)
+    prog = irc.compile(from_model(_embedding_model(table, (2, 3))), target="numpy")
+    with pytest.raises(IndexError, match="Embedding: index 4 is out of range for a table of 4 rows"):
+        prog.run(np.array([[0, 1, 4], [0, 0, 0]], np.int64))
+
+
+def test_embedding_is_refused_by_the_spiking_and_cuda_targets():
+    table = np.ones((4, 2), np.float32)
+    with pytest.raises(irc.IRCError, match="cannot run: Embedding"):
+        irc.compile(from_model(_embedding_model(table, (2, 3))), target="cuda")
+    with pytest.raises(irc.UnsupportedError, match="input 'ids' is i64 .*Embedding"):
+        irc.compile(from_model(_embedding_model(table, (2, 3))), target="spike-llvm",
+                    calibration=np.zeros((2, 3), np.int64))
+
+
 # -------------------------------------------------------------- spiking
-def _three_branch_model(act: str) -> tuple[onnx.ModelProto, np.ndarray]:
+def _three_branch_model(act: str, combine: str = "Sum") -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(0)
     inits = {f"w{i}": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32) for i in range(3)}
     nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]) for i in range(3)]
-    nodes += [helper.make_node("Sum", ["c0", "c1", "c2"], ["s"]), helper.make_node(act, ["s"], ["r"]),
+    nodes += [helper.make_node(combine, ["c0", "c1", "c2"], ["s"]), helper.make_node(act, ["s"], ["r"]),
               helper.make_node("GlobalAveragePool", ["r"], ["y"])]
     x = rng.uniform(0, 1, (16, 3, 6, 6)).astype(np.float32)
     return build(nodes, {"x": x}, 4, inits=inits, opset=20), x
@@ -502,6 +612,14 @@ def test_sum_of_branches_converts_to_spikes():
     assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
     with pytest.raises(irc.IRCError, match="cannot run: Sum"):
         irc.compile(from_model(model), target="spike-llvm", calibration=x, timesteps=8)
+
+
+def test_mean_of_branches_converts_to_spikes_as_a_sum():
+    """Mean is a Sum divided by the count: a constant factor the conversion folds like any other."""
+    model, x = _three_branch_model("Relu", "Mean")
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = irc.compile(from_model(model), target="spike-numpy", calibration=x, timesteps=128).run(x)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.999
 
 
 @pytest.mark.parametrize("act", ["HardSwish", "HardSigmoid", "Gelu", "Erf"] + NEW_ACTIVATIONS)
