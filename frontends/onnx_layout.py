@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from irc.errors import IRCError, UnsupportedError
+from irc.limits import check_shape
 from irc.types import BATCH
 
 from .onnx import SYM_BATCH, _Lowering, attrs_of, handler
@@ -61,7 +62,11 @@ def gather_runs(L: _Lowering, x, axis: int, index: np.ndarray):
             runs.append([i, i + 1])
     if not runs:
         return crop(L, x, axis, 0, 0)
-    parts = [crop(L, x, axis, lo, hi) for lo, hi in runs]
+    crops: dict[tuple[int, int], object] = {}  # an edge pad repeats one crop: made once
+    for run in runs:
+        if tuple(run) not in crops:
+            crops[tuple(run)] = crop(L, x, axis, *run)
+    parts = [crops[tuple(run)] for run in runs]
     return parts[0] if len(parts) == 1 else L.emit("Concat", parts, {"axis": axis})
 
 
@@ -116,13 +121,30 @@ def Split(L, n):
 
 
 # ------------------------------------------------------------- Tile, Expand
+def _checked_size(shape: tuple, what: str) -> None:
+    """Refuse (irc.limits) an output that a damaged repeat count or pad would make absurdly large, before any
+    node is made."""
+    check_shape([1 if d == BATCH else d for d in shape], what)
+
+
 def _repeat(L: _Lowering, x, axis: int, times: int):
-    """``x`` repeated ``times`` times along ``axis``: a Concat of copies (0 times: an empty axis)."""
+    """``x`` repeated ``times`` times along ``axis`` (0 times: an empty axis): Concats of doublings, so a large
+    count makes O(log times) nodes of two inputs, not one node of ``times`` inputs."""
     if times == 1:
         return x
+    shape = list(shape_of(x))
+    shape[axis] *= times
+    _checked_size(tuple(shape), f"repeating axis {axis} {times:,} times")
     if times == 0:
         return crop(L, x, axis, 0, 0)
-    return L.emit("Concat", [x] * times, {"axis": axis})
+    parts, power = [], x
+    while times:
+        if times & 1:
+            parts.append(power)
+        times >>= 1
+        if times:
+            power = L.emit("Concat", [power, power], {"axis": axis})
+    return parts[0] if len(parts) == 1 else L.emit("Concat", parts, {"axis": axis})
 
 
 @handler("Tile")
@@ -231,6 +253,7 @@ def pad_mode(L: _Lowering, x, pads: list[int], mode: str):
             continue
         _not_batch(shape, axis, "Pad")
         dim = shape[axis]
+        _checked_size(tuple(d + lo + hi if i == axis else d for i, d in enumerate(shape)), f"Pad of axis {axis}")
         if dim == 0 or (mode == "reflect" and dim == 1):
             raise IRCError(f"Pad mode {mode!r} cannot pad an axis of {dim} element(s)")
         index = np.pad(np.arange(dim), (lo, hi), mode=NP_PAD_MODES[mode])

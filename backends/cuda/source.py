@@ -63,8 +63,9 @@ ACTIVATIONS = {
 """Per activation op: its CUDA expression of ``{v}`` and its fused parameters ``{p0}``, ``{p1}``, ... (the
 cuda targets run exactly these activations, fused or on their own)."""
 
-ARITHMETIC = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
-"""Elementwise arithmetic ops and their C operator."""
+ARITHMETIC = {"Add": "({a} + {b})", "Sub": "({a} - {b})", "Mul": "({a} * {b})", "Div": "({a} / {b})",
+              "PRelu": "({a} < 0.0f ? {a} * {b} : {a})"}
+"""Elementwise ops of two operands and their C expression of ``{a}`` and ``{b}``."""
 
 
 def flt(v: float) -> str:
@@ -234,8 +235,8 @@ def global_pool(name, kind, size) -> Kernel:
 def elementwise(name, op, sample, operands: list[str], act="", act_params=()) -> Kernel:
     """y = a (op) b; operands are 'data' (same shape as y) or 'const' (one sample, broadcast)."""
     terms = [f"a{k}[i]" if kind == "data" else f"a{k}[i % {sample}]" for k, kind in enumerate(operands)]
-    sym = ARITHMETIC[op]
-    body = f"""    const float v = {terms[0]} {sym} {terms[1]};
+    expr = ARITHMETIC[op].format(a=terms[0], b=terms[1])
+    body = f"""    const float v = {expr};
     y[i] = {activation("v", act, act_params)};
 """
     params = [("const float* __restrict__", f"a{k}") for k in range(len(operands))] + [("float* __restrict__", "y")]

@@ -270,6 +270,7 @@ class Abs(Activation):
 class Reciprocal(Activation):
     name = "Reciprocal"
     kernel = "reciprocal"
+    preserves_sign = False  # 1 / -0.0 is -inf
 
 
 @register
@@ -318,6 +319,7 @@ class Selu(Activation):
     kernel = "selu"
     attrs = {"alpha": Attr("float", 1.67326319217681884765625), "gamma": Attr("float", 1.05070102214813232421875)}
     fused_params = ("alpha", "gamma")
+    preserves_sign = False  # a model may set gamma < 0
 
 
 @register
