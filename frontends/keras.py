@@ -1387,6 +1387,21 @@ def prelu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
                   t.axes)
 
 
+def embedding_check(cfg: dict) -> list[str]:
+    return ["mask_zero=True (the mask changes what later layers compute)"] if cfg.get("mask_zero") else []
+
+
+@rule("Embedding", variables=lambda cfg: [Var("embeddings")], check=embedding_check)
+def embedding(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Rows of the (input_dim, output_dim) table by the input's ids (a float input is truncated, as Keras
+    casts it): the output adds a last axis of output_dim."""
+    t = L.arrange(one(args), keras_order(one(args).rank))
+    table = expect_rank(w["embeddings"], 2, "embeddings")
+    v = L.node("Embedding", [L.param(cfg["name"] + ".embeddings", table, w["embeddings"]), t.value],
+               name=cfg["name"])
+    return Tensor(v, keras_order(t.rank + 1))
+
+
 def softmax_check(cfg: dict) -> list[str]:
     return [] if single_axis(cfg, -1) is not None else [f"softmax over several axes {cfg.get('axis')}"]
 

@@ -43,7 +43,7 @@ def test_fixtures_cover_the_claimed_layers():
                "ReLU", "LeakyReLU", "Softmax", "Dropout", "Flatten", "Reshape", "ZeroPadding2D", "Add", "Concatenate",
                "Rescaling", "Sequential", "Functional", "Conv2DTranspose", "Conv1DTranspose", "UpSampling2D",
                "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional", "CustomScaleLayer", "LayerScale",
-               "PReLU"}
+               "PReLU", "Embedding"}
     assert claimed <= classes, claimed - classes
 
 

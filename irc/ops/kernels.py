@@ -573,7 +573,12 @@ def instance_norm(x, scale, bias, *, epsilon):
 
 
 def embedding(table, indices):
-    """Rows of a constant table by integer indices (negative ones count from the end, as in ONNX Gather)."""
+    """Rows of a constant table by indices (negative ones count from the end, as in ONNX Gather; float ones
+    truncated toward zero, as Keras's Embedding casts them)."""
+    if indices.dtype.kind == "f":
+        if not np.isfinite(indices).all():
+            raise IndexError("Embedding: an index is not a finite number")
+        indices = np.clip(indices, -2.0**62, 2.0**62).astype(np.int64)
     rows = table.shape[0]
     if indices.size and (indices.min() < -rows or indices.max() >= rows):
         bad = indices[(indices < -rows) | (indices >= rows)].reshape(-1)[0]

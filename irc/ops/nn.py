@@ -344,9 +344,10 @@ class ScaleShift(OpDef):
 
 @register
 class Embedding(OpDef):
-    """Rows of a constant table picked by run-time integer indices (ONNX Gather on an initializer, Keras
-    Embedding): the output is ``indices.shape + table.shape[1:]``.  Indices are analog integers; there is no
-    spiking equivalent."""
+    """Rows of a constant table picked by run-time indices (ONNX Gather on an initializer, Keras Embedding):
+    the output is ``indices.shape + table.shape[1:]``.  Integer indices as they are; float ones (a Keras model
+    whose Input is float32) truncated toward zero, as Keras casts them.  Negative indices count from the end.
+    There is no spiking equivalent."""
 
     name = "Embedding"
     inputs = ("table", "indices")
@@ -356,8 +357,8 @@ class Embedding(OpDef):
     def infer(self, ins, a):
         self.require_analog(ins)
         table, idx = ins
-        if idx.dtype not in ("i32", "i64", "i16", "i8", "u8", "u16", "u32"):
-            raise IRCError(f"Embedding indices must be integers, got {idx.dtype}",
+        if idx.np_dtype.kind not in "iuf":
+            raise IRCError(f"Embedding indices must be numbers, got {idx.dtype}",
                            hint="feed the token ids as int64 (or int32)")
         if table.rank < 1:
             raise IRCError("Embedding needs a table of rank >= 1")
