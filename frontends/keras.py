@@ -1358,8 +1358,19 @@ ACTIVATIONS: dict[str, Callable[[Lowering, Tensor, str], Tensor]] = {
     "hard_silu": lambda L, t, name: L.apply("HardSwish", t, None, name),
     "hard_swish": lambda L, t, name: L.apply("HardSwish", t, None, name),
     "gelu": gelu(False),
+    "elu": lambda L, t, name: L.apply("Elu", t, {"alpha": 1.0}, name),
+    "selu": lambda L, t, name: L.apply("Selu", t, None, name),
+    "celu": lambda L, t, name: L.apply("Celu", t, {"alpha": 1.0}, name),
+    "softplus": lambda L, t, name: L.apply("Softplus", t, None, name),
+    "softsign": lambda L, t, name: L.apply("Softsign", t, None, name),
+    "mish": lambda L, t, name: L.apply("Mish", t, None, name),
+    "exponential": lambda L, t, name: L.apply("Exp", t, None, name),
+    "hard_tanh": lambda L, t, name: L.apply("Clip", t, {"min": -1.0, "max": 1.0}, name),
+    "hard_shrink": lambda L, t, name: L.apply("Shrink", t, {"bias": 0.0, "lambd": 0.5}, name),
+    "soft_shrink": lambda L, t, name: L.apply("Shrink", t, {"bias": 0.5, "lambd": 0.5}, name),
 }
-"""Keras's built-in activations that have an exact IR equivalent (leaky_relu's default slope is 0.2)."""
+"""Keras's built-in activations that have an exact IR equivalent, with Keras's default parameters (leaky_relu's
+slope is 0.2; the shrinks' threshold 0.5)."""
 
 
 @rule("Activation")
@@ -1436,6 +1447,40 @@ def thresholded_relu(L: Lowering, t: Tensor, threshold: float, slope: float, max
 def leaky_relu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
     return L.apply("LeakyRelu", one(args), {"alpha": float(slope)}, cfg["name"])
+
+
+def prelu_vars(cfg: dict) -> list[Var]:
+    return [Var("alpha")]
+
+
+@rule("PReLU", variables=prelu_vars)
+def prelu(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """max(0, x) + alpha * min(0, x), alpha of the input's shape with ``shared_axes`` of size 1: one alpha is a
+    LeakyRelu; more become a PRelu whose slope is alpha in the tensor's IR arrangement."""
+    t = one(args)
+    alpha = w["alpha"]
+    if alpha.size == 1:
+        return L.apply("LeakyRelu", t, {"alpha": float(alpha.reshape(-1)[0])}, cfg["name"])
+    if alpha.ndim != t.rank - 1:
+        raise IRCError(f"PReLU alpha of shape {list(alpha.shape)} does not fit a rank-{t.rank} input")
+    slope = np.transpose(alpha[None], t.axes)
+    return Tensor(L.node("PRelu", [t.value, L.param(cfg["name"] + ".alpha", slope, w["alpha"])], name=cfg["name"]),
+                  t.axes)
+
+
+def embedding_check(cfg: dict) -> list[str]:
+    return ["mask_zero=True (the mask changes what later layers compute)"] if cfg.get("mask_zero") else []
+
+
+@rule("Embedding", variables=lambda cfg: [Var("embeddings")], check=embedding_check)
+def embedding(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """Rows of the (input_dim, output_dim) table by the input's ids (a float input is truncated, as Keras
+    casts it): the output adds a last axis of output_dim."""
+    t = L.arrange(one(args), keras_order(one(args).rank))
+    table = expect_rank(w["embeddings"], 2, "embeddings")
+    v = L.node("Embedding", [L.param(cfg["name"] + ".embeddings", table, w["embeddings"]), t.value],
+               name=cfg["name"])
+    return Tensor(v, keras_order(t.rank + 1))
 
 
 def softmax_check(cfg: dict) -> list[str]:

@@ -513,6 +513,29 @@ def Gelu(L, n):
     return [L.emit("Gelu", [L.arg(n, 0)], {"approximate": attrs_of(n).get("approximate", "none")})]
 
 
+def _activation(op: str):
+    """An ONNX activation whose IR op has the same name and attributes (ONNX's defaults are the op's)."""
+    def fn(L, n):
+        a = attrs_of(n)
+        return [L.emit(op, [L.arg(n, 0)], {k: a[k] for k in get_op(op).attrs if k in a})]
+    return fn
+
+
+for _op in ("Neg", "Abs", "Reciprocal", "Sign", "Floor", "Ceil", "Round", "Softplus", "Softsign", "Selu", "Celu",
+            "Mish", "ThresholdedRelu", "Shrink"):
+    HANDLERS[_op] = _activation(_op)
+
+
+@handler("PRelu")
+def PRelu(L, n):
+    """A constant slope: one value is a LeakyRelu (fusable, on every analog target), more a PRelu."""
+    x = L.arg(n, 0)
+    slope = L.const(n, 1, "slope")
+    if slope.size == 1:
+        return [L.emit("LeakyRelu", [x], {"alpha": float(slope.reshape(-1)[0])})]
+    return [L.emit("PRelu", [x, slope])]
+
+
 @handler("Sqrt")
 def Sqrt(L, n):
     return [L.emit("Sqrt", [L.arg(n, 0)])]
@@ -539,6 +562,30 @@ def LayerNormalization(L, n):
     bias = L.const(n, 2, "B") if L.has(n, 2) else None
     return [L.emit("LayerNormalization", [L.arg(n, 0), scale, bias],
                    {"axis": a.get("axis", -1), "epsilon": a.get("epsilon", 1e-5)})]
+
+
+@handler("InstanceNormalization")
+def InstanceNormalization(L, n):
+    scale, bias = L.const(n, 1, "scale"), L.const(n, 2, "B")
+    return [L.emit("InstanceNormalization", [L.arg(n, 0), scale, bias],
+                   {"epsilon": attrs_of(n).get("epsilon", 1e-5)})]
+
+
+@handler("Mean")
+def Mean(L, n):
+    """The elementwise mean: a Sum divided by the operand count (so the spike conversion treats it as Sum)."""
+    args = [L.arg(n, i) for i in range(len(n.input)) if L.has(n, i)]
+    if len(args) == 1:
+        return [args[0]]
+    dt = args[0].dtype if isinstance(args[0], np.ndarray) else args[0].type.np_dtype
+    return [L.emit("Div", [L.emit("Sum", args), np.asarray(len(args), dt)])]
+
+
+@handler("ArgMax", "ArgMin")
+def ArgExtremum(L, n):
+    a = attrs_of(n)
+    return [L.emit(n.op_type, [L.arg(n, 0)], {"axis": a.get("axis", 0), "keepdims": a.get("keepdims", 1),
+                                             "select_last_index": a.get("select_last_index", 0)})]
 
 
 @handler("LRN")
@@ -725,7 +772,9 @@ def Pad(L, n):
                 full[ax], full[t.rank + ax] = pads[k], pads[len(axes) + k]
             pads = full
     if mode != "constant":
-        raise UnsupportedError(f"Pad mode {mode!r} is not supported (only 'constant')")
+        from .onnx_layout import pad_mode
+
+        return [pad_mode(L, x, pads, mode)]
     return [L.emit("Pad", [x], {"pads": pads, "value": value})]
 
 
@@ -781,9 +830,22 @@ def Shape(L, n):
 
 @handler("Gather")
 def Gather(L, n):
+    """Constants fold (shape arithmetic); run-time data by constant indices becomes crops
+    (frontends/onnx_layout.py)."""
+    axis = int(attrs_of(n).get("axis", 0))
+    if not L.is_const(n.input[0]) and L.is_const(n.input[1]):
+        from .onnx_layout import gather_constant_indices
+
+        return [gather_constant_indices(L, n, L.arg(n, 0), np.asarray(L.consts[n.input[1]]), axis)]
+    if L.is_const(n.input[0]) and not L.is_const(n.input[1]):  # a lookup table: an embedding
+        table = L.consts[n.input[0]]
+        if axis % max(table.ndim, 1) != 0:
+            raise UnsupportedError(f"Gather of a constant table along axis {axis} by run-time indices is not "
+                                   f"supported (along axis 0 it is an Embedding)")
+        return [L.emit("Embedding", [table, L.value(n.input[1])])]
     data = L.const(n, 0, "data (outside shape arithmetic)")
     idx = L.const(n, 1, "indices")
-    return [np.asarray(np.take(data, idx, axis=attrs_of(n).get("axis", 0)))]
+    return [np.asarray(np.take(data, idx, axis=axis))]
 
 
 @handler("Cast")
@@ -882,7 +944,8 @@ def ConstantOfShape(L, n):
 _GLOBAL_POOLS = {"ReduceMean": "GlobalAvgPool", "ReduceMax": "GlobalMaxPool"}
 
 
-@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
+@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd",
+         "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
 def Reduce(L, n):
     """A reduction; over every spatial axis of (N, C, ...) a mean or max is a global pool (x.mean(dim=(2, 3)))."""
     a = attrs_of(n)
@@ -903,3 +966,4 @@ def Reduce(L, n):
         return [y if keepdims else L.emit("Reshape", [y], {"shape": [0, t.shape[1]]})]
     return [L.emit(n.op_type, [x], {"axes": axes, "keepdims": keepdims})]
 from . import onnx_structured  # noqa: E402,F401  (Resize, ConvTranspose, LSTM, GRU handlers)
+from . import onnx_layout  # noqa: E402,F401  (Split, Tile, Expand, DepthToSpace, SpaceToDepth)

@@ -237,6 +237,10 @@ def calibration_data(graph: Graph, ctx: PassContext) -> np.ndarray:
             f"{list(inp.type.shape)}",
             hint="re-export with a symbolic batch axis (torch.onnx.export(..., dynamic_axes={'x': {0: 'N'}}), "
                  "keras: Input(shape) without batch_size); the numpy target runs the file as it is")
+    if inp.type.np_dtype.kind != "f":
+        raise UnsupportedError(f"spiking conversion encodes a real-valued input; input {inp.name!r} is "
+                               f"{inp.type.dtype} (integer ids for an Embedding have no spike encoding)",
+                               hint="compile the model for the numpy target")
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape or len(data) == 0:
         raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}",

@@ -42,7 +42,8 @@ def test_fixtures_cover_the_claimed_layers():
                "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "Activation",
                "ReLU", "LeakyReLU", "Softmax", "Dropout", "Flatten", "Reshape", "ZeroPadding2D", "Add", "Concatenate",
                "Rescaling", "Sequential", "Functional", "Conv2DTranspose", "Conv1DTranspose", "UpSampling2D",
-               "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional", "CustomScaleLayer", "LayerScale"}
+               "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional", "CustomScaleLayer", "LayerScale",
+               "PReLU", "Embedding"}
     assert claimed <= classes, claimed - classes
 
 
@@ -57,6 +58,14 @@ def test_matches_keras_predict(name, suffix):
     for g, y in zip(got, ys):
         assert g.shape == y.shape
         np.testing.assert_allclose(g, y, rtol=1e-4, atol=1e-4)
+
+
+def test_prelu_and_the_activations_keep_their_own_ops():
+    """Per-channel and per-element alphas are PRelu slopes in the IR's arrangement, one shared alpha a LeakyRelu;
+    each activation is its IR op (the fixture's predict outputs check the values)."""
+    ops = {n.op for n in irc.load(os.path.join(KERAS, "prelu_and_activations.keras")).nodes}
+    assert {"PRelu", "LeakyRelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Exp", "Clip",
+            "Shrink"} <= ops
 
 
 @pytest.mark.parametrize("name", NAMES)

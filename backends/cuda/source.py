@@ -42,6 +42,20 @@ ACTIVATIONS = {
     "HardSigmoid": "fminf(fmaxf({v} * {p0} + {p1}, 0.0f), 1.0f)",
     "HardSwish": "({v} * fminf(fmaxf({v} * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f))",
     "Erf": "erff({v})",
+    "Neg": "(-{v})",
+    "Abs": "fabsf({v})",
+    "Reciprocal": "(1.0f / {v})",
+    "Sign": "({v} > 0.0f ? 1.0f : ({v} < 0.0f ? -1.0f : {v}))",
+    "Floor": "floorf({v})",
+    "Ceil": "ceilf({v})",
+    "Round": "rintf({v})",
+    "Softplus": "({v} > 0.0f ? {v} + log1pf(expf(-{v})) : log1pf(expf({v})))",
+    "Softsign": "({v} / (1.0f + fabsf({v})))",
+    "Selu": "({p1} * ({v} > 0.0f ? {v} : {p0} * expm1f({v})))",
+    "Celu": "(fmaxf({v}, 0.0f) + fminf(0.0f, {p0} * expm1f({v} / {p0})))",
+    "Mish": "({v} * tanhf({v} > 0.0f ? {v} + log1pf(expf(-{v})) : log1pf(expf({v}))))",
+    "ThresholdedRelu": "({v} > {p0} ? {v} : 0.0f)",
+    "Shrink": "({v} < -{p1} ? {v} + {p0} : ({v} > {p1} ? {v} - {p0} : 0.0f))",
     # Gelu's one parameter: 0 exact (erf), 1 the tanh approximation
     "Gelu": "({p0} != 0.0f ? 0.5f * {v} * (1.0f + tanhf(0.7978845608f * ({v} + 0.044715f * {v} * {v} * {v})))"
             " : 0.5f * {v} * (1.0f + erff({v} * 0.70710678118f)))",
@@ -49,8 +63,9 @@ ACTIVATIONS = {
 """Per activation op: its CUDA expression of ``{v}`` and its fused parameters ``{p0}``, ``{p1}``, ... (the
 cuda targets run exactly these activations, fused or on their own)."""
 
-ARITHMETIC = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
-"""Elementwise arithmetic ops and their C operator."""
+ARITHMETIC = {"Add": "({a} + {b})", "Sub": "({a} - {b})", "Mul": "({a} * {b})", "Div": "({a} / {b})",
+              "PRelu": "({a} < 0.0f ? {a} * {b} : {a})"}
+"""Elementwise ops of two operands and their C expression of ``{a}`` and ``{b}``."""
 
 
 def flt(v: float) -> str:
@@ -220,8 +235,8 @@ def global_pool(name, kind, size) -> Kernel:
 def elementwise(name, op, sample, operands: list[str], act="", act_params=()) -> Kernel:
     """y = a (op) b; operands are 'data' (same shape as y) or 'const' (one sample, broadcast)."""
     terms = [f"a{k}[i]" if kind == "data" else f"a{k}[i % {sample}]" for k, kind in enumerate(operands)]
-    sym = ARITHMETIC[op]
-    body = f"""    const float v = {terms[0]} {sym} {terms[1]};
+    expr = ARITHMETIC[op].format(a=terms[0], b=terms[1])
+    body = f"""    const float v = {expr};
     y[i] = {activation("v", act, act_params)};
 """
     params = [("const float* __restrict__", f"a{k}") for k in range(len(operands))] + [("float* __restrict__", "y")]

@@ -251,6 +251,148 @@ class Tanh(Activation):
     kernel = "tanh"
 
 
+@register
+class Neg(Activation):
+    name = "Neg"
+    kernel = "negative"
+    preserves_sign = False
+    doc = "-x.  Not a rate-coded op: a negative rate has no spiking equivalent (refused by the conversion)."
+
+
+@register
+class Abs(Activation):
+    name = "Abs"
+    kernel = "absolute"
+    output_nonnegative = True
+
+
+@register
+class Reciprocal(Activation):
+    name = "Reciprocal"
+    kernel = "reciprocal"
+    preserves_sign = False  # 1 / -0.0 is -inf
+
+
+@register
+class Sign(Activation):
+    name = "Sign"
+    kernel = "sign"
+
+
+@register
+class Floor(Activation):
+    name = "Floor"
+    kernel = "floor"
+
+
+@register
+class Ceil(Activation):
+    name = "Ceil"
+    kernel = "ceil"
+
+
+@register
+class Round(Activation):
+    name = "Round"
+    kernel = "round_even"
+    doc = "Round half to even (ONNX Round)."
+
+
+@register
+class Softplus(Activation):
+    name = "Softplus"
+    kernel = "softplus"
+    output_nonnegative = True
+    doc = "log(1 + exp(x)), computed without overflow."
+
+
+@register
+class Softsign(Activation):
+    name = "Softsign"
+    kernel = "softsign"
+    doc = "x / (1 + |x|)."
+
+
+@register
+class Selu(Activation):
+    name = "Selu"
+    kernel = "selu"
+    attrs = {"alpha": Attr("float", 1.67326319217681884765625), "gamma": Attr("float", 1.05070102214813232421875)}
+    fused_params = ("alpha", "gamma")
+    preserves_sign = False  # a model may set gamma < 0
+
+
+@register
+class Celu(Activation):
+    name = "Celu"
+    kernel = "celu"
+    attrs = {"alpha": Attr("float", 1.0)}
+    fused_params = ("alpha",)
+    doc = "max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."
+
+    def normalize_attrs(self, attrs):
+        out = super().normalize_attrs(attrs)
+        if out["alpha"] == 0:
+            raise IRCError("Celu alpha must not be 0")
+        return out
+
+
+@register
+class Mish(Activation):
+    name = "Mish"
+    kernel = "mish"
+    doc = "x * tanh(softplus(x))."
+
+
+@register
+class ThresholdedRelu(Activation):
+    name = "ThresholdedRelu"
+    kernel = "thresholded_relu"
+    attrs = {"alpha": Attr("float", 1.0)}
+    fused_params = ("alpha",)
+    doc = "x where x > alpha, else 0."
+
+
+@register
+class Shrink(Activation):
+    name = "Shrink"
+    kernel = "shrink"
+    attrs = {"bias": Attr("float", 0.0), "lambd": Attr("float", 0.5)}
+    fused_params = ("bias", "lambd")
+    preserves_sign = False
+    doc = "x + bias where x < -lambd, x - bias where x > lambd, else 0."
+
+
+@register
+class PRelu(OpDef):
+    """max(0, x) + slope * min(0, x) with a constant slope broadcast to x (per channel: (C, 1, 1)).
+
+    A scalar slope is LeakyRelu (frontends emit that, which fuses); this op holds per-element slopes, so it is not
+    fused and has no spiking equivalent (a negative slope makes a signed signal)."""
+
+    name = "PRelu"
+    inputs = ("x", "slope")
+    params = ("slope",)
+    kernel = "prelu"
+    preserves_sign = True
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        x, slope = ins
+        try:
+            fits = broadcast_shapes(x.shape, slope.shape) == tuple(x.shape)
+        except IRCError:
+            fits = False
+        if not fits:
+            raise IRCError(f"PRelu slope of shape {list(slope.shape)} does not broadcast to the input "
+                           f"{list(x.shape)}", hint="give one slope per channel, shaped (C, 1, 1) for images")
+        return [x]
+
+    def example(self, rng):
+        x = rng.standard_normal((2, 3, 4)).astype(np.float32) * 3
+        return OpExample([x, rng.uniform(-0.5, 0.5, (3, 1)).astype(np.float32)], {}, params=(1,))
+
+
 class _SoftmaxLike(OpDef):
     attrs = {"axis": Attr("int", -1)}
     preserves_argmax = True

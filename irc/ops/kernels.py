@@ -338,6 +338,72 @@ def gelu(x, *, approximate):
     return (0.5 * x * (1.0 + erf(x * np.asarray(0.7071067811865476, x.dtype)))).astype(x.dtype)
 
 
+def negative(x):
+    return np.negative(x)
+
+
+def absolute(x):
+    return np.abs(x)
+
+
+def reciprocal(x):
+    with np.errstate(divide="ignore"):
+        return np.reciprocal(x)
+
+
+def sign(x):
+    return np.sign(x)
+
+
+def floor(x):
+    return np.floor(x)
+
+
+def ceil(x):
+    return np.ceil(x)
+
+
+def round_even(x):
+    return np.round(x)
+
+
+def softplus(x):
+    return np.logaddexp(np.zeros((), x.dtype), x).astype(x.dtype)
+
+
+def softsign(x):
+    return (x / (1 + np.abs(x))).astype(x.dtype)
+
+
+def selu(x, *, alpha, gamma):
+    with np.errstate(over="ignore"):
+        neg = np.asarray(alpha, x.dtype) * np.expm1(np.minimum(x, 0))
+        return (np.asarray(gamma, x.dtype) * np.where(x > 0, x, neg)).astype(x.dtype)
+
+
+def celu(x, *, alpha):
+    a = np.asarray(alpha, x.dtype)
+    with np.errstate(over="ignore"):
+        return (np.maximum(x, 0) + np.minimum(0, a * np.expm1(x / a))).astype(x.dtype)
+
+
+def mish(x):
+    return (x * np.tanh(softplus(x))).astype(x.dtype)
+
+
+def thresholded_relu(x, *, alpha):
+    return np.where(x > np.asarray(alpha, x.dtype), x, np.zeros((), x.dtype)).astype(x.dtype)
+
+
+def shrink(x, *, bias, lambd):
+    b, lam = np.asarray(bias, x.dtype), np.asarray(lambd, x.dtype)
+    return np.where(x < -lam, x + b, np.where(x > lam, x - b, np.zeros((), x.dtype))).astype(x.dtype)
+
+
+def prelu(x, slope):
+    return np.where(x < 0, x * _like(x, slope), x).astype(x.dtype)
+
+
 def clip(x, *, min, max):
     return np.clip(x, np.asarray(min).astype(x.dtype), np.asarray(max).astype(x.dtype))
 
@@ -396,6 +462,60 @@ def reduce_mean(x, *, axes, keepdims):
     return np.mean(x, axis=tuple(axes), keepdims=keepdims, dtype=acc).astype(x.dtype, copy=False)
 
 
+def _acc(x):
+    """x in the accumulation dtype of the float reductions (float32, or float64 for float64 data)."""
+    return x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
+
+
+def reduce_l1(x, *, axes, keepdims):
+    return np.sum(np.abs(_acc(x)), axis=tuple(axes), keepdims=keepdims).astype(x.dtype, copy=False)
+
+
+def reduce_l2(x, *, axes, keepdims):
+    xf = _acc(x)
+    return np.sqrt(np.sum(xf * xf, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype, copy=False)
+
+
+def reduce_prod(x, *, axes, keepdims):
+    with np.errstate(over="ignore"):
+        return np.prod(x, axis=tuple(axes), keepdims=keepdims, dtype=x.dtype)
+
+
+def reduce_sum_square(x, *, axes, keepdims):
+    xf = _acc(x)
+    return np.sum(xf * xf, axis=tuple(axes), keepdims=keepdims).astype(x.dtype, copy=False)
+
+
+def reduce_log_sum(x, *, axes, keepdims):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.sum(_acc(x), axis=tuple(axes), keepdims=keepdims)).astype(x.dtype, copy=False)
+
+
+def reduce_log_sum_exp(x, *, axes, keepdims):
+    xf = _acc(x)
+    top = np.max(xf, axis=tuple(axes), keepdims=True, initial=-np.inf)
+    top = np.where(np.isfinite(top), top, 0)
+    with np.errstate(divide="ignore", over="ignore"):
+        y = np.log(np.sum(np.exp(xf - top), axis=tuple(axes), keepdims=True)) + top
+    return (y if keepdims else np.squeeze(y, axis=tuple(axes))).astype(x.dtype, copy=False)
+
+
+def _arg_extremum(fn, x, axis, keepdims, last):
+    if last:
+        idx = x.shape[axis] - 1 - fn(np.flip(x, axis=axis), axis=axis, keepdims=keepdims)
+    else:
+        idx = fn(x, axis=axis, keepdims=keepdims)
+    return np.asarray(idx, np.int64)
+
+
+def argmax(x, *, axis, keepdims, last):
+    return _arg_extremum(np.argmax, x, axis, keepdims, last)
+
+
+def argmin(x, *, axis, keepdims, last):
+    return _arg_extremum(np.argmin, x, axis, keepdims, last)
+
+
 # ---------------------------------------------------------------- layout
 def reshape(x, *, shape):
     """Reshape to ``shape``; a leading -1 stands for the batch size."""
@@ -438,6 +558,32 @@ def layer_norm(x, scale, bias=None, *, axis, epsilon):
     if bias is not None:
         y = y + bias.astype(acc, copy=False)
     return y.astype(x.dtype, copy=False)
+
+
+def instance_norm(x, scale, bias, *, epsilon):
+    """(x - mean) / sqrt(var + epsilon) * scale[c] + bias[c], the statistics per sample and channel over the
+    spatial axes, in float32."""
+    axes = tuple(range(2, x.ndim))
+    xf = _acc(x)
+    mean = xf.mean(axis=axes, keepdims=True)
+    d = xf - mean
+    var = (d * d).mean(axis=axes, keepdims=True)
+    y = d / np.sqrt(var + np.asarray(epsilon, xf.dtype)) * _channel(scale.astype(xf.dtype), x.ndim)
+    return (y + _channel(bias.astype(xf.dtype), x.ndim)).astype(x.dtype, copy=False)
+
+
+def embedding(table, indices):
+    """Rows of a constant table by indices (negative ones count from the end, as in ONNX Gather; float ones
+    truncated toward zero, as Keras's Embedding casts them)."""
+    if indices.dtype.kind == "f":
+        if not np.isfinite(indices).all():
+            raise IndexError("Embedding: an index is not a finite number")
+        indices = np.clip(indices, -2.0**62, 2.0**62).astype(np.int64)
+    rows = table.shape[0]
+    if indices.size and (indices.min() < -rows or indices.max() >= rows):
+        bad = indices[(indices < -rows) | (indices >= rows)].reshape(-1)[0]
+        raise IndexError(f"Embedding: index {int(bad)} is out of range for a table of {rows} rows")
+    return np.take(table, indices, axis=0)
 
 
 def lrn(x, *, size, alpha, beta, bias):

@@ -351,3 +351,30 @@ class ScaleShift(OpDef):
         c = 3
         return OpExample([rng.standard_normal((2, c, 2, 3)).astype(np.float32), rng.standard_normal(c).astype(np.float32),
                           rng.standard_normal(c).astype(np.float32)], {}, params=(1, 2))
+
+
+@register
+class Embedding(OpDef):
+    """Rows of a constant table picked by run-time indices (ONNX Gather on an initializer, Keras Embedding):
+    the output is ``indices.shape + table.shape[1:]``.  Integer indices as they are; float ones (a Keras model
+    whose Input is float32) truncated toward zero, as Keras casts them.  Negative indices count from the end.
+    There is no spiking equivalent."""
+
+    name = "Embedding"
+    inputs = ("table", "indices")
+    params = ("table",)
+    kernel = "embedding"
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        table, idx = ins
+        if idx.np_dtype.kind not in "iuf":
+            raise IRCError(f"Embedding indices must be numbers, got {idx.dtype}",
+                           hint="feed the token ids as int64 (or int32)")
+        if table.rank < 1:
+            raise IRCError("Embedding needs a table of rank >= 1")
+        return [TensorType(tuple(idx.shape) + tuple(table.shape[1:]), table.dtype)]
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((5, 3)).astype(np.float32),
+                          rng.integers(-5, 5, (2, 4)).astype(np.int64)], {}, params=(0,))

@@ -1,4 +1,5 @@
-"""Normalisations computed from the data itself: LayerNormalization and LRN (analog only).
+"""Normalisations computed from the data itself: LayerNormalization, InstanceNormalization and LRN (analog
+only).
 
 Unlike BatchNorm (a per-channel affine map at inference), these divide by
 statistics of each sample, so they have no spiking equivalent and never fold
@@ -57,6 +58,37 @@ class LayerNormalization(OpDef):
         return OpExample([rng.standard_normal((2, 3, c)).astype(np.float32) * 2 + 1,
                           rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)],
                          {"axis": -1, "epsilon": 1e-5}, params=(1, 2))
+
+
+@register
+class InstanceNormalization(OpDef):
+    """ONNX InstanceNormalization: each sample's channel normalised over its spatial axes, then scaled and
+    shifted per channel."""
+
+    name = "InstanceNormalization"
+    inputs = ("x", "scale", "bias")
+    params = ("scale", "bias")
+    kernel = "instance_norm"
+    attrs = {"epsilon": Attr("float", 1e-5)}
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        x = ins[0]
+        if x.rank < 3:
+            raise IRCError(f"InstanceNormalization needs an (N, C, spatial...) input, got rank {x.rank}")
+        for what, t in zip(("scale", "bias"), ins[1:]):
+            if tuple(t.shape) != (x.shape[1],):
+                raise IRCError(f"InstanceNormalization {what} of shape {list(t.shape)} is not one value per "
+                               f"channel ({x.shape[1]})")
+        return [x]
+
+    def macs(self, ins, outs, a):
+        return 4 * prod(ins[0].sample_shape)
+
+    def example(self, rng):
+        return OpExample([rng.standard_normal((2, 3, 4, 2)).astype(np.float32) * 2 + 1,
+                          rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)],
+                         {"epsilon": 1e-5}, params=(1, 2))
 
 
 @register

@@ -1,4 +1,5 @@
-"""Reductions over chosen axes (ReduceMax, ReduceMin, ReduceSum, ReduceMean).
+"""Reductions over chosen axes (ReduceMax/Min/Sum/Mean, the L1/L2/Prod/SumSquare/LogSum/LogSumExp family,
+ArgMax/ArgMin).
 
 A reduction over every spatial axis is a global pool: frontends lower it to
 GlobalAvgPool/GlobalMaxPool, which the spiking passes understand.  These ops
@@ -68,3 +69,89 @@ class ReduceSum(_Reduce):
 class ReduceMean(_Reduce):
     name = "ReduceMean"
     kernel = "reduce_mean"
+
+
+@register
+class ReduceL1(_Reduce):
+    name = "ReduceL1"
+    kernel = "reduce_l1"
+
+
+@register
+class ReduceL2(_Reduce):
+    name = "ReduceL2"
+    kernel = "reduce_l2"
+
+
+@register
+class ReduceProd(_Reduce):
+    name = "ReduceProd"
+    kernel = "reduce_prod"
+
+
+@register
+class ReduceSumSquare(_Reduce):
+    name = "ReduceSumSquare"
+    kernel = "reduce_sum_square"
+
+
+@register
+class ReduceLogSum(_Reduce):
+    name = "ReduceLogSum"
+    kernel = "reduce_log_sum"
+
+    def example(self, rng):
+        return OpExample([rng.uniform(0.1, 2.0, (2, 3, 4)).astype(np.float32)],
+                         {"axes": [int(rng.choice([1, 2, -1]))], "keepdims": bool(rng.integers(0, 2))})
+
+
+@register
+class ReduceLogSumExp(_Reduce):
+    name = "ReduceLogSumExp"
+    kernel = "reduce_log_sum_exp"
+    doc = "log(sum(exp(x))) over ``axes``, computed from the maximum so it does not overflow."
+
+
+class _ArgExtremum(OpDef):
+    """The index (int64) of the largest / smallest element along ``axis``; ties give the first index unless
+    ``select_last_index``."""
+
+    attrs = {"axis": Attr("int", 0), "keepdims": Attr("bool", True), "select_last_index": Attr("bool", False)}
+
+    def axis(self, x: TensorType, a: dict) -> int:
+        axis = a["axis"]
+        if not -x.rank <= axis < x.rank:
+            raise IRCError(f"{self.name} axis {axis} out of range for rank {x.rank}")
+        axis %= x.rank
+        if axis == 0 and x.has_batch:
+            raise IRCError(f"{self.name} over the batch axis is not supported",
+                           hint="take the index over a feature axis; every sample is computed on its own")
+        return axis
+
+    def infer(self, ins, a):
+        self.require_analog(ins)
+        x = ins[0]
+        axis = self.axis(x, a)
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if a["keepdims"] else \
+            tuple(d for i, d in enumerate(x.shape) if i != axis)
+        return [TensorType(shape, "i64")]
+
+    def kernel_args(self, ins, outs, a):
+        return {"axis": self.axis(ins[0], a), "keepdims": a["keepdims"], "last": a["select_last_index"]}
+
+    def example(self, rng):
+        return OpExample([rng.integers(-2, 3, (2, 3, 4)).astype(np.float32)],
+                         {"axis": int(rng.choice([1, 2, -1])), "keepdims": bool(rng.integers(0, 2)),
+                          "select_last_index": bool(rng.integers(0, 2))})
+
+
+@register
+class ArgMax(_ArgExtremum):
+    name = "ArgMax"
+    kernel = "argmax"
+
+
+@register
+class ArgMin(_ArgExtremum):
+    name = "ArgMin"
+    kernel = "argmin"
