@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import builtins
 import io
+
+from irc.errors import IRCError
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -180,9 +182,13 @@ class NumpyProgram(Program):
 
     def _run_chunk(self, feeds, offset):
         inputs = [feeds[v.name] for v in self.graph.inputs]
-        if self.options.get("kernels") == "reference":
-            return self._fn(self._weights, *inputs)
-        return self._fn(self._weights, *inputs, threads=self.options.get("threads"))
+        try:
+            if self.options.get("kernels") == "reference":
+                return self._fn(self._weights, *inputs)
+            return self._fn(self._weights, *inputs, threads=self.options.get("threads"))
+        except IndexError as e:  # the kernels' one data-dependent check: ids outside an Embedding table
+            raise IRCError(f"the input data cannot be run: {e}",
+                           hint="integer ids must lie within the table (negative ones count from the end)") from None
 
     def weights_npz(self) -> bytes:
         buf = io.BytesIO()

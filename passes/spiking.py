@@ -495,7 +495,19 @@ class _Converter:
     def positional(self, node: Node) -> None:
         """Layout ops and average pools: the scale maps go through the op with the data."""
         maps = [self.smap_of(v) for v in node.inputs]
-        self.emit(node, [self.get(v) for v in node.inputs], smap=self.map_through(node, maps))
+        out_map = self.map_through(node, maps)
+        if get_op(node.op).averages_positions and maps[0] is not None:
+            # an average of spikes of unequal units has no single unit: each window must share one scale
+            # (a Reshape/DepthToSpace that moved channels into positions breaks that)
+            spread = self.map_through(node, [maps[0] * maps[0]]) - out_map * out_map
+            if np.any(spread > 1e-6 * np.maximum(out_map * out_map, 1e-30)):
+                raise UnsupportedError(
+                    f"{node.op} averages positions whose spike units differ (channels were moved into "
+                    f"positions before it), which no spiking layer can express", node=node.name,
+                    hint="convert with -O threshold=percentile -O per_channel=false (one threshold per layer), "
+                         "or move the reshaping "
+                         "before the first neuron layer")
+        self.emit(node, [self.get(v) for v in node.inputs], smap=out_map)
 
     def bilinear(self, node: Node) -> None:
         self.emit(node, [self.unit(v, node) if not v.is_param else self.get(v) for v in node.inputs])

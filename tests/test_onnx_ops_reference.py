@@ -596,10 +596,10 @@ def test_gather_of_a_constant_table_by_int64_inputs_is_an_embedding(rows, dims, 
     assert [n.op for n in prog.graph.nodes][0] == "Embedding"
 
 
-def test_embedding_index_out_of_range_names_the_op():
+def test_embedding_index_out_of_range_is_an_irc_error_naming_the_op():
     table = np.ones((4, 2), np.float32)
     prog = irc.compile(from_model(_embedding_model(table, (2, 3))), target="numpy")
-    with pytest.raises(IndexError, match="Embedding: index 4 is out of range for a table of 4 rows"):
+    with pytest.raises(irc.IRCError, match="Embedding: index 4 is out of range for a table of 4 rows"):
         prog.run(np.array([[0, 1, 4], [0, 0, 0]], np.int64))
 
 

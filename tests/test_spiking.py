@@ -248,3 +248,35 @@ def test_spiking_artifact_round_trip(tmp_path):
     back = irc.load_program(str(tmp_path / "s.ircp"))
     np.testing.assert_array_equal(prog.run(x[:10]), back.run(x[:10]))
     np.testing.assert_array_equal(back.analog().run(x[:10]), irc.compile(path).run(x[:10]))
+
+
+def _depth_to_space_before_a_global_pool():
+    """Conv -> ReLU -> DepthToSpace -> GlobalAveragePool -> Gemm: channels moved into positions after the
+    neurons, so the pool averages spikes of different per-channel units."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 2, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((3, 2)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("DepthToSpace", ["r"], ["d"], blocksize=2),
+             helper.make_node("GlobalAveragePool", ["d"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", 1, ["N", 3])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return m, rng.standard_normal((64, 2, 4, 4)).astype(np.float32)
+
+
+def test_an_average_over_positions_of_unequal_units_is_refused_and_its_hint_works():
+    from irc.frontends.onnx import from_model
+
+    model, x = _depth_to_space_before_a_global_pool()
+    with pytest.raises(irc.IRCError, match="averages positions whose spike units differ") as e:
+        irc.compile(from_model(model), target="spike-numpy", calibration=x)
+    assert "node 'g'" in str(e.value) and "-O threshold=percentile -O per_channel=false" in str(e.value)
+    analog = irc.compile(from_model(model), target="numpy").run(x)
+    spiking = irc.compile(from_model(model), target="spike-numpy", calibration=x, threshold="percentile",
+                          per_channel=False).run(x)
+    assert np.corrcoef(analog.ravel(), spiking.ravel())[0, 1] > 0.99

@@ -94,6 +94,8 @@ class OpDef:
     channel_weights: ClassVar[bool] = False
     """Its weight (input 1) is (out_channels, in_channels/group, ...): per-channel scales fold into it."""
     preserves_argmax: ClassVar[bool] = False
+    averages_positions: ClassVar[bool] = False
+    """Pools that average positions: a spiking form exists only where each window's inputs share one scale."""
     """An elementwise-monotone map per sample (Softmax): a final one does not change the predicted class."""
     output_nonnegative: ClassVar[bool] = False
     """The output is >= 0 whatever the input (Sigmoid, Exp, Softmax)."""

@@ -72,6 +72,7 @@ class AvgPool(OpDef):
     kernel = "avg_pool"
     linear = True
     rate_rule = "positional"
+    averages_positions = True
     attrs = {**POOL_ATTRS, "count_include_pad": Attr("bool", False)}
 
     def infer(self, ins, a):
@@ -117,6 +118,7 @@ class GlobalAvgPool(_GlobalPool):
     kernel = "global_avg_pool"
     linear = True
     rate_rule = "positional"
+    averages_positions = True
 
     def tiling_window(self, node):
         return list(node.inputs[0].type.shape[2:])
