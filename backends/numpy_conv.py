@@ -5,14 +5,26 @@ must not turn a float32 network's GEMMs float64), with an N2D2 channel mask
 multiplied in.  The rules, each measured against the alternatives on the
 benchmark networks (interleaved medians, batch 1 and 256):
 
-* depthwise (one input channel per group): taps over whole padded rows in
-  numpy; with ``kernels=llvm`` the JIT kernel (one FMA per tap, vectorised
-  over channels), which numpy's two passes per tap cannot reach (DS-CNN's
-  depthwise layers, one thread: about 16 ms JIT against 80-96 ms numpy taps
-  before the whole-row form, 14 ms after it on a 128-sample layer);
-* dense convolutions with ``kernels=llvm``: the JIT direct kernel (a
-  register tile of 4 pixels x 16 output channels, the input padded once),
-  faster than BLAS on these narrow GEMMs (M = 6..96) and with no column copy;
+* depthwise (one input channel per group): in numpy, where the rows line up
+  (the output as wide as the input or its stride phase planes), one einsum per
+  stride phase over flat shifts of the unpadded input, row edges masked in the
+  weights (kernels_nhwc._depthwise_flat; DS-CNN's 256-sample layer, one
+  thread: 14.9 ms as taps over whole padded rows, 5.5 ms so), else taps over
+  whole padded rows; with ``kernels=llvm`` the JIT kernel (one FMA per tap,
+  vectorised over channels; 3x3 with 8k channels and narrow rows or a small
+  input: taps unrolled, weights in registers, about 1.5x faster again), which
+  numpy's passes cannot reach (2.0 ms on that layer);
+* fewer than FEW_CHANNELS output channels (group 1): channels-first, vectorised
+  along rows of pixels rather than over a handful of channels; with
+  ``kernels=llvm`` (stride 1 along W, 8+ output columns) the JIT kernel holding
+  8 pixels x up to 8 channels in registers, else (kernels=numpy) per sample the
+  GEMM (M, K) @ (K, pixels) (LeNet's first layer, 1 -> 6 channels, 5x5, batch
+  256, one thread: JIT direct 10 ms, numpy GEMM 3.3 ms, JIT few-outputs 2 ms);
+* other dense convolutions with ``kernels=llvm``: the JIT direct kernel (a
+  register tile of 4 pixels x 16 or 32 output channels, a row's 1-3 last
+  pixels as one tile, the input padded once; 1x1 stride 1: the batch's pixels
+  as one row), faster than BLAS on these narrow GEMMs (M = 6..96) and with no
+  column copy;
 * otherwise 1x1 without padding: one GEMM over all pixels;
 * other dense convolutions: im2col over channels-last rows (copies of KW*C
   contiguous values) and one GEMM;
@@ -30,6 +42,11 @@ from irc.graph import Node
 from irc.ops.nn import fused_activation_args, masked_weight, spatial_attrs
 
 
+FEW_CHANNELS = 8
+"""Below this many channels a value stays channels-first, where loops run along rows of pixels rather than
+along a handful of channels (LeNet's 6-channel layers: measured 2x faster in numpy, and with the JIT kernel)."""
+
+
 @dataclass
 class ConvPlan:
     kernel: str
@@ -37,6 +54,8 @@ class ConvPlan:
     bias: str
     kwargs: dict[str, Any]
     note: str
+    layout: str = "nhwc"
+    """The layout the kernel reads its input in and writes its output in."""
 
 
 def conv_weight(L, node: Node) -> np.ndarray:
@@ -83,7 +102,16 @@ def choose_conv(L, node: Node) -> ConvPlan:
             return ConvPlan("jit_depthwise", packed, bias_ref(True), {**geometry, **act},
                             "depthwise, JIT: FMA over channels")
         return ConvPlan("conv_depthwise", packed, bias_ref(False), {**geometry, **act},
-                        "depthwise: taps over channels-last rows")
+                        "depthwise: one einsum over flat shifts where rows line up, else taps over padded rows")
+    jit_rows = jit and strides[1] == 1 and geometry["out_dims"][1] >= 8  # the JIT kernel's vectors of 8 pixels
+    if group == 1 and m < FEW_CHANNELS and (L.mode == "numpy" or jit_rows):
+        # few output channels: channels-first, vectorised along rows of pixels rather than over a few channels
+        packed = L.packed(node.name + ".weight_mk", w.reshape(m, -1))
+        if jit:
+            return ConvPlan("jit_few_outputs", packed, bias_ref(True), {**geometry, **act},
+                            "few outputs, JIT: 8 pixels x up to 8 channels in registers, channels-first", "nchw")
+        return ConvPlan("conv_few_outputs", packed, bias_ref(False), {**geometry, **act},
+                        "few outputs, channels-first: (M, K) @ (K, pixels) per sample", "nchw")
     note = ""
     if group > 1:
         w = block_diagonal(w, group)
@@ -97,7 +125,7 @@ def choose_conv(L, node: Node) -> ConvPlan:
             padded_bias[:m] = bias
         return ConvPlan("jit_conv", L.packed(node.name + ".weight_hwcm", packed),
                         L.packed(node.name + ".bias_padded", padded_bias), {**geometry, "channels": m, **act},
-                        note + "JIT direct convolution: 4 pixels x 16 channels in registers")
+                        note + "JIT direct convolution: 4 pixels x 16-32 channels in registers")
     if kh == kw == 1 and not any(pads):
         packed = L.packed(node.name + ".weight_cm", w[:, :, 0, 0].T)
         return ConvPlan("conv_pointwise", packed, bias_ref(False), {"strides": strides, **act},

@@ -33,14 +33,14 @@ from irc.interp import Interpreter
 from irc.lowering import LoweringTable
 from irc.naming import Namer, sanitize
 from irc.ops import get_op
-from irc.ops.nn import fused_activation_args, spatial_attrs
+from irc.ops.nn import fused_activation_args
 
 KERNEL_MODES = ("llvm", "numpy", "reference")
 NCHW, NHWC = "nchw", "nhwc"
 
 # kernel name -> the JIT kernel's numpy stand-in (same arguments, same packed weights)
-JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_max_pool": "max_pool_nhwc",
-               "jit_avg_pool": "avg_pool_nhwc"}
+JIT_KERNELS = {"jit_depthwise": "conv_depthwise", "jit_conv": "conv_direct", "jit_few_outputs": "conv_few_outputs",
+               "jit_max_pool": "max_pool_nhwc", "jit_avg_pool": "avg_pool_nhwc"}
 
 
 def check_mode(mode: Any) -> str:
@@ -248,23 +248,8 @@ def lower_conv(L: Lowering, node: Node) -> bool:
     x, w = node.inputs[0], node.inputs[1]
     if w.type.rank != 4 or not _float(x) or not w.is_param:
         return False
-    if L.mode == "numpy" and node.attrs["group"] == 1 and w.type.shape[0] < FEW_CHANNELS:
-        # few output channels: channels-first, the GEMM (M, K) @ (K, pixels), and so what follows
-        from .numpy_conv import conv_weight
-
-        a = node.attrs
-        strides, pads, dilations = spatial_attrs(a, 2)
-        weight = conv_weight(L, node)
-        b = node.inputs[2] if len(node.inputs) > 2 else None
-        kwargs = {"kernel": list(weight.shape[2:]), "strides": strides, "pads": pads, "dilations": dilations,
-                  "out_dims": list(node.outputs[0].type.shape[2:]), **fused_activation_args(a)}
-        L.call(node, "conv_few_outputs", [L.get(x, NCHW), L.packed(node.name + ".weight_mk",
-                                                                   weight.reshape(weight.shape[0], -1)),
-                                          _channel_vector(L, node, b, node.name + ".bias", L.dtype(x))],
-               kwargs, NCHW, "few outputs, channels-first: (M, K) @ (K, pixels) per sample")
-        return True
     plan = choose_conv(L, node)
-    L.call(node, plan.kernel, [L.get(x, NHWC), plan.weight, plan.bias], plan.kwargs, NHWC, plan.note)
+    L.call(node, plan.kernel, [L.get(x, plan.layout), plan.weight, plan.bias], plan.kwargs, plan.layout, plan.note)
     return True
 
 
@@ -272,21 +257,40 @@ def _spatial(node: Node) -> bool:
     return node.inputs[0].type.rank == 4 and _float(node.inputs[0])
 
 
-FEW_CHANNELS = 8
-"""numpy only: below this many channels a value stays channels-first, where numpy's loops run along rows
-of pixels rather than along a handful of channels (LeNet's 6-channel layers: measured 2x faster)."""
-
-
 def _few_channels_first(L: Lowering, x: Value) -> bool:
-    return L.mode == "numpy" and L.layout_of(x) == NCHW and x.type.shape[1] < FEW_CHANNELS
+    """A value held channels-first because it has few channels (see numpy_conv.FEW_CHANNELS) stays so."""
+    from .numpy_conv import FEW_CHANNELS
+
+    return L.layout_of(x) == NCHW and x.type.shape[1] < FEW_CHANNELS
+
+
+def _pooling_matrix(kernel, width: int, out_width: int, dtype) -> np.ndarray:
+    """(KH*W, OW): row a*W + col of a window row holds 1/(KH*KW) in the column of the window it falls in."""
+    kh, kw = kernel
+    p = np.zeros((kh, width, out_width), dtype)
+    for j in range(out_width):
+        p[:, j * kw:(j + 1) * kw, j] = 1.0 / (kh * kw)
+    return p.reshape(kh * width, out_width)
 
 
 @lowering("MaxPool", "AvgPool")
 def lower_pool(L: Lowering, node: Node) -> bool:
-    if not _spatial(node) or len(node.attrs["kernel"]) != 2 or _few_channels_first(L, node.inputs[0]):
+    if not _spatial(node) or len(node.attrs["kernel"]) != 2:
         return False
     opdef = get_op(node.op)
     kwargs = opdef.kernel_args(node.input_types(), [o.type for o in node.outputs], node.attrs)
+    x = node.inputs[0]
+    if _few_channels_first(L, x):
+        h, w = x.type.shape[2:]
+        oh, ow = kwargs["out_dims"]
+        kernel = kwargs["kernel"]
+        if (node.op != "AvgPool" or kwargs["strides"] != kernel or any(kwargs["pads"]) or kwargs["dilations"] != [1, 1]
+                or oh * kernel[0] > h or ow * kernel[1] > w):
+            return False  # the reference kernel, channels-first
+        pool = L.packed(node.name + ".pooling", _pooling_matrix(kernel, w, ow, L.dtype(x)))
+        L.call(node, "avg_pool_gemm", [L.get(x, NCHW), pool], {"kernel": kernel, "out_dims": [oh, ow]}, NCHW,
+               "non-overlapping windows, channels-first: one GEMM with a pooling matrix")
+        return True
     if L.mode == "llvm" and node.inputs[0].type.dtype == "f32":
         L.call(node, "jit_" + kernel_name(opdef), [L.get(node.inputs[0], NHWC)], kwargs, NHWC,
                "JIT: taps inside the input, vectorised over channels")

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from irc.backend import Backend
-from irc.errors import IRCError
+from irc.errors import IRCError, UnsupportedError
 from irc.feeds import bind_inputs
 from irc.graph import Graph, Node
 from irc.limits import MAX_WORK
@@ -42,6 +42,14 @@ SPIKING_OPTIONS: dict[str, Option] = {
                        choices=("current", "poisson", "periodic")),
     "thresholds": Option("str", "auto", "calibrated (from calibration data) | model (the file's own, N2D2) | auto",
                          choices=("auto", "calibrated", "model")),
+    "threshold": Option("str", "fitted", "how calibrated thresholds are chosen: fitted (per channel, layer by "
+                        "layer, for the compiled timesteps) | percentile (the percentile rule below)",
+                        choices=("fitted", "percentile")),
+    "bias_correction": Option("bool", None, "shift each layer's biases so its mean spiking rate meets the analog "
+                              "mean on calibration data (default: on with threshold=fitted)"),
+    "fit_samples": Option("int", 256, "calibration inputs used to fit thresholds and biases, at most (a seeded "
+                          "subsample; fewer at large timesteps, samples x timesteps <= 4096, at least 32)",
+                          minimum=1),
     "percentile": Option("float", 99.9, "threshold = this percentile of each layer's positive activations "
                          "(100 = max)", minimum=1e-3, maximum=100.0),
     "per_channel": Option("bool", True, "one threshold per channel (False: one per layer)"),
@@ -75,7 +83,7 @@ def spike_pipeline(options: Mapping[str, Any]) -> list[str]:
     from irc.passes import FOUNDATION
 
     names = FOUNDATION + ["unfuse_activations", "canonicalize_for_spiking", "drop_final_softmax", "calibrate",
-                          "to_spiking"]
+                          "fit_thresholds", "correct_bias", "to_spiking"]
     if options.get("normalize", "thresholds") == "weights":
         names.append("thresholds_to_weights")
     return names + ["fold_pooling"]
@@ -90,6 +98,10 @@ class SpikingBackend(Backend):
         return ctx.analog_graph if ctx is not None else None
 
     def pipeline(self, options, graph=None):
+        if graph is not None and any(graph.meta.get("output_batch_axes") or []):
+            raise UnsupportedError("a spiking program reads out (batch, classes) scores; this model's output is "
+                                   "time-major (its batch axis is not the first)",
+                                   hint="compile it for the numpy or cuda target")
         if graph is not None and is_spiking(graph):
             return ["simplify", "fold_constants"]  # a spiking network as it is (NIR, a saved spiking IR)
         return spike_pipeline(options)
@@ -237,8 +249,12 @@ class SpikingProgram(Program):
         analog_macs = int(self.graph.meta.get("analog_macs", 0)) * n
         virtual = int(self.graph.meta.get("virtual_synapses", 0))
         sops = ac + mac
+        import json
+
+        fit = json.loads(self.graph.meta.get("thresholds", "{}") or "{}")
         return {
             "timesteps": timesteps,
+            "thresholds": {"method": fit.get("method"), "fitted_for_timesteps": fit.get("fitted_for_timesteps")},
             "samples": n,
             "mean_timesteps": tally.steps / n if n else 0.0,
             "spikes": total_spikes,

@@ -11,7 +11,9 @@ the fastest and the slowest run in ms and the irc/onnxruntime ratio of medians (
 fast as onnxruntime).  Everyone uses all cores: onnxruntime its intra-op threads, irc its batch threads.
 
 ``--profile`` adds, per network at the largest batch: irc's time per node (from the generated program, one
-thread), for both kernel choices; the BLAS floor (numpy's matmul alone on the GEMMs the program makes, with
+thread, one call of as many samples as the program runs per call, its CHUNK, scaled to the batch), for both
+kernel choices; the CPU time of one run with one thread each (irc and onnxruntime), which a busy machine does
+not inflate as it does wall time; the BLAS floor (numpy's matmul alone on the GEMMs the program makes, with
 their shapes); and onnxruntime's own time per op type (its profiler).
 """
 from __future__ import annotations
@@ -104,11 +106,18 @@ def main() -> None:
             profile(name, graph, progs, onnx_path, max(batches), max(3, args.repeats // 5))
 
 
+def program_chunk(prog) -> int:
+    """The samples per run_batch call the generated program uses (its CHUNK; 0: the whole batch)."""
+    return int(prog._fn.__globals__.get("CHUNK", 0))
+
+
 def profile(name: str, graph, progs: dict, onnx_path: str, batch: int, repeats: int, top: int = 12) -> None:
     x = np.random.default_rng(0).standard_normal(graph.inputs[0].type.concrete(batch)).astype(np.float32)
-    print(f"\n  {name}, batch {batch}: where irc's time goes (one thread, median of {repeats} runs)")
+    chunk = min(batch, program_chunk(progs["llvm"]) or batch)
+    print(f"\n  {name}, batch {batch}: where irc's time goes (one thread, median of {repeats} runs; the program "
+          f"runs {chunk} samples per call: one call timed, times x{batch / chunk:.3g})")
     for k, prog in progs.items():
-        nodes = profile_program(prog, x, repeats)
+        nodes = [(node, t * batch / chunk) for node, t in profile_program(prog, x[:chunk], repeats)]
         total = sum(t for _, t in nodes)
         by_kind: dict[str, float] = defaultdict(float)
         for node, t in nodes:
@@ -117,6 +126,10 @@ def profile(name: str, graph, progs: dict, onnx_path: str, batch: int, repeats: 
               + ", ".join(f"{kind} {t * 1e3:.1f}" for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1])))
         for node, t in nodes[:top]:
             print(f"      {t * 1e3:9.3f} ms {100 * t / total:5.1f}%  {node}")
+    cpu = one_thread_cpu(progs, onnx_path, x, repeats)
+    print(f"    one thread each, CPU time of the calling thread (min of {repeats}; robust to a busy machine): "
+          f"onnxruntime {cpu['ort'] * 1e3:.1f} ms, "
+          + ", ".join(f"irc {k} {cpu[k] * 1e3:.1f} ms (ratio {cpu[k] / cpu['ort']:.2f})" for k in progs))
     gemm, rest = gemm_floor(progs["numpy"], batch, repeats)
     print(f"    BLAS floor: the GEMMs of the numpy formulations alone on numpy's matmul (same shapes): "
           f"{gemm * 1e3:.1f} ms; {rest}")
@@ -125,6 +138,30 @@ def profile(name: str, graph, progs: dict, onnx_path: str, batch: int, repeats: 
     print(f"    onnxruntime per op type ({total * 1e3:.1f} ms per run, its profiler): "
           + ", ".join(f"{op} {t * 1e3:.1f}" for op, t in sorted(ort_ops.items(), key=lambda kv: -kv[1])[:8]))
     print(flush=True)
+
+
+def one_thread_cpu(progs: dict, onnx_path: str, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Seconds of CPU time (the calling thread's) per run with one thread each: onnxruntime with one intra-op
+    thread, irc's programs with threads=1.  Other processes taking the cores do not count, unlike wall time.
+    (A JIT kernel with more than conv_kernels.SPLIT_MACS multiply-adds per call would still split its rows over
+    threads, uncounted; at these networks' CHUNK sizes none has.)"""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    fns = {"ort": lambda: sess.run(None, feed)}
+    fns.update({k: (lambda p=p: p._fn(p._weights, x, threads=1)) for k, p in progs.items()})
+    best: dict[str, float] = {}
+    for f in fns.values():
+        f()
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.thread_time()
+            f()
+            best[k] = min(best.get(k, np.inf), time.thread_time() - t)
+    return best
 
 
 def gemm_floor(prog, batch: int, repeats: int) -> tuple[float, str]:

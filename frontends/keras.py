@@ -47,6 +47,7 @@ from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
 from irc.limits import MAX_NODES, MAX_READ_SECONDS, MAX_TEXT_BYTES, check_shape
 from irc.ops import same_pads
+from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name
 from irc.types import BATCH, TensorType
 
 CONTAINERS = ("Sequential", "Functional", "Model")
@@ -65,15 +66,16 @@ Weights = dict[str, np.ndarray]
 """A layer's arrays by variable role ('kernel', 'bias', 'moving_mean', ...)."""
 
 
-def load(path: str, **options: Any) -> Graph:
-    """Read a Keras model file (.keras archive, or legacy .h5/.hdf5) into a Graph."""
+def load(path: str, input_shapes: dict | None = None, **options: Any) -> Graph:
+    """Read a Keras model file (.keras archive, or legacy .h5/.hdf5) into a Graph; ``input_shapes`` binds
+    ``None`` sizes of the inputs (irc/shapes.py)."""
     if options:
-        raise IRCError(f"the Keras frontend takes no options, got {sorted(options)}", file=path)
+        raise IRCError(f"the Keras frontend takes no options but input_shapes, got {sorted(options)}", file=path)
     if not os.path.exists(path):
         raise IRCError("file not found", file=path)
     name = os.path.splitext(os.path.basename(path))[0]
     try:
-        return Lowering(read_model(path), name).run()
+        return Lowering(read_model(path), name, input_shapes).run()
     except IRCError as e:
         raise e.with_file(path)
     except RecursionError:  # a config of models nested thousands deep (JSON parsing or the layer walk)
@@ -267,8 +269,13 @@ class Var:
     aliases: tuple[str, ...] = ()
 
     def matches(self, saved_name: str) -> bool:
+        """The saved leaf name is this variable's role or an alias; Keras uniquifies unnamed variables
+        per session (``variable``, ``variable_1``, ...), so an alias also matches with a numeric suffix."""
         leaf = saved_name.rsplit("/", 1)[-1].split(":")[0]
-        return leaf in (self.role, *self.aliases)
+        if leaf == self.role:
+            return True
+        base, _, suffix = leaf.rpartition("_")
+        return leaf in self.aliases or (suffix.isdigit() and base in self.aliases)
 
 
 def layer_vars(layer: LayerEntry) -> list[Var]:
@@ -685,15 +692,23 @@ def spatial_axes(rank: int, data_format: str | None) -> list[int]:
 class Lowering:
     """Builds the graph: inputs, one call per Keras layer call, outputs in Keras's layout."""
 
-    def __init__(self, model: KerasModel, name: str):
+    def __init__(self, model: KerasModel, name: str, input_shapes: dict | None = None):
         self.model = model
         self.graph = Graph(name)
+        self.input_shapes = input_shapes
         self._arranged: dict[tuple[int, tuple[int, ...]], Tensor] = {}
         self._params: dict[tuple, tuple[np.ndarray, Value]] = {}
 
     def run(self) -> Graph:
         config = self.model.config
-        outputs = self.call_model(config, self.model_inputs(config))
+        declared = [(name, self.declared_dims(name, shape)) for name, shape in input_specs(config)]
+        bound = bind_shapes(declared, self.input_shapes)
+        if any(is_free(dims) for dims in bound.values()):  # None sizes not known yet: lowered once they are
+            stub = stub_graph(self.graph.name, list(bound.items()), {n: "f32" for n, _ in declared}, "keras")
+            stub.origin["declared_inputs"] = declared
+            return stub
+        self.graph.origin["declared_inputs"] = declared
+        outputs = self.call_model(config, [self.graph_input(name, list(dims)) for name, dims in bound.items()])
         for t in outputs:
             self.graph.outputs.append(self.arrange(t, keras_order(t.rank)).value)
         if not self.graph.outputs:
@@ -703,16 +718,18 @@ class Lowering:
         return self.graph
 
     # ------------------------------------------------------------------ inputs
-    def model_inputs(self, model: LayerEntry) -> list[Tensor]:
-        return [self.graph_input(name, shape) for name, shape in input_specs(model)]
-
-    def graph_input(self, name: str, batch_shape: list) -> Tensor:
+    @staticmethod
+    def declared_dims(name: str, batch_shape: list) -> tuple:
+        """The input's dims: the batch, then its sizes, a ``None`` size as a symbol (bound by input_shapes)."""
         dims = list(batch_shape)[1:] if isinstance(batch_shape, (list, tuple)) else [None]
         if any(type(d) is int and d <= 0 for d in dims):
             raise IRCError(f"input {name!r} has a size {list(batch_shape)} that is not positive")
-        if any(type(d) is not int for d in dims):
-            raise UnsupportedError(f"input {name!r} has a dynamic size {list(batch_shape)}",
-                                   hint="build the model with a fixed input shape (keras.Input((8, 8, 1)))")
+        if any(type(d) is not int and d is not None for d in dims):
+            raise IRCError(f"input {name!r} has a size {list(batch_shape)} that is not a number")
+        return (BATCH, *(symbol_name("", i + 1) if d is None else d for i, d in enumerate(dims)))
+
+    def graph_input(self, name: str, batch_shape: list) -> Tensor:
+        dims = list(batch_shape)[1:]
         v = self.graph.add_input(name, TensorType((BATCH, *dims)))
         return Tensor(v, keras_order(len(dims) + 1))
 
@@ -1544,6 +1561,21 @@ def concatenate(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tenso
     args = L.same_arrangement(args)
     axis = L.ir_axis(args[0], int(cfg.get("axis", -1)))
     return Tensor(L.node("Concat", [t.value for t in args], {"axis": axis}, cfg["name"]), args[0].axes)
+
+
+def custom_scale_check(cfg: dict) -> list[str]:
+    """Only keras.applications.inception_resnet_v2's CustomScaleLayer (a numeric ``scale``) is known."""
+    ok = isinstance(cfg.get("scale"), (int, float)) and not isinstance(cfg.get("scale"), bool)
+    return [] if ok else ["not keras.applications.inception_resnet_v2's CustomScaleLayer (no numeric scale)"]
+
+
+@rule("CustomScaleLayer", check=custom_scale_check)
+def custom_scale(L: Lowering, cfg: dict, args: list[Tensor], w: Weights) -> Tensor:
+    """InceptionResNetV2's residual scaling: ``inputs[0] + inputs[1] * scale``."""
+    a, b = L.same_arrangement(two_operands(args, "CustomScaleLayer"))
+    scale = L.param(cfg["name"] + ".scale", np.asarray(cfg["scale"], np.float32))
+    scaled = L.node("Mul", [b.value, scale], name=cfg["name"] + ".scaled")
+    return Tensor(L.node("Add", [a.value, scaled], name=cfg["name"]), a.axes)
 
 
 # ----------------------------------------------------------- preprocessing

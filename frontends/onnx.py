@@ -19,6 +19,7 @@ from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
 from irc.limits import MAX_NODES, MAX_STRING, check_shape, element_count
 from irc.ops import get_op, same_pads
+from irc.shapes import bind_shapes, is_free, stub_graph, symbol_name, unspecialised
 from irc.types import BATCH, TensorType, dtype_name
 
 SYM_BATCH = np.int64(-(2**40) - 7)
@@ -68,7 +69,11 @@ def from_model(model, name: str | None = None, **options: Any) -> Graph:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
         pass  # irc infers its own types; onnx's are only a cross-check
-    return _Lowering(model, opset, name or model.graph.name or "model", options).run()
+    graph = _Lowering(model, opset, name or model.graph.name or "model", dict(options)).run()
+    if unspecialised(graph):  # driver.load replaces this with the file's recipe
+        graph.origin["recipe"] = {"model": model, "name": name, "options": {k: v for k, v in options.items()
+                                                                          if k != "input_shapes"}}
+    return graph
 
 
 def _check_names(g) -> None:
@@ -101,6 +106,8 @@ class _Lowering:
         self.env: dict[str, Value] = {}
         self.options = options
         self.node = None
+        self.batch_axes: dict[str, int] = {}
+        """ONNX names whose batch axis is not the first, and where it is (frontends/onnx_timemajor.py)."""
 
     # ------------------------------------------------------------- driver
     def run(self) -> Graph:
@@ -108,21 +115,27 @@ class _Lowering:
         MAX_NODES.check(len(g.node), "the graph")
         for init in g.initializer:
             self.consts[init.name] = tensor_array(init, f"initializer {init.name!r}")
-        for vi in g.input:
-            if vi.name in self.consts:
-                continue
-            self.env[vi.name] = self.graph.add_input(vi.name, self._input_type(vi))
+        types = {vi.name: self._input_type(vi) for vi in g.input if vi.name not in self.consts}
+        declared = [(name, t.shape) for name, t in types.items()]
+        bound = bind_shapes(declared, self.options.pop("input_shapes", None))
         unsupported = [f"{n.op_type} (node {n.name or n.output[0]!r})" for n in g.node
                        if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS]
         if unsupported:
             raise UnsupportedError(
                 f"{len(unsupported)} unsupported op(s): " + "; ".join(unsupported),
                 hint="irc supports: " + ", ".join(sorted(HANDLERS)))
+        if any(is_free(dims) for dims in bound.values()):  # sizes not known yet: lowered once they are
+            stub = stub_graph(self.graph.name, list(bound.items()), {k: t.dtype for k, t in types.items()}, "onnx")
+            stub.meta["opset"] = self.opset
+            stub.origin["declared_inputs"] = declared
+            return stub
+        for name, t in types.items():
+            self.env[name] = self.graph.add_input(name, t.with_(shape=bound[name]))
         for n in g.node:
             self.node = n
             label = n.name or (n.output[0] if n.output else n.op_type)
             try:
-                results = HANDLERS[n.op_type](self, n)
+                results = self.lower(n)
             except IRCError as e:
                 if e.node is None:
                     e.node = label
@@ -148,10 +161,21 @@ class _Lowering:
         if not self.graph.outputs:
             raise IRCError("the graph declares no outputs, so there is nothing to compute",
                            hint="export the model with its output tensors listed in graph.output")
+        if any(vi.name in self.batch_axes for vi in g.output):  # time-major outputs: Program.run moves them back
+            self.graph.meta["output_batch_axes"] = [self.batch_axes.get(vi.name, 0) for vi in g.output]
         self.graph.prune()
         self.graph.meta["source_format"] = "onnx"
         self.graph.meta["opset"] = self.opset
+        self.graph.origin["declared_inputs"] = declared
         return self.graph
+
+    def lower(self, n) -> list:
+        """The handler's results for node ``n`` (frontends/onnx_timemajor.py's when an input is time-major)."""
+        if any(i in self.batch_axes for i in n.input):
+            from .onnx_timemajor import lower
+
+            return lower(self, n)
+        return HANDLERS[n.op_type](self, n)
 
     def _used(self, name: str) -> bool:
         g = self.model.graph
@@ -175,10 +199,8 @@ class _Lowering:
                 dims.append(int(d.dim_value))
             elif i == 0:
                 dims.append(BATCH)
-            else:
-                raise UnsupportedError(
-                    f"input {vi.name!r} has a dynamic dimension {i} ({d.dim_param or '?'})",
-                    hint="export the model with static sizes for every axis but the batch axis")
+            else:  # bound by input_shapes, or at run time (irc/shapes.py)
+                dims.append(symbol_name(d.dim_param, i))
         return TensorType(tuple(dims), dt)
 
     # ------------------------------------------------------------ helpers
@@ -557,7 +579,7 @@ def _lower_subgraph(L: _Lowering, g) -> list:
                                        hint="irc supports: " + ", ".join(sorted(HANDLERS)))
             L.node = m
             try:
-                results = HANDLERS[m.op_type](L, m)
+                results = L.lower(m)
             except IRCError as e:
                 if e.node is None:
                     e.node = f"{outer.name or outer.output[0]}/{label}"
@@ -668,7 +690,12 @@ def Reshape(L, n):
 
 @handler("Transpose")
 def Transpose(L, n):
-    return [L.emit("Transpose", [L.arg(n, 0)], {"perm": list(attrs_of(n).get("perm", []))})]
+    perm = list(attrs_of(n).get("perm", []))
+    if not L.is_const(n.input[0]) and L.type_of(n.input[0]).has_batch and (perm[:1] or [1]) != [0]:
+        from .onnx_timemajor import transpose  # moves the batch axis (a time-major layout)
+
+        return transpose(L, n)
+    return [L.emit("Transpose", [L.arg(n, 0)], {"perm": perm})]
 
 
 @handler("Concat")
@@ -744,8 +771,9 @@ def Constant(L, n):
 
 @handler("Shape")
 def Shape(L, n):
-    t = L.type_of(n.input[0])
-    dims = np.array([SYM_BATCH if d == BATCH else d for d in t.shape], dtype=np.int64)
+    from .onnx_timemajor import onnx_shape
+
+    dims = np.array([SYM_BATCH if d == BATCH else d for d in onnx_shape(L, n.input[0])], dtype=np.int64)
     a = attrs_of(n)
     start, end = a.get("start", 0), a.get("end", None)
     return [dims[start:end]]

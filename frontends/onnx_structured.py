@@ -13,7 +13,7 @@ from irc.types import BATCH
 
 from irc.ops import get_op
 
-from .onnx import SYM_BATCH, _Lowering, attrs_of, handler
+from .onnx import _STATE_INPUTS, SYM_BATCH, _Lowering, attrs_of, handler
 
 
 
@@ -150,7 +150,14 @@ def _recurrent(L: _Lowering, n, op: str) -> list:
         raise UnsupportedError(f"{op} with input_forget=1 is not supported")
     layout = int(a.get("layout", 0))
     x = L.arg(n, 0)
-    t_axis = 0 if layout == 0 else 1
+    # a time-major X whose batch the IR holds first (frontends/onnx_timemajor.py) runs batch-first (layout 1)
+    ir_layout = 1 if layout == 0 and L.batch_axes.get(n.input[0]) == 1 else layout
+    moved = [i for i in n.input if i in L.batch_axes]
+    runtime_states = [n.input[k] for k in _STATE_INPUTS[op] if L.has(n, k) and not L.is_const(n.input[k])]
+    if moved and (ir_layout == layout or any(L.batch_axes[i] != 1 for i in moved)
+                  or any(i not in L.batch_axes for i in runtime_states)):
+        raise UnsupportedError(f"{op} with layout={layout} on inputs whose batch axes do not match it")
+    t_axis = 0 if ir_layout == 0 else 1
     seq = L.type_of(n.input[0]).shape[t_axis]
     if L.has(n, 4):
         lens = L.arg(n, 4)
@@ -165,7 +172,13 @@ def _recurrent(L: _Lowering, n, op: str) -> list:
     b = L.arg(n, 3)
     states = [L.arg(n, i) for i in ((5, 6) if op == "LSTM" else (5,))]
     states = [None if isinstance(s, np.ndarray) and not s.any() else s for s in states]
-    attrs = {"hidden_size": int(a.get("hidden_size", r.shape[-1])), "direction": direction, "layout": layout}
+    if ir_layout != layout:  # constant states (D, 1, H) in the batch-first layout; run-time ones are already
+        states = [np.swapaxes(s, 0, 1) if isinstance(s, np.ndarray) else s for s in states]
+        for name in filter(None, n.output[1:]):
+            L.batch_axes[name] = 1  # Y_h, Y_c: (D, N, H)
+        if n.output and n.output[0]:
+            L.batch_axes[n.output[0]] = 2  # Y: (T, D, N, H)
+    attrs = {"hidden_size": int(a.get("hidden_size", r.shape[-1])), "direction": direction, "layout": ir_layout}
     if op == "GRU":
         attrs["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
     return _emit_multi(L, op, n, [x, w, r, b, *states], attrs)

@@ -33,7 +33,10 @@ from .verify import verify  # noqa: E402
 def export_nir(program, path=None, *, lossy: bool = False, dt: float | None = None):
     """Write a spiking program as a NIR graph (``pip install "irc-compiler[nir]"``); returns the nir.NIRGraph."""
     from .backends.nir_export import to_nir
+    from .shapes import SpecialisingProgram
 
+    if isinstance(program, SpecialisingProgram):
+        program.refuse("export")
     return to_nir(program, path, lossy=lossy, **({} if dt is None else {"dt": dt}))
 
 

@@ -54,7 +54,8 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
 
 COMPILE_FLAGS = {"calibration": "--calibration", "encoding": "--encoding", "percentile": "--percentile",
                  "per_channel": "--per-channel/--per-layer", "terminate_delta": "--terminate-delta",
-                 "seed": "--seed", "option": "-O", "weights": "--weights", "print_ir": "--print-ir"}
+                 "seed": "--seed", "option": "-O", "weights": "--weights", "print_ir": "--print-ir",
+                 "input_shape": "--input-shape"}
 """Flags that shape compilation: an artifact was compiled already, so they cannot apply to it."""
 
 
@@ -87,7 +88,20 @@ def _load_model(path: str, args: argparse.Namespace):
         kwargs["weights"] = args.weights
     if getattr(args, "dt", None) is not None and path.lower().endswith(".nir"):
         kwargs["dt"] = args.dt
-    return load(path, **kwargs)
+    return load(path, input_shapes=_input_shapes(args), **kwargs)
+
+
+def _input_shapes(args: argparse.Namespace) -> dict[str | None, tuple[int, ...]] | None:
+    """``--input-shape [NAME=]1x3x224x224`` (repeatable) as irc.load's input_shapes."""
+    from .shapes import parse_input_shape
+
+    shapes: dict[str | None, tuple[int, ...]] = {}
+    for text in getattr(args, "input_shape", None) or []:
+        name, sizes = parse_input_shape(text)
+        if name in shapes:
+            raise IRCError(f"--input-shape is given twice for {name or 'the input'}")
+        shapes[name] = sizes
+    return shapes or None
 
 
 def _compile(path: str, args: argparse.Namespace):
@@ -102,6 +116,8 @@ def _compile(path: str, args: argparse.Namespace):
 def cmd_compile(args: argparse.Namespace) -> int:
     check_writable(args.output)
     prog = _compile(args.model, args)
+    if hasattr(prog, "specialised"):  # its input sizes are not known: nothing to write yet
+        prog.refuse(f"write --emit {args.emit} for")
     out = args.output
     if args.emit == "ir":
         from .text import print_graph
@@ -235,6 +251,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .analysis import layer_table
 
     graph = _load_model(args.model, args)
+    if graph.meta.get("unspecialised"):
+        print(f"{graph.name}: inputs " + ", ".join(f"{v.name} {v.type}" for v in graph.inputs))
+        print("the input sizes are not known yet, so the layers are not lowered: give --input-shape "
+              "NAME=1x3x224x224")
+        return 0
     if args.after:
         from .passes import PIPELINES, PassContext, run_pipeline
 
@@ -284,6 +305,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def _add_target_flags(p: argparse.ArgumentParser, default_target: str) -> None:
     p.add_argument("--target", "-t", help=f"target (default {default_target}; see `irc targets`)")
     p.add_argument("--weights", help="directory of weight files (N2D2 INI models)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
+                   help="sizes of an input's symbolic dims (repeatable; NAME optional with one input)")
     p.add_argument("--calibration", help=".npy/.npz of calibration inputs (spiking targets)")
     p.add_argument("--timesteps", help="timesteps (run: a comma-separated list gives accuracy against timesteps)")
     p.add_argument("--encoding", choices=["current", "poisson", "periodic"], help="input encoding (spiking)")
@@ -334,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="table of layers, shapes, parameters and MACs")
     p.add_argument("model")
     p.add_argument("--weights", help="directory of weight files (N2D2 INI models)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
+                   help="sizes of an input's symbolic dims (repeatable; NAME optional with one input)")
     p.add_argument("--after", help="show the graph after a pipeline (e.g. analog)")
     p.set_defaults(func=cmd_inspect)
 

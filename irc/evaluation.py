@@ -280,6 +280,12 @@ def evaluate(program, data, labels=None, *, timesteps: int | Sequence[int] | Non
         source = data
     else:
         source = open_source(data, prog.graph.inputs, labels)
+    if hasattr(prog, "specialised"):  # input sizes the model leaves open: those of the data (irc/shapes.py)
+        if not isinstance(source, Source):
+            raise IRCError("a program whose input sizes are not known yet cannot evaluate an iterable of batches",
+                           hint="compile it with input_shapes={...} (--input-shape)")
+        first, _ = source.read(source.start, source.start + 1)
+        prog = prog.specialised({v.name: x for v, x in zip(prog.graph.inputs, first)})
     if compare_analog:
         prog.analog()  # a clear error now if the program has no analog network
     batch = _batch_size(prog, source, batch_size, checkpoints)

@@ -100,6 +100,9 @@ class Graph:
         self.values: dict[str, Value] = {}
         self.meta: dict[str, Any] = {}
         """Facts that outlive passes: the source file, the readout rule, ..."""
+        self.origin: dict[str, Any] = {}
+        """How the frontend made this graph (its input dims as declared, how to load it again for other input
+        shapes: irc/shapes.py); for this process only, never printed or saved."""
         self._node_names: set[str] = set()
         self._next_suffix: dict[tuple[int, str], int] = {}
         """Per (name table, stem): where the search for a free ``stem_i`` starts (keeps naming O(1))."""
@@ -346,6 +349,7 @@ class Graph:
         """A structural copy; parameter arrays are shared (treat them as immutable)."""
         g = Graph(self.name)
         g.meta = copy.deepcopy(self.meta)
+        g.origin = dict(self.origin)
         vmap: dict[int, Value] = {}
 
         def clone(v: Value | None) -> Value | None:

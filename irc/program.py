@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import IRCError
-from .feeds import batch_size, bind_inputs
+from .feeds import batch_size, bind_inputs, fixed_rows
 from .graph import Graph
 
 FORMAT = "irc-program"
@@ -60,7 +60,7 @@ class Program:
         """
         feeds = bind_inputs(self.graph, inputs, named)
         n = _batch(self.graph, feeds)
-        chunk = batch_size or self.options.get("batch_size") or n or 1
+        chunk = fixed_rows(self.graph) or batch_size or self.options.get("batch_size") or n or 1
         parts: list[list[np.ndarray]] = []
         self._begin_run(n)
         for start in range(0, max(n, 1), chunk):
@@ -70,11 +70,17 @@ class Program:
                 progress(min(start + chunk, n), n)
         outs = [np.concatenate([p[i] for p in parts], axis=0) if len(parts) > 1 else parts[0][i]
                 for i in range(len(parts[0]))]
+        # outputs the source model gives time-major: the IR holds every batch first (frontends/onnx_timemajor.py)
+        for i, axis in enumerate(self.graph.meta.get("output_batch_axes") or []):
+            if axis and i < len(outs):
+                outs[i] = np.moveaxis(outs[i], 0, axis)
         self._end_run(n)
         return outs[0] if len(outs) == 1 else outs
 
     def _batched(self, name: str) -> bool:
-        return next(v for v in self.graph.inputs if v.name == name).type.has_batch
+        """Whether an input is split into chunks: it has a batch axis, or the model a fixed leading one."""
+        return fixed_rows(self.graph) is not None or next(
+            v for v in self.graph.inputs if v.name == name).type.has_batch
 
     def _begin_run(self, n: int) -> None:
         """Reset per-run state (statistics) before the first chunk."""
@@ -183,7 +189,7 @@ def _read_npz(data: bytes, npz: str, path: str) -> list[np.ndarray]:
 
 
 def _batch(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
-    return batch_size(graph, feeds) if any(v.type.has_batch for v in graph.inputs) else 1
+    return batch_size(graph, feeds)
 
 
 def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def run_spiking(prog, source, args: argparse.Namespace, client=None) -> int:
     encoders = prog.graph.find("Encode")
     encoding = encoders[0].attrs["mode"] if encoders else "?"
     print(f"spiking network ({prog.target}, {encoding} input, {len(prog.graph.find('IF'))} neuron layers):")
+    print_thresholds(prog, steps)
     head = f"{'T':>5s} {'accuracy':>9s}"
     if compare and labelled:
         head += f" {'vs analog':>10s}"
@@ -72,6 +73,30 @@ def run_spiking(prog, source, args: argparse.Namespace, client=None) -> int:
         plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def print_thresholds(prog, steps: list[int]) -> None:
+    """The threshold method, the T it was fitted for (against the T being run) and each layer's range."""
+    import json
+
+    info = json.loads(prog.graph.meta.get("thresholds", "{}") or "{}")
+    if not info:
+        return
+    fitted = info.get("fitted_for_timesteps")
+    line = f"thresholds: {info.get('method', '?')}"
+    if fitted is not None:
+        line += f", fitted for T={fitted}"
+        others = [t for t in steps if t != fitted]
+        if others:
+            line += f" (T={','.join(map(str, others))} run with them; compile with --timesteps T to fit each)"
+    if info.get("samples"):
+        line += (f"; fitted on {info['samples']} calibration samples, at most "
+                 f"{info.get('positions_per_channel', '?')} positions per channel (a seeded subsample)")
+    bias = info.get("bias_correction")
+    if bias:
+        line += f"; bias correction on {len(bias.get('shifts', {}))} layers"
+    print(line)
+    print("  per layer (min..max): " + ", ".join(f"{k} {lo:.3g}..{hi:.3g}" for k, (lo, hi) in info.get("layers", {}).items()))
 
 
 def require_matplotlib():

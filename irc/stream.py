@@ -32,7 +32,6 @@ import numpy as np
 from .data import INPUT_KEYS, LABEL_KEYS
 from .errors import IRCError, warn
 from .graph import Value
-from .types import BATCH
 
 Batch = tuple[int, list[np.ndarray], "np.ndarray | None"]
 """(index of the first sample, one array per model input, labels or None)."""
@@ -292,9 +291,9 @@ def check_input(value: Value, shape: Sequence[int], dtype: np.dtype, where: str)
     want = value.type.shape
     ok = len(shape) == len(want) and len(want) > 0
     if value.type.has_batch:
-        ok = ok and all(d == BATCH or d == a for d, a in zip(want, shape))
+        ok = ok and all(isinstance(d, str) or d == a for d, a in zip(want, shape))  # N, or a size not known yet
     else:  # a fixed leading axis: the data is fed in chunks of exactly that many rows
-        ok = ok and tuple(shape[1:]) == tuple(want[1:])
+        ok = ok and all(isinstance(d, str) or d == a for d, a in zip(want[1:], shape[1:]))
     if not ok:
         raise shape_error(value, shape, where)
     check_dtype(value, dtype, where)
@@ -307,7 +306,8 @@ def shape_error(value: Value, shape: Sequence[int], where: str | None) -> IRCErr
     hint = ("N is the batch size; the other axes must match (inputs use the source model's layout)"
             if value.type.has_batch else
             f"the model was exported with a fixed batch of {want[0] if want else 'none'}: irc feeds it that many "
-            f"samples at a time, so the other axes must match {list(want[1:])}")
+            f"samples at a time, so give a positive multiple of {want[0] if want else 1} rows whose other axes "
+            f"match {list(want[1:])}")
     return IRCError(f"input {value.name!r} has shape {list(shape)}, the model expects {shown}", file=where, hint=hint)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import IRCError
 from .graph import Graph, Node, Value
 from .ops import REQUIRED, get_op
-from .types import DTYPES, Domain, TensorType
+from .types import BATCH, DTYPES, Domain, TensorType
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 
@@ -157,6 +157,9 @@ class _Lexer:
         dims: list[int | str] = []
         while not self.accept("]"):
             k, d = self.next()
+            if k != "number" and (d != BATCH or dims):
+                raise IRCError(f"dimension {d!r}: only axis 0 may be symbolic in IR text (the batch, {BATCH})",
+                               line=self.lineno)
             dims.append(int(d) if k == "number" else d)
             self.accept(",")
         return TensorType(tuple(dims), tok, domain)

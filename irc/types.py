@@ -22,7 +22,8 @@ from .errors import BadTypeError
 from .limits import MAX_RANK, MAX_TENSOR_ELEMENTS
 
 BATCH = "N"
-"""The symbol used for the batch axis (axis 0) when its size is not fixed."""
+"""The symbol used for the batch axis (axis 0) when its size is not fixed.  Any other symbol (``H``) is a
+size not known yet: it appears only in the inputs of an unspecialised graph (see irc/shapes.py)."""
 
 Dim = Union[int, str]
 
@@ -72,8 +73,10 @@ class TensorType:
     def __post_init__(self) -> None:
         for i, d in enumerate(self.shape):
             if isinstance(d, str):
-                if d != BATCH or i != 0:
-                    raise BadTypeError(f"only axis 0 may be symbolic ({BATCH}), got shape {self.shape}")
+                # the batch symbol only on axis 0; other symbols only in the inputs of an unspecialised
+                # graph (irc/shapes.py), which no op ever sees
+                if (d == BATCH and i != 0) or not d.isidentifier():
+                    raise BadTypeError(f"only axis 0 may be the batch symbol ({BATCH}), got shape {self.shape}")
             elif not isinstance(d, (int, np.integer)) or d < 0:
                 raise BadTypeError(f"bad dimension {d!r} in shape {self.shape}",
                                    hint="a negative or non-integer size comes from a damaged model or bad attributes")

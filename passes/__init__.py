@@ -1,6 +1,6 @@
 """Passes: graph -> graph rewrites, each registered under a name, and the
 pipelines that targets run.  See :mod:`irc.passes.manager`."""
-from . import affine, fold_pad, fuse, layout, mapping, simplify, spiking  # noqa: F401  (registration)
+from . import affine, fold_pad, fuse, layout, mapping, simplify, spiking, thresholds  # noqa: F401  (registration)
 from .manager import PASSES, Conversion, Pass, PassContext, get_pass, register_pass, run_pass, run_pipeline
 
 FOUNDATION = ["simplify", "fold_constants", "fold_transposes", "apply_channel_mapping", "fold_batchnorm"]

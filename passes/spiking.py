@@ -231,9 +231,16 @@ def calibration_data(graph: Graph, ctx: PassContext) -> np.ndarray:
     if len(graph.inputs) != 1:
         raise UnsupportedError("spiking conversion supports one input")
     inp = graph.inputs[0]
+    if not inp.type.has_batch:
+        raise UnsupportedError(
+            f"spiking conversion needs a batch axis, and input {inp.name!r} was exported with a fixed shape "
+            f"{list(inp.type.shape)}",
+            hint="re-export with a symbolic batch axis (torch.onnx.export(..., dynamic_axes={'x': {0: 'N'}}), "
+                 "keras: Input(shape) without batch_size); the numpy target runs the file as it is")
     data = np.asarray(data, dtype=np.float32)
-    if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape:
-        raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}")
+    if data.ndim != inp.type.rank or tuple(data.shape[1:]) != inp.type.sample_shape or len(data) == 0:
+        raise IRCError(f"calibration data has shape {list(data.shape)}, the model's input is {inp.type}",
+                       hint=f"give N samples of shape {list(inp.type.sample_shape)} (N along axis 0)")
     return data
 
 

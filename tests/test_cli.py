@@ -124,6 +124,8 @@ def test_spiking_run_prints_the_side_by_side_table(tmp_path):
     rows = [line.split() for line in lines if line.strip() and line.split()[0] in ("4", "16")]
     assert len(rows) == 2 and all(row[1].endswith("%") and row[2].endswith("pp") for row in rows)
     assert "SOPs/MAC" in r.stdout and "energy model" in r.stdout
+    fit = [line for line in lines if line.startswith("thresholds: fitted, fitted for T=16")]
+    assert fit and "fitted on 256 calibration samples" in fit[0]  # the bounded calibration is reported
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

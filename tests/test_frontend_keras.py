@@ -41,7 +41,8 @@ def test_fixtures_cover_the_claimed_layers():
     claimed = {"InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Dense", "MaxPooling2D",
                "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "Activation",
                "ReLU", "LeakyReLU", "Softmax", "Dropout", "Flatten", "Reshape", "ZeroPadding2D", "Add", "Concatenate",
-               "Rescaling", "Sequential", "Functional"}
+               "Rescaling", "Sequential", "Functional", "Conv2DTranspose", "Conv1DTranspose", "UpSampling2D",
+               "UpSampling1D", "Permute", "LSTM", "GRU", "Bidirectional", "CustomScaleLayer", "LayerScale"}
     assert claimed <= classes, claimed - classes
 
 

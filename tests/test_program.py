@@ -1,12 +1,13 @@
 """Program artifacts: save, load, and the ways a damaged one is refused."""
 import json
+import os
 import zipfile
 
 import numpy as np
 import pytest
 
 import irc
-from conftest import onnx_fixture, random_feeds
+from conftest import SAMPLES, onnx_fixture, random_feeds
 
 
 @pytest.fixture
@@ -104,3 +105,41 @@ def test_inputs_by_name_and_position():
     np.testing.assert_array_equal(prog.run(feeds["x"], feeds["extra"]), prog.run(extra=feeds["extra"], x=feeds["x"]))
     with pytest.raises(irc.IRCError, match="takes 2 input"):
         prog.run(feeds["x"])
+
+
+def _fixed_batch_digits(tmp_path, rows: int = 1) -> str:
+    """The bundled digits CNN as torch.onnx.export writes it without dynamic_axes: batch fixed at ``rows``."""
+    import onnx
+
+    m = onnx.load(os.path.join(SAMPLES, "digits", "digits_cnn.onnx"))
+    for v in list(m.graph.input) + list(m.graph.output):
+        d = v.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = rows
+    path = str(tmp_path / "fixed.onnx")
+    onnx.save(m, path)
+    return path
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_fixed_batch_model_runs_any_multiple_of_its_batch(tmp_path, rows):
+    """450 samples on a model exported with batch fixed at 1 (or 3): fed that many rows at a time, as
+    onnxruntime would be fed, through the API as through the CLI."""
+    import onnxruntime as ort
+
+    path = _fixed_batch_digits(tmp_path, rows)
+    x = np.load(os.path.join(SAMPLES, "digits", "test.npz"))["x"][:rows * 7]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    want = np.concatenate([sess.run(None, {"x": x[i:i + rows]})[0] for i in range(0, len(x), rows)])
+    got = irc.compile(irc.load(path), target="numpy").run(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(irc.IRCError, match="positive multiple"):
+        irc.compile(irc.load(path), target="numpy").run(x[:0] if rows == 1 else x[:rows + 1])
+
+
+def test_spiking_a_fixed_batch_model_is_refused_before_calibration(tmp_path):
+    cal = np.load(os.path.join(SAMPLES, "digits", "calibration.npz"))["x"]
+    with pytest.raises(irc.IRCError, match="fixed shape") as e:
+        irc.compile(irc.load(_fixed_batch_digits(tmp_path)), target="spike-numpy", calibration=cal)
+    assert "dynamic_axes" in str(e.value)

@@ -106,3 +106,19 @@ def test_the_api_imports_from_the_repository_root():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "('N', 1, 8, 8)" in r.stdout
+
+
+def test_the_readme_op_table_is_what_the_registries_say():
+    """The README's op table is exactly `python -m irc.optable` (regenerate it when an op is added)."""
+    from irc.optable import BEGIN, END, render
+
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    assert BEGIN in text and END in text, "README lost its op-table markers"
+    table = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip("\n")
+    assert table == render().strip("\n"), "README op table is stale: paste `python -m irc.optable` into it"
+    # the ops issue 13 added are all in it, each with its frontend name
+    for name in ("Pow", "Sqrt", "Sum", "HardSigmoid", "HardSwish", "Erf", "Gelu", "LRN", "Resize", "ConvTranspose",
+                 "LSTM", "GRU", "LayerNormalization"):
+        assert f"| `{name}` | yes |" in table
+    assert "If" in table.split("ONNX operators:")[1].split("Keras layers:")[0].replace("\n", " ").split(", ")

@@ -25,15 +25,7 @@ with open(os.path.join(REALWORLD, "fixtures.json")) as _f:
 
 # Not yet supported (issue 13), by what stops each file.  Strict: a file that starts passing fails here until
 # its line is removed, so this list can only shrink and never hides a regression.
-KNOWN_GAPS: dict[str, str] = {
-    'classifier_dynamic_hw_op13.onnx': 'symbolic H/W inputs (shape specialisation)',
-    'crnn_gru_op13.onnx': 'GRU',
-    'crnn_lstm_op13.onnx': 'LSTM',
-    'if_shape_script_dynamic_hw_op13.onnx': 'symbolic H/W inputs, If',
-    'keras_dynamic_hw.h5': 'Input(None, None, 3)',
-    'keras_dynamic_hw.keras': 'Input(None, None, 3)',
-    'segmentation_dynamic_hw_op13.onnx': 'symbolic H/W inputs, Resize',
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def marked(entry: dict):

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import llvmlite.ir as ir
 import numpy as np
 
-from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX
+from irc.ops.kernels_nhwc import BATCH_THREAD_PREFIX, _divisors, _padded, _padded_nchw, _padded_size
 
 from .emit import F32, I64, Function, i64
 
@@ -191,7 +191,115 @@ def _emit_depthwise(module: ir.Module) -> None:
     f.finish()
 
 
-def _emit_direct(module: ir.Module) -> None:
+DEPTHWISE_UNROLLED = ((3, 3),)
+"""Depthwise kernel sizes with their own kernel function: the taps unrolled, their weights held in registers."""
+
+
+DEPTHWISE_UNROLLED_WIDTH = 8
+DEPTHWISE_UNROLLED_BYTES = 8 << 20
+"""The unrolled kernel runs where the output rows are at most DEPTHWISE_UNROLLED_WIDTH pixels or the input is
+at most DEPTHWISE_UNROLLED_BYTES (one thread, against the generic kernel: 40-90% faster on DS-CNN's 25x5x64
+and on MobileNetV2's layers at 4 samples a call, which is how a program runs them (its CHUNK); 10-30% slower
+on a 14 MB input with wide rows, where both wait on memory)."""
+DEPTHWISE_PIXELS = 4
+"""Output pixels per block of an unrolled depthwise kernel: independent FMA chains that hide the latency."""
+
+
+def _emit_depthwise_unrolled(module: ir.Module, kh: int, kw: int, name: str = "", pixels: int = 0,
+                             tails: tuple = (1,)) -> None:
+    """Depthwise convolution with a KHxKW kernel known at compile time, one input channel per output (M = C,
+    a multiple of VEC), no padded copy: per block of DEPTHWISE_PIXELS output pixels of a row and 8
+    channels, the KH*KW weight vectors are loaded once and each pixel is one FMA chain over the taps.
+    Kernel rows outside the input are skipped per output row; blocks away from the left and right edges
+    take no column checks, the others check each tap, as does the tail of a row."""
+    e = _Emitter(module, name or f"depthwise{kh}x{kw}")
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    P = pixels or DEPTHWISE_PIXELS
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        ih0 = b.sub(b.mul(oh, g["SH"]), g["PT"])
+        rows = []  # per kernel row: inside the input?, and the flat pixel index of that input row's start
+        for i in range(kh):
+            ih = b.add(ih0, b.mul(i64(i), g["DH"]))
+            rows.append((e.inside(ih, g["H"]), b.mul(b.add(b.mul(n, g["H"]), ih), g["W"])))
+        span = b.add(b.mul(i64(P - 1), g["SW"]), b.mul(i64(kw - 1), g["DW"]))  # input columns a block reads
+
+        def block(ow0, pixels: int, checked: bool) -> None:
+            with f.loop(0, b.sdiv(g["M"], i64(VEC)), "cv") as cv:
+                c = b.mul(cv, i64(VEC))
+                wv = [e.vload(w, b.add(b.mul(i64(t), g["M"]), c)) for t in range(kh * kw)]
+                bv = e.vload(bias, c)
+                accs = [f.var(V8, "acc") for _ in range(pixels)]
+                for acc in accs:
+                    b.store(bv, acc)
+                iw0 = [b.sub(b.mul(b.add(ow0, i64(p)), g["SW"]), g["PL"]) for p in range(pixels)]
+                for i, (row_in, row_base) in enumerate(rows):
+                    with b.if_then(row_in):
+                        for j in range(kw):
+                            for p, acc in enumerate(accs):
+                                iw = b.add(iw0[p], b.mul(i64(j), g["DW"]))
+
+                                def tap(iw=iw, acc=acc, t=i * kw + j, row_base=row_base) -> None:
+                                    xv = e.vload(x, b.add(b.mul(b.add(row_base, iw), g["C"]), c))
+                                    b.store(b.call(e.fma_v, [xv, wv[t], b.load(acc)]), acc)
+                                if checked:
+                                    with b.if_then(e.inside(iw, g["W"])):
+                                        tap()
+                                else:
+                                    tap()
+                for p, acc in enumerate(accs):
+                    out = b.add(b.mul(b.add(b.mul(r, g["OW"]), b.add(ow0, i64(p))), g["M"]), c)
+                    e.vstore(e.activate(b.load(acc)), y, out)
+
+        blocks = b.sdiv(g["OW"], i64(P))
+        with f.loop(0, blocks, "owb") as q:
+            ow0 = b.mul(q, i64(P))
+            left = b.sub(b.mul(ow0, g["SW"]), g["PL"])
+            interior = b.and_(b.icmp_signed(">=", left, i64(0)), b.icmp_signed("<", b.add(left, span), g["W"]))
+            with b.if_else(interior) as (fast, edge):
+                with fast:
+                    block(ow0, P, False)
+                with edge:
+                    block(ow0, P, True)
+        done = b.mul(blocks, i64(P))
+        for width in tails:  # the row's last pixels, fewer than P
+            count = b.sdiv(b.sub(g["OW"], done), i64(width))
+            with f.loop(0, count, f"owt{width}") as q:
+                block(b.add(done, b.mul(q, i64(width))), width, True)
+            done = b.add(done, b.mul(count, i64(width)))
+    f.finish()
+
+
+DIRECT_PIXELS = (4, 3, 2, 1)
+"""Pixel tiles of the direct kernel, widest first: a row's pixels go 4 at a time, and the 1 to 3 left over
+as one tile (not one by one: LeNet's 10-pixel rows 35 -> 43, 3-pixel rows 17 -> 30 GMAC/s, one thread)."""
+DIRECT_CHANNEL_TILES = {
+    # 32 vector registers (AVX-512VL): 4 pixels x 4 vectors, 16 FMA chains (ResNet-8's 32- and 64-channel
+    # layers 10-15% faster, DS-CNN's first layer 30%, than 4 x 2)
+    True: {4: (4, 2, 1), 3: (2, 1), 2: (4, 2, 1), 1: (8, 2, 1)},
+    False: {4: (2, 1), 3: (2, 1), 2: (4, 2, 1), 1: (8, 2, 1)},  # 16 (AVX2)
+}
+"""Vectors of output channels per tile of the direct kernel, by tile pixels, widest first, by whether the CPU
+has 32 vector registers; a lone pixel takes 8 vectors so that it too has 8 independent FMA chains."""
+
+
+def wide_registers() -> bool:
+    """Whether this CPU has 32 vector registers (AVX-512VL), which wider register tiles need."""
+    return _host_has("avx512vl")
+
+
+@functools.cache
+def _host_has(feature: str) -> bool:
+    import llvmlite.binding as llvm
+
+    try:
+        return bool(llvm.get_host_cpu_features().get(feature, False))
+    except Exception:  # a host whose features LLVM cannot tell: the narrower tiles work everywhere
+        return False
+
+
+def _emit_direct(module: ir.Module, name: str = "direct", pixel_tiles=DIRECT_PIXELS, channel_tiles=None) -> None:
     """A dense convolution over a pre-padded input: y[n,oh,ow,m] = b[m] + sum_{i,j,c} x[n,ih,iw,c] w[i,j,c,m].
 
     w is (KH, KW, C, MP) with MP = M rounded up to whole vectors (zeros past
@@ -199,7 +307,8 @@ def _emit_direct(module: ir.Module) -> None:
     registers; per input channel and tap it takes 2 weight vectors and 4
     broadcast inputs.  Tails: 1 pixel, 1 vector, lanes stored one by one.
     """
-    e = _Emitter(module, "direct")
+    channel_tiles = channel_tiles or DIRECT_CHANNEL_TILES[wide_registers()]
+    e = _Emitter(module, name)
     f, b, g = e.f, e.b, e.g
     x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
     mp = b.mul(b.sdiv(b.add(g["M"], i64(VEC - 1)), i64(VEC)), i64(VEC))
@@ -249,17 +358,86 @@ def _emit_direct(module: ir.Module) -> None:
                                             b.gep(y, [b.add(out, b.add(m, i64(lane)))], inbounds=True))
 
         def channel_blocks(ow0, pixels: int) -> None:
-            pairs = b.sdiv(mp, i64(2 * VEC))
-            with f.loop(0, pairs, "mb2") as q:
-                tile(ow0, pixels, b.mul(q, i64(2 * VEC)), 2)
-            with f.loop(b.mul(pairs, i64(2)), b.sdiv(mp, i64(VEC)), "mb1") as q:
-                tile(ow0, pixels, b.mul(q, i64(VEC)), 1)
+            done = i64(0)  # vectors of channels done
+            for vectors in channel_tiles[pixels]:
+                blocks = b.sdiv(b.sub(b.sdiv(mp, i64(VEC)), done), i64(vectors))
+                with f.loop(0, blocks, f"mb{vectors}") as q:
+                    tile(ow0, pixels, b.mul(b.add(done, b.mul(q, i64(vectors))), i64(VEC)), vectors)
+                done = b.add(done, b.mul(blocks, i64(vectors)))
 
-        quads = b.sdiv(g["OW"], i64(4))
-        with f.loop(0, quads, "ow4") as q:
-            channel_blocks(b.mul(q, i64(4)), 4)
-        with f.loop(b.mul(quads, i64(4)), g["OW"], "ow1") as ow:
-            channel_blocks(ow, 1)
+        done = i64(0)  # pixels of the row done
+        for width in pixel_tiles:
+            blocks = b.sdiv(b.sub(g["OW"], done), i64(width))
+            with f.loop(0, blocks, f"ow{width}") as q:
+                channel_blocks(b.add(done, b.mul(q, i64(width))), width)
+            done = b.add(done, b.mul(blocks, i64(width)))
+    f.finish()
+
+
+FEW_OUTPUTS_MAX = 8
+"""Output channels one few-outputs tile keeps in registers (one or two vectors of 8 pixels each: with 32
+vector registers and rows of 16+ pixels, two, measured 1.4-1.8x faster, LeNet's first layer 18 -> 31 GMAC/s
+one thread)."""
+
+
+def _emit_few_outputs(module: ir.Module, name: str = "few_outputs", pixel_vectors: int = 1) -> None:
+    """A dense convolution with few output channels, channels-first in and out, over a pre-padded input:
+    vectorised over 8 x ``pixel_vectors`` output pixels of a row (one unaligned load per tap and vector
+    serves every output channel).
+
+    x (N, C, H, W) padded, w (M, C*KH*KW) (the numpy formulation's packing), y (N, M, OH, OW); needs
+    SW = 1 and OW >= 8 x pixel_vectors: a row's last block starts at OW minus that and overlaps the one
+    before (same values).
+    Tiles of up to FEW_OUTPUTS_MAX channels, one accumulator vector each, each tap's weight broadcast.
+    """
+    e = _Emitter(module, name)
+    f, b, g = e.f, e.b, e.g
+    x, w, bias, y = (f.args[k] for k in ("x", "w", "b", "y"))
+    taps_per_output = g["CG"]  # C * KH * KW
+    PV = pixel_vectors
+    span = PV * VEC  # pixels per block
+    with e.rows() as r:
+        n, oh = b.sdiv(r, g["OH"]), b.srem(r, g["OH"])
+        blocks = b.sdiv(b.add(g["OW"], i64(span - 1)), i64(span))
+
+        def tile(ow0, m0, count: int) -> None:
+            accs = [[f.var(V8, "acc") for _ in range(count)] for _ in range(PV)]
+            for t in range(count):
+                bv = e.splat(b.load(b.gep(bias, [b.add(m0, i64(t))], inbounds=True)))
+                for p in range(PV):
+                    b.store(bv, accs[p][t])
+            wrows = [b.mul(b.add(m0, i64(t)), taps_per_output) for t in range(count)]
+            with f.loop(0, g["C"], "c") as c:
+                plane = b.mul(b.add(b.mul(n, g["C"]), c), g["H"])
+                with f.loop(0, g["KH"], "i") as i:
+                    row = b.add(b.mul(b.add(plane, b.add(b.mul(oh, g["SH"]), b.mul(i, g["DH"]))), g["W"]), ow0)
+                    wtap = b.mul(b.add(b.mul(c, g["KH"]), i), g["KW"])
+                    with f.loop(0, g["KW"], "j") as j:
+                        at = b.add(row, b.mul(j, g["DW"]))
+                        xv = [e.vload(x, b.add(at, i64(p * VEC))) for p in range(PV)]
+                        k = b.add(wtap, j)
+                        for t in range(count):
+                            wv = e.splat(b.load(b.gep(w, [b.add(wrows[t], k)], inbounds=True)))
+                            for p in range(PV):
+                                b.store(b.call(e.fma_v, [xv[p], wv, b.load(accs[p][t])]), accs[p][t])
+            for t in range(count):
+                out = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, g["M"]), b.add(m0, i64(t))), g["OH"]), oh), g["OW"]), ow0)
+                for p in range(PV):
+                    e.vstore(e.activate(b.load(accs[p][t])), y, b.add(out, i64(p * VEC)))
+
+        with f.loop(0, blocks, "owb") as q:
+            ow0 = b.select(b.icmp_signed("<", b.mul(q, i64(span)), b.sub(g["OW"], i64(span))),
+                           b.mul(q, i64(span)), b.sub(g["OW"], i64(span)))
+            mblocks = b.sdiv(b.add(g["M"], i64(FEW_OUTPUTS_MAX - 1)), i64(FEW_OUTPUTS_MAX))
+            with f.loop(0, mblocks, "mb") as mb:
+                m0 = b.mul(mb, i64(FEW_OUTPUTS_MAX))
+                count = b.sub(g["M"], m0)
+                for k in range(1, FEW_OUTPUTS_MAX + 1):
+                    # the last block holds M - m0 channels, every other one FEW_OUTPUTS_MAX
+                    cond = (b.icmp_signed(">=", count, i64(k)) if k == FEW_OUTPUTS_MAX
+                            else b.icmp_signed("==", count, i64(k)))
+                    with b.if_then(cond):
+                        tile(ow0, m0, k)
     f.finish()
 
 
@@ -302,10 +480,53 @@ def _module_ir() -> str:
     module = ir.Module("irc_conv_kernels")
     module.triple = llvm.get_process_triple()
     _emit_depthwise(module)
+    for kh, kw in DEPTHWISE_UNROLLED:
+        _emit_depthwise_unrolled(module, kh, kw)
     _emit_direct(module)
+    _emit_few_outputs(module)
+    _emit_few_outputs(module, "few_outputs16", 2)
     _emit_pool(module, "max_pool", True)
     _emit_pool(module, "avg_pool", False)
+    offset = array_data_offset()
+    if offset is not None:
+        for fn in list(module.functions):
+            if not fn.is_declaration:
+                _emit_object_entry(module, fn, offset)
     return str(module)
+
+
+def array_data_offset() -> int | None:
+    """Where a numpy array object holds its data pointer (PyArrayObject's first field after the object
+    header: 16 bytes on the usual CPython builds), found by looking; None if it is not found."""
+    import sys
+
+    a = np.zeros(8, np.float32)
+    views = (a, a[2:])
+    raw = [ctypes.string_at(id(v), 64) for v in views]
+    for off in range(8, 57, 8):
+        if all(int.from_bytes(r[off:off + 8], sys.byteorder) == v.__array_interface__["data"][0]
+               for r, v in zip(raw, views)):
+            return off
+    return None
+
+
+def _emit_object_entry(module: ir.Module, kernel: ir.Function, offset: int) -> None:
+    """``<kernel>_obj``: the kernel taking x and y as numpy array objects, their data pointers read from the
+    objects (ctypes hands a Python object over as its address for free, while asking numpy for the data
+    pointer costs about 2 us an array, as much as the call itself)."""
+    i8p = ir.IntType(8).as_pointer()
+    types = list(kernel.function_type.args)
+    types[0] = types[3] = i8p
+    entry = ir.Function(module, ir.FunctionType(kernel.function_type.return_type, types), kernel.name + "_obj")
+    b = ir.IRBuilder(entry.append_basic_block())
+
+    def data(obj, ty):
+        return b.load(b.bitcast(b.gep(obj, [i64(offset)]), ty.as_pointer()))
+    args = list(entry.args)
+    args[0] = data(args[0], kernel.function_type.args[0])
+    args[3] = data(args[3], kernel.function_type.args[3])
+    b.call(kernel, args)
+    b.ret_void()
 
 
 _COMPILE_LOCK = threading.Lock()
@@ -322,11 +543,20 @@ _FUNCTIONS: dict = {}
 
 
 def _function(name: str):
+    """The compiled kernel by name; ``<name>_obj`` takes x and y as numpy arrays (see _emit_object_entry)."""
     with _COMPILE_LOCK:
         if name not in _FUNCTIONS:
+            arrays = ctypes.py_object if name.endswith("_obj") else ctypes.c_void_p
             _FUNCTIONS[name] = _compiled().function(
-                name, None, *([ctypes.c_void_p] * 5 + [ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
+                name, None, arrays, ctypes.c_void_p, ctypes.c_void_p, arrays, ctypes.c_void_p,
+                *([ctypes.c_float] * 2 + [ctypes.c_int64] * 2))
     return _FUNCTIONS[name]
+
+
+@functools.cache
+def _object_entries() -> bool:
+    """Whether the kernels have their array-object entry points (the data pointer's place was found)."""
+    return array_data_offset() is not None
 
 
 @functools.cache
@@ -348,9 +578,10 @@ _PLANS: dict = {}
 
 
 def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, geom: tuple,
-             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8) -> np.ndarray:
-    """Run kernel ``name`` over all output rows of y, split into one contiguous range per thread when the
-    work (``macs``) is large and the caller is not already one of the batch's threads."""
+             lo: float, hi: float, macs: int = 0, min_rows_per_thread: int = 8, rows: int = 0) -> np.ndarray:
+    """Run kernel ``name`` over all output rows of y (``rows`` of them, else y's first two axes: batch x
+    height), split into one contiguous range per thread when the work (``macs``) is large and the caller is
+    not already one of the batch's threads."""
     key = (name, id(w), id(b), geom)
     plan = _PLANS.get(key)
     if plan is None or plan[0] is not w or plan[1] is not b:
@@ -360,7 +591,7 @@ def run_rows(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarr
             _PLANS.clear()
         _PLANS[key] = plan
     fn = _FUNCTIONS.get(name) or _function(name)
-    rows = y.shape[0] * y.shape[1]
+    rows = rows or y.shape[0] * y.shape[1]
     ptrs = (x.__array_interface__["data"][0], plan[3], plan[4], y.__array_interface__["data"][0], plan[5])
     parts = 1
     if macs >= SPLIT_MACS and not threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
@@ -395,16 +626,75 @@ def _clamp(activation: str, params) -> tuple[float, float, int]:
     return JIT_ACTIVATIONS[activation](params or {})
 
 
+class Launch:
+    """One layer's kernel call, worked out once per weight, input shape and geometry: the compiled function,
+    the constant pointers (weights, bias, geometry array), the output's shape and how its rows split."""
+
+    __slots__ = ("w", "b", "g", "fn", "objects", "wp", "bp", "gp", "lo", "hi", "rows", "split", "shape", "size")
+
+    def __init__(self, name: str, w: np.ndarray, b: np.ndarray, geom: tuple, lo: float, hi: float, macs: int,
+                 shape: tuple, rows: int, size: tuple = ()):
+        self.w, self.b, self.g = w, b, np.array(geom, np.int64)  # held: their ids key the cache
+        self.objects = _object_entries()
+        self.fn = _function(name + "_obj" if self.objects else name)
+        self.wp, self.bp, self.gp = w.ctypes.data, b.ctypes.data, self.g.ctypes.data
+        self.lo, self.hi, self.rows, self.shape, self.size = lo, hi, rows, shape, size
+        self.split = max(1, min(threads(), rows // 8)) if macs >= SPLIT_MACS else 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The output of the kernel on x (contiguous float32 of the shape the launch was made for)."""
+        y = np.empty(self.shape, np.float32)
+        if self.objects:
+            xp, yp = x, y
+        else:
+            xp, yp = x.__array_interface__["data"][0], y.__array_interface__["data"][0]
+        parts = self.split
+        if parts > 1 and threading.current_thread().name.startswith(BATCH_THREAD_PREFIX):
+            parts = 1  # already one of the batch's threads
+        if parts == 1:
+            self.fn(xp, self.wp, self.bp, yp, self.gp, self.lo, self.hi, 0, self.rows)
+            return y
+        bounds = [self.rows * k // parts for k in range(parts + 1)]
+        args = (xp, self.wp, self.bp, yp, self.gp, self.lo, self.hi)
+        futures = [_pool().submit(self.fn, *args, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+        self.fn(*args, bounds[0], bounds[1])
+        for fut in futures:
+            fut.result()
+        return y
+
+
+_LAUNCHES: dict = {}
+
+
+def _launch(key: tuple, w, b, make) -> Launch:
+    """The cached Launch for this call site (key: the kernel, weight and bias ids, input shape, geometry)."""
+    hit = _LAUNCHES.get(key)
+    if hit is None or hit.w is not w or hit.b is not b:
+        if len(_LAUNCHES) > 1024:
+            _LAUNCHES.clear()
+        hit = _LAUNCHES[key] = make()
+    return hit
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(x, np.float32)
+
+
 def depthwise_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="", activation_params=None):
     """kernels_nhwc.conv_depthwise's arguments and result, computed by the JIT kernel (float32)."""
-    x = np.ascontiguousarray(x, np.float32)
-    n, h, wd, c = x.shape
-    m = w.shape[-1]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, m), np.float32)
-    lo, hi, code = _clamp(activation, activation_params)
-    geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
-    return run_rows("depthwise", x, w, b, y, geom, lo, hi, y.size * kh * kw)
+    x = _f32(x)
+
+    def make() -> Launch:
+        n, h, wd, c = x.shape
+        m = w.shape[-1]
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        lo, hi, code = _clamp(activation, activation_params)
+        geom = (h, wd, c, oh, ow, m, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, m // c, code)
+        unrolled = ((kh, kw) in DEPTHWISE_UNROLLED and m == c and m % VEC == 0
+                    and (ow <= DEPTHWISE_UNROLLED_WIDTH or x.nbytes <= DEPTHWISE_UNROLLED_BYTES))
+        name = f"depthwise{kh}x{kw}" if unrolled else "depthwise"
+        return Launch(name, w, b, geom, lo, hi, n * oh * ow * m * kh * kw, (n, oh, ow, m), n * oh)
+    return _launch(("dw", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)(x)
 
 
 def packed_direct_weight(w: np.ndarray) -> np.ndarray:
@@ -419,32 +709,64 @@ def packed_direct_weight(w: np.ndarray) -> np.ndarray:
 def direct_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, channels, activation="",
                   activation_params=None):
     """A dense convolution, channels-last, by the JIT kernel: w from packed_direct_weight, b padded like it."""
-    from irc.ops.kernels_nhwc import _padded, _padded_size
+    x = _f32(x)
 
-    xp = _padded(np.ascontiguousarray(x, np.float32), pads,
-                 _padded_size(x, kernel, strides, pads, dilations, out_dims))
-    n, hp, wp, c = xp.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, channels), np.float32)
-    # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
-    row_run = dw == 1
-    lo, hi, code = _clamp(activation, activation_params)
-    geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
-                     kw * c if row_run else c, channels, code)
-    return run_rows("direct", xp, w, b, y, geom, lo, hi, y.size * kh * kw * c)
+    def make() -> Launch:
+        n, _, _, c = x.shape
+        size = hp, wp = _padded_size(x, kernel, strides, pads, dilations, out_dims)
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        # without dilation along W one kernel row of a pixel is KW*C contiguous values: one loop over them
+        row_run = dw == 1
+        lo, hi, code = _clamp(activation, activation_params)
+        macs = n * oh * ow * channels * kh * kw * c
+        rows = n * oh
+        if kh == kw == sh == sw == 1 and (hp, wp) == (oh, ow) and macs < SPLIT_MACS:
+            # 1x1 over every pixel: the batch's pixels as one row, so that only its end is a partial tile of
+            # pixels rather than the end of every row (DS-CNN's 5-pixel rows: one pixel in five alone)
+            hp, wp, oh, ow, rows = 1, n * oh * ow, 1, n * oh * ow, 1
+        geom = (hp, wp, c, oh, ow, channels, kh, 1 if row_run else kw, sh, sw, dh, dw, 0, 0,
+                kw * c if row_run else c, channels, code)
+        return Launch("direct", w, b, geom, lo, hi, macs, (n,) + tuple(out_dims) + (channels,), rows, size)
+    launch = _launch(("direct", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations), w, b, make)
+    return launch(_padded(x, pads, launch.size))
+
+
+def few_outputs_conv2d(x, w, b, *, kernel, strides, pads, dilations, out_dims, activation="",
+                       activation_params=None):
+    """kernels_nhwc.conv_few_outputs's arguments and result (channels-first, w (M, C*KH*KW)), by the JIT
+    kernel vectorised over pixels; b may be None.  Needs strides[1] == 1 and out_dims[1] >= 8."""
+    x = _f32(x)
+    xp = _padded_nchw(x, kernel, strides, pads, dilations, out_dims)
+
+    def make() -> Launch:
+        n, c, hp, wp = xp.shape
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        m = w.shape[0]
+        lo, hi, code = _clamp(activation, activation_params)
+        geom = (hp, wp, c, oh, ow, m, kh, kw, sh, sw, dh, dw, 0, 0, c * kh * kw, m, code)
+        bias = np.zeros(m, np.float32) if b is None else b
+        name = "few_outputs16" if ow >= 2 * VEC and wide_registers() else "few_outputs"
+        return Launch(name, w, bias, geom, lo, hi, n * m * oh * ow * c * kh * kw, (n, m, oh, ow), n * oh)
+    key = ("few", id(w), id(b), x.shape, activation, *kernel, *strides, *pads, *dilations)
+    hit = _LAUNCHES.get(key)
+    if hit is None or hit.w is not w or (b is not None and hit.b is not b):
+        hit = _LAUNCHES[key] = make()
+    return hit(xp)
 
 
 _ZERO = np.zeros(1, np.float32)
 
 
 def _run_pool(name, x, divisor, kernel, strides, pads, dilations, out_dims):
-    x = np.ascontiguousarray(x, np.float32)
-    n, h, wd, c = x.shape
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
-    y = np.empty((n, oh, ow, c), np.float32)
-    geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
-    run_rows(name, x, _ZERO if divisor is None else divisor, _ZERO, y, geom, 0.0, 0.0, y.size * kh * kw)
-    return y
+    x = _f32(x)
+    w = _ZERO if divisor is None else divisor
+
+    def make() -> Launch:
+        n, h, wd, c = x.shape
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+        geom = (h, wd, c, oh, ow, c, kh, kw, sh, sw, dh, dw, pads[0], pads[1], 1, 1, 0)
+        return Launch(name, w, _ZERO, geom, 0.0, 0.0, n * oh * ow * c * kh * kw, (n, oh, ow, c), n * oh)
+    return _launch((name, id(w), x.shape, *kernel, *strides, *pads, *dilations), w, _ZERO, make)(x)
 
 
 def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
@@ -454,8 +776,12 @@ def max_pool2d(x, *, kernel, strides, pads, dilations, out_dims):
 
 def avg_pool2d(x, *, kernel, strides, pads, dilations, out_dims, count_include_pad):
     """kernels_nhwc.avg_pool_nhwc by the JIT kernel (float32), with the reference's divisors."""
-    from irc.ops.kernels_nhwc import _divisors
-
-    divisor = np.ascontiguousarray(_divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims,
-                                             count_include_pad), np.float32)
+    key = (tuple(x.shape[1:3]), *kernel, *strides, *pads, *dilations, *out_dims, count_include_pad)
+    divisor = _DIVISOR_F32.get(key)
+    if divisor is None:
+        divisor = _DIVISOR_F32[key] = np.ascontiguousarray(
+            _divisors(x.shape[1:3], kernel, strides, pads, dilations, out_dims, count_include_pad), np.float32)
     return _run_pool("avg_pool", x, divisor, kernel, strides, pads, dilations, out_dims)
+
+
+_DIVISOR_F32: dict = {}

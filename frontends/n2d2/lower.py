@@ -478,6 +478,15 @@ class _Lowering:
         ignore = self.doc.get_str(section, "Ignore").split() if self.doc.has_key(section, "Ignore") else []
         sub = load_onnx(path)
         src = self.concat(section, parents)
+        if sub.meta.get("unspecialised"):  # sizes the ONNX file leaves open: those of the cell's input
+            if len(sub.inputs) != 1:
+                raise UnsupportedError(f"[{section}] the ONNX graph has {len(sub.inputs)} inputs with open sizes",
+                                       file=file, line=line, hint="export it with fixed input sizes")
+            try:
+                sub = load_onnx(path, input_shapes={sub.inputs[0].name: src.value.type.shape})
+            except IRCError as e:
+                raise IRCError(f"[{section}] {e.message} (ONNX file {path})", file=file, line=line,
+                               hint=e.hint) from None
         try:
             cell = splice(self.graph, sub, src.value, section, ignore)
         except IRCError as e:

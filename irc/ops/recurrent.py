@@ -40,8 +40,9 @@ class _Recurrent(OpDef):
             raise IRCError(f"{self.name} bias B has shape {list(b.shape)}, expected [{dirs}, {2 * g}]")
         state = (dirs, n, hid) if layout == 0 else (n, dirs, hid)
         for s in ins[4:4 + self.states]:
-            if s is not None and (s.rank != 3 or s.shape[2] != hid or s.shape[1 - layout] != dirs
-                                  or s.shape[layout] not in (1, n)):
+            # (directions, batch, hidden) in layout 0, (batch, directions, hidden) in layout 1
+            if s is not None and (s.rank != 3 or s.shape[2] != hid or s.shape[layout] != dirs
+                                  or s.shape[1 - layout] not in (1, n)):
                 raise IRCError(f"{self.name} initial state has shape {list(s.shape)}, expected {list(state)}")
         y = (t, dirs, n, hid) if layout == 0 else (n, t, dirs, hid)
         return [TensorType(y, x.dtype)] + [TensorType(state, x.dtype) for _ in range(self.states)]

@@ -161,30 +161,62 @@ class IF(OpDef):
         return [x.with_(domain=Domain.SPIKE)]
 
     @staticmethod
-    def simulate(current: np.ndarray, threshold: np.ndarray, a: dict) -> np.ndarray:
-        """current (T, N, C, ...) -> spikes (T, N, C, ...) in {-1, 0, 1} float32."""
-        th = threshold.astype(np.float32).reshape((1, -1) + (1,) * (current.ndim - 3))
-        v = np.broadcast_to(np.float32(a["init"]) * th, current.shape[1:]).astype(np.float32)
-        count = np.zeros(current.shape[1:], np.float32)
-        out = np.zeros(current.shape, np.float32)
+    def steps(current: np.ndarray, threshold: np.ndarray, a: dict):
+        """Yields the events (N, C, ...) of each step in turn (one buffer, overwritten at the next step).
+
+        In-place float32 arithmetic, the same numbers as the per-step formulas in the doc (s*th is exact
+        for s in {-1, 0, 1}; under reset 'zero' a positive event sets v to 0, a negative one adds th).
+        """
+        th = np.broadcast_to(threshold.astype(np.float32).reshape((1, -1) + (1,) * (current.ndim - 3)),
+                             current.shape[1:])
+        v = (np.float32(a["init"]) * th).astype(np.float32)
         decay = np.float32(a["decay"])
         negative = a["negative"]
+        zero = a["reset"] == "zero"
+        count = np.zeros(current.shape[1:], np.float32) if negative == "corrective" else None
+        s = np.empty(current.shape[1:], np.float32)
+        pos = np.empty(current.shape[1:], bool)
+        neg = np.empty(current.shape[1:], bool)
+        step = np.empty(current.shape[1:], np.float32)
         for t in range(current.shape[0]):
             if decay != 1:
                 v *= decay
             v += current[t]
-            s = (v >= th).astype(np.float32)
+            np.greater_equal(v, th, out=pos)
             if negative == "bipolar":
-                s -= v <= -th
+                np.less_equal(v, -th, out=neg)
             elif negative == "corrective":
-                s -= (v < 0) & (count > 0)
-                count += s
-            if a["reset"] == "zero":
-                v = np.where(s > 0, np.float32(0), v - s * th).astype(np.float32)
+                np.less(v, 0, out=neg)
+                np.logical_and(neg, count > 0, out=neg)
             else:
-                v -= s * th
+                neg.fill(False)
+            np.subtract(pos, neg, out=s, dtype=np.float32)
+            if count is not None:
+                count += s
+            if zero:
+                v[pos] = 0
+                np.multiply(neg, th, out=step)
+                v += step
+            else:
+                np.multiply(s, th, out=step)
+                v -= step
+            yield s
+
+    @staticmethod
+    def simulate(current: np.ndarray, threshold: np.ndarray, a: dict) -> np.ndarray:
+        """current (T, N, C, ...) -> spikes (T, N, C, ...) in {-1, 0, 1} float32."""
+        out = np.empty(current.shape, np.float32)
+        for t, s in enumerate(IF.steps(current, threshold, a)):
             out[t] = s
         return out
+
+    @staticmethod
+    def count(current: np.ndarray, threshold: np.ndarray, a: dict) -> np.ndarray:
+        """The net event count (N, C, ...) of ``simulate`` over all steps, without keeping the steps."""
+        total = np.zeros(current.shape[1:], np.float32)
+        for s in IF.steps(current, threshold, a):
+            total += s
+        return total
 
     def example(self, rng):
         x = np.round(rng.uniform(-1, 2, (2, 3, 4)) * 4).astype(np.float32) / 4

@@ -1,0 +1,193 @@
+"""Neuron option combinations by hand, thresholds fitted for T, bias correction (issue 15)."""
+import os
+
+import numpy as np
+import pytest
+
+import irc
+from irc.ops.spiking import IF
+from irc.text import parse_graph
+from conftest import SAMPLES
+
+# ------------------------------------------------ every reset x negative, by hand
+# th = 1, v0 = 0, input current per step:
+CURRENT = [1.0, -0.5, 0.5, -1.5, 1.25, 0.25]
+TRACES = {
+    # v: 1 F->0; -.5; 0; -1.5; -.25; 0
+    ("subtract", "none"): [1, 0, 0, 0, 0, 0],
+    # v: 1 F->0; -.5; 0; -1.5 F- (v+1) -.5; .75; 1 F->0
+    ("subtract", "bipolar"): [1, 0, 0, -1, 0, 1],
+    # count>0 and v<0 takes a spike back: 1 F->0 (c1); -.5 F- ->.5 (c0); 1 F->0 (c1); -1.5 F- ->-.5 (c0); .75; 1 F->0
+    ("subtract", "corrective"): [1, -1, 1, -1, 0, 1],
+    # v: 1 F->0; -.5; 0; -1.5; -.25; 0
+    ("zero", "none"): [1, 0, 0, 0, 0, 0],
+    # a negative event adds the threshold back under reset 'zero' too: -1.5 F- -> -.5 (not 0); .75; 1 F->0.
+    # (zeroing on negative events would give 1 0 0 -1 1 0)
+    ("zero", "bipolar"): [1, 0, 0, -1, 0, 1],
+    # 1 F->0 (c1); -.5 F- -> .5 (c0); 1 F->0 (c1); -1.5 F- -> -.5 (c0); .75; 1 F->0.
+    # (zeroing on negative events would give 1 -1 0 -1 1 0)
+    ("zero", "corrective"): [1, -1, 1, -1, 0, 1],
+}
+COMBOS = sorted(TRACES)
+
+
+@pytest.mark.parametrize("reset,negative", COMBOS)
+def test_reference_neuron_trace_by_hand(reset, negative):
+    cur = np.array(CURRENT, np.float32).reshape(6, 1, 1)
+    got = IF.simulate(cur, np.ones(1, np.float32), {"reset": reset, "negative": negative, "init": 0.0, "decay": 1.0})
+    np.testing.assert_array_equal(got[:, 0, 0], TRACES[(reset, negative)])
+
+
+# The same current from spikes, so every backend can run it: six layer-1 neurons with current 1 and
+# thresholds 1..6 (reset zero, no negatives) fire first at step k, neuron k; their spike matrix S is unit lower
+# triangular, so w = S^-1 CURRENT is exact in binary and the layer-2 neuron gets exactly CURRENT.
+NET = """graph "combo" {
+  input %x : f32[N,6]
+  param %th1 : f32[6]
+  param %w2 : f32[1,6]
+  param %th2 : f32[1]
+  %c : current f32[N,6] = Encode(%x)
+  %s1 : spike f32[N,6] = IF(%c, %th1) {reset = "zero", negative = "none", init = 0.0}
+  %i2 : current f32[N,1] = Dense(%s1, %w2)
+  %s2 : spike f32[N,1] = IF(%i2, %th2) {reset = "RESET", negative = "NEG", init = 0.0}
+  %y : f32[N,1] = Readout(%s2) {mode = "count"}
+  output %y
+}
+"""
+
+
+def combo_graph(reset, negative):
+    th1 = np.arange(1, 7, dtype=np.float32)
+    s = np.zeros((6, 6), np.float32)  # s[t, k]: layer-1 neuron k fires at step t (v = t+1 reaches k+1, reset 0)
+    for k in range(6):
+        s[k::k + 1, k] = 1
+    w2 = np.linalg.solve(s.astype(np.float64), np.array(CURRENT))
+    assert np.all(w2 * 4 == np.round(w2 * 4))  # exact
+    params = {"th1": th1, "w2": w2.reshape(1, 6).astype(np.float32), "th2": np.ones(1, np.float32)}
+    return parse_graph(NET.replace("RESET", reset).replace("NEG", negative), params)
+
+
+def backend_trace(target, reset, negative):
+    prog = irc.compile(combo_graph(reset, negative), target=target, timesteps=6)
+    if target == "spike-cuda":
+        from cuda_emulation import emulate
+
+        emulate(prog)
+    points = prog.sweep(np.ones((1, 6), np.float32), timesteps=list(range(1, 7)))
+    counts = np.array([float(p.scores[0, 0]) for p in points])
+    return np.diff(counts, prepend=0.0)
+
+
+def spiking_targets():
+    from cuda_emulation import compiler
+
+    targets = ["spike-numpy", "spike-llvm"]
+    return targets + (["spike-cuda"] if compiler() else [])
+
+
+@pytest.mark.parametrize("reset,negative", COMBOS)
+def test_every_backend_follows_the_hand_trace(reset, negative):
+    for target in spiking_targets():
+        np.testing.assert_array_equal(backend_trace(target, reset, negative), TRACES[(reset, negative)],
+                                      err_msg=target)
+
+
+# ------------------------------------------------------- fitted thresholds
+def one_layer(rng, n=4000, c=3):
+    """A known activation distribution: a = relu(z), z ~ N(0.3, 1) per channel, the current z every step."""
+    z = rng.normal(0.3, 1.0, (n, c)).astype(np.float32)
+    return z, np.maximum(z, 0)
+
+
+def expected_error(z, a, th, t, attrs):
+    cur = np.broadcast_to(z, (t,) + z.shape)
+    rate = IF.simulate(cur, th, attrs).sum(axis=0) * th / t
+    return float(((rate - a) ** 2).mean())
+
+
+ATTRS = {"reset": "subtract", "negative": "corrective", "init": 0.5, "decay": 1.0}
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_fitted_threshold_lowers_rate_error_against_the_percentile_rule(t):
+    from passes.thresholds import candidates_for, fit_threshold
+
+    rng = np.random.default_rng(0)
+    z, a = one_layer(rng)
+    pct = np.array([np.percentile(a[:, i][a[:, i] > 0], 99.9) for i in range(a.shape[1])], np.float32)
+    th, _ = fit_threshold(np.broadcast_to(z, (t,) + z.shape), a, ATTRS, candidates_for(a, pct))
+    # judged on fresh samples of the same distribution
+    z2, a2 = one_layer(np.random.default_rng(1))
+    fitted, rule = expected_error(z2, a2, th, t, ATTRS), expected_error(z2, a2, pct, t, ATTRS)
+    assert fitted < 0.8 * rule, (fitted, rule)
+    assert np.all(th < pct)  # few levels: clip lower, quantise finer
+
+
+def test_fitted_threshold_reaches_the_analog_result_at_large_t():
+    from passes.thresholds import candidates_for, fit_threshold
+
+    z, a = one_layer(np.random.default_rng(0), n=1000)
+    pct = np.array([np.percentile(a[:, i][a[:, i] > 0], 99.9) for i in range(a.shape[1])], np.float32)
+    t = 4096
+    th, err = fit_threshold(np.broadcast_to(z, (t,) + z.shape), a, ATTRS, candidates_for(a, pct))
+    np.testing.assert_allclose(th, a.max(axis=0), rtol=1e-6)  # nothing clipped
+    rate = IF.simulate(np.broadcast_to(z, (t,) + z.shape), th, ATTRS).sum(axis=0) * th / t
+    np.testing.assert_allclose(rate, a, atol=float(th.max()) / t + 1e-6)  # the analog activation, to 1/T
+    assert np.all(err < 1e-6)
+
+
+DIGITS = os.path.join(SAMPLES, "digits")
+
+
+def digits_cal():
+    return os.path.join(DIGITS, "digits_cnn.onnx"), np.load(os.path.join(DIGITS, "calibration.npz"))["x"][:128]
+
+
+def test_bias_correction_brings_mean_rate_to_mean_analog_activation():
+    from irc.interp import run_graph
+    from passes.thresholds import by_channel
+
+    path, cal = digits_cal()
+    prog = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=4, fit_samples=128)
+    plain = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=4, fit_samples=128,
+                        bias_correction=False)
+    analog = prog.companions["analog"]
+    acts = {}
+    run_graph(analog, {analog.inputs[0].name: cal}, hook=lambda n, outs: acts.__setitem__(n.output.name, outs[0]))
+    first = prog.graph.find("IF")[0]  # the first layer sees the same input in both programs
+    a = acts[first.output.name]
+    means = {}
+    for name, p in (("corrected", prog), ("plain", plain)):
+        node = p.graph.find("IF")[0]
+        spikes = p.trace(cal, timesteps=4)[node.name]
+        th = p.graph.param(node.inputs[1])
+        idx = np.arange(a.shape[0] * int(np.prod(a.shape[2:])))
+        means[name] = (by_channel(spikes, idx, True).sum(0) * th / 4).mean(0)
+    want = by_channel(a, np.arange(a.shape[0] * int(np.prod(a.shape[2:])))).mean(0)
+    err_c = np.abs(means["corrected"] - want)
+    err_p = np.abs(means["plain"] - want)
+    assert err_c.max() < 0.02 * max(float(want.max()), 1e-3) + 1e-4, (err_c.max(), want.max())
+    assert err_c.mean() < err_p.mean()
+
+
+def test_fitted_thresholds_are_in_the_ir_the_artifact_and_the_stats(tmp_path):
+    import json
+
+    from irc.program import load_program
+
+    path, cal = digits_cal()
+    prog = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=2)
+    info = json.loads(prog.graph.meta["thresholds"])
+    assert info["method"] == "fitted" and info["fitted_for_timesteps"] == 2
+    ths = {n.output.name: prog.graph.param(n.inputs[1]) for n in prog.graph.find("IF")}
+    for name, (lo, hi) in info["layers"].items():
+        if name in ths:
+            assert lo == pytest.approx(float(ths[name].min())) and hi == pytest.approx(float(ths[name].max()))
+    assert "thresholds" in str(prog.graph)
+    prog.save(str(tmp_path / "p.ircp"))
+    back = load_program(str(tmp_path / "p.ircp"))
+    assert json.loads(back.graph.meta["thresholds"]) == info
+    old = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=2, threshold="percentile")
+    assert json.loads(old.graph.meta["thresholds"])["method"].startswith("percentile")
+    assert any(not np.array_equal(old.graph.param(a.inputs[1]), prog.graph.param(b.inputs[1]))
+               for a, b in zip(old.graph.find("IF"), prog.graph.find("IF")))
