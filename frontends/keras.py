@@ -948,7 +948,7 @@ def call_operands(obj: Any) -> list[Operand]:
 def pick(produced: dict[tuple[str, int], list[Tensor]], ref: Ref) -> Tensor:
     name, node, index = ref
     outs = produced.get((name, node))
-    if outs is None or index >= len(outs):
+    if outs is None or not isinstance(index, int) or not 0 <= index < len(outs):
         raise IRCError(f"the model refers to output {index} of call {node} of layer {name!r}, which does not exist")
     return outs[index]
 

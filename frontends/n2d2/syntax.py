@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from irc.errors import IRCError
+from irc.limits import MAX_TEXT_BYTES
 
 from .expr import evaluate
 from .template import SourceLine, render_template
@@ -534,6 +535,7 @@ def _typed_hint(text: str) -> str | None:
 def _read_lines(path: str) -> list[SourceLine]:
     """The file's lines as ``std::getline`` gives them: split on LF only, no empty line after the last LF."""
     try:
+        MAX_TEXT_BYTES.check(os.path.getsize(path), "the INI file", file=path)
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             text = f.read()
     except OSError as e:

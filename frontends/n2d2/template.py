@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Mapping, Union
 
 from irc.errors import IRCError
+from irc.limits import MAX_TEXT_BYTES
 
 _CONTROL_DELIMITERS = re.compile(r"[ (),]+")
 _CPP_DOUBLE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -109,6 +110,7 @@ def _error(message: str, where: _Text | _Tag | _If | _For | _Block | _Set, hint:
 def read_template(path: str) -> str:
     """The template's text, line endings untouched (N2D2 reads bytes; a CR stays in the line)."""
     try:
+        MAX_TEXT_BYTES.check(os.path.getsize(path), "the template file", file=path)
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             return f.read()
     except OSError as e:
