@@ -276,7 +276,7 @@ def load_program(path: str) -> Program:
         raise IRCError("file not found", file=path)
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:  # damaged headers
         raise IRCError(f"not an irc program artifact ({e})", file=path,
                        hint="the file may be truncated; compile it again with `irc compile`") from None
     with z:

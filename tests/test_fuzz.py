@@ -565,3 +565,33 @@ def test_ini_text_size_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("IRC_MAX_TEXT_BYTES", "100")
     with pytest.raises(irc.IRCError, match="the INI file declares .* bytes, more than the limit max_text_bytes"):
         irc.load(DIGITS_INI)
+
+
+def test_conv_padded_input_is_bounded(tmp_path):
+    """A dilation of 2^30 with pads of 2^30 fits (the output is small) but the padded copy would be terabytes."""
+    m = _onnx("dilated_strided")
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    attrs = {a.name: a for a in conv.attribute}
+    attrs["dilations"].ints[0] = 2**30
+    attrs["pads"].ints[0] = attrs["pads"].ints[2] = 2**30
+    with pytest.raises(irc.IRCError, match="the padded input .* max_tensor_elements"):
+        irc.load(_save_onnx(m, tmp_path))
+
+
+def test_rank0_input(tmp_path):
+    m = _onnx("mlp")
+    m.graph.input[0].type.tensor_type.shape.ClearField("dim")
+    with pytest.raises(irc.IRCError):
+        g = irc.load(_save_onnx(m, tmp_path))
+        irc.compile(g, "spike-numpy", calibration=np.ones((2,), np.float32)).run(np.float32(1))
+
+
+def test_ircp_zip_with_unknown_version(tmp_path, artifacts):
+    """A damaged central directory that claims a zip version zipfile does not implement."""
+    data = bytearray(open(artifacts["numpy"], "rb").read())
+    cd = data.rfind(b"PK\x01\x02")  # the last central directory entry: 'version needed to extract' at +6
+    data[cd + 6:cd + 8] = (14 * 10 + 8).to_bytes(2, "little")
+    path = tmp_path / "t.ircp"
+    path.write_bytes(bytes(data))
+    with pytest.raises(irc.IRCError, match="not an irc program artifact"):
+        irc.load_program(str(path))

@@ -6,6 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import IRCError
+from ..limits import MAX_TENSOR_ELEMENTS
 from ..types import BATCH, TensorType
 from . import Attr, OpDef, OpExample, activations, conv_out_dim, prod, register
 
@@ -23,6 +24,15 @@ def spatial_attrs(a: dict[str, Any], nd: int) -> tuple[list[int], list[int], lis
     if len(strides) != nd or len(pads) != 2 * nd or len(dilations) != nd:
         raise IRCError(f"strides/pads/dilations do not match {nd} spatial dims")
     return strides, pads, dilations
+
+
+def check_padded(x: TensorType, pads: list[int], nd: int) -> None:
+    """The zero-padded input a window op works on (kernels allocate it) within max_tensor_elements: pads of
+    2^31 that an equally huge dilation makes fit give a small output but a padded copy of terabytes."""
+    count = prod(x.shape[1:2]) if x.rank > 1 and not isinstance(x.shape[1], str) else 1
+    for i in range(nd):
+        count *= x.shape[2 + i] + max(pads[i], 0) + max(pads[nd + i], 0)
+    MAX_TENSOR_ELEMENTS.check(count, f"the padded input {list(x.shape)} with pads {pads} (per sample)")
 
 
 def check_activation(a: dict[str, Any]) -> None:
@@ -120,6 +130,7 @@ class Conv(OpDef):
             raise IRCError(f"Conv mask has shape {list(mask.shape)}, expected [{m}, {w.shape[1]}]")
         strides, pads, dil = spatial_attrs(a, nd)
         out = [conv_out_dim(x.shape[2 + i], w.shape[2 + i], strides[i], pads[i], pads[nd + i], dil[i]) for i in range(nd)]
+        check_padded(x, pads, nd)
         return [TensorType((x.shape[0], m, *out), x.dtype, self.data_domain(ins, [0]))]
 
     def kernel_args(self, ins, outs, a):

@@ -7,7 +7,7 @@ from ..errors import IRCError
 from ..types import TensorType
 from ..limits import MAX_WINDOW
 from . import Attr, OpDef, OpExample, conv_out_dim, prod, register
-from .nn import spatial_attrs
+from .nn import check_padded, spatial_attrs
 
 POOL_ATTRS = {
     "kernel": Attr("ints"),
@@ -27,6 +27,7 @@ def pool_out_shape(x: TensorType, a: dict) -> tuple:
     MAX_WINDOW.check(prod(k), f"a pooling kernel {list(k)}")
     out = [conv_out_dim(x.shape[2 + i], k[i], strides[i], pads[i], pads[nd + i], dil[i], a["ceil_mode"])
            for i in range(nd)]
+    check_padded(x, pads, nd)
     return (x.shape[0], x.shape[1], *out)
 
 
