@@ -305,6 +305,17 @@ def all_ops() -> dict[str, OpDef]:
 
 
 # ---------------------------------------------------------------- shape math
+def feature_axis(op: str, x: "TensorType", axis: int, hint: str | None = None) -> int:
+    """``axis`` of ``x`` counted from 0, checked: in range, and not a symbolic batch axis (every sample is
+    computed on its own, so an op along the batch has no per-sample form)."""
+    if not -x.rank <= axis < x.rank:
+        raise IRCError(f"{op} axis {axis} out of range for rank {x.rank}")
+    axis %= x.rank
+    if axis == 0 and x.has_batch:
+        raise IRCError(f"{op} over the batch axis is not supported", hint=hint)
+    return axis
+
+
 def conv_out_dim(size: int, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1,
                  ceil_mode: bool = False) -> int:
     """Output length of a sliding window (ONNX Conv/Pool rules, ceil_mode included).

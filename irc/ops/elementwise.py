@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import IRCError
 from ..types import Domain, TensorType
-from . import Attr, OpDef, OpExample, register
+from . import Attr, OpDef, OpExample, feature_axis, register
 from .nn import ACTIVATION_ATTRS, broadcast_shapes, check_activation, fused_activation_args, per_channel_vector
 
 
@@ -400,11 +400,7 @@ class _SoftmaxLike(OpDef):
     def infer(self, ins, a):
         self.require_analog(ins)
         x = ins[0]
-        axis = a["axis"]
-        if not -x.rank <= axis < x.rank:
-            raise IRCError(f"{self.name} axis {axis} out of range for rank {x.rank}")
-        if axis % x.rank == 0 and x.has_batch:
-            raise IRCError(f"{self.name} over the batch axis is not supported")
+        feature_axis(self.name, x, a["axis"])
         return [x]
 
     def example(self, rng):

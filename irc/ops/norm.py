@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import IRCError
-from . import Attr, OpDef, OpExample, prod, register
+from . import Attr, OpDef, OpExample, feature_axis, prod, register
 
 
 @register
@@ -24,14 +24,7 @@ class LayerNormalization(OpDef):
     attrs = {"axis": Attr("int", -1, "first normalised axis"), "epsilon": Attr("float", 1e-5)}
 
     def first_axis(self, x, a) -> int:
-        axis = a["axis"]
-        if not -x.rank <= axis < x.rank:
-            raise IRCError(f"LayerNormalization axis {axis} out of range for rank {x.rank}")
-        axis %= x.rank
-        if axis == 0 and x.has_batch:
-            raise IRCError("LayerNormalization over the batch axis is not supported",
-                           hint="normalise over the feature axes (axis >= 1)")
-        return axis
+        return feature_axis("LayerNormalization", x, a["axis"], hint="normalise over the feature axes (axis >= 1)")
 
     def infer(self, ins, a):
         self.require_analog(ins)

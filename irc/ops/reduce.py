@@ -12,7 +12,14 @@ import numpy as np
 
 from ..errors import IRCError
 from ..types import TensorType
-from . import Attr, OpDef, OpExample, register
+from . import Attr, OpDef, OpExample, feature_axis, register
+
+
+def reduced_shape(shape: tuple, axes: list[int], keepdims: bool) -> tuple:
+    """``shape`` with ``axes`` reduced: kept as size 1, or dropped."""
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
 class _Reduce(OpDef):
@@ -32,12 +39,7 @@ class _Reduce(OpDef):
     def infer(self, ins, a):
         self.require_analog(ins)
         x = ins[0]
-        axes = self.axes(x, a)
-        if a["keepdims"]:
-            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-        else:
-            shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-        return [TensorType(shape, x.dtype)]
+        return [TensorType(reduced_shape(x.shape, self.axes(x, a), a["keepdims"]), x.dtype)]
 
     def kernel_args(self, ins, outs, a):
         return {"axes": self.axes(ins[0], a), "keepdims": a["keepdims"]}
@@ -119,22 +121,13 @@ class _ArgExtremum(OpDef):
     attrs = {"axis": Attr("int", 0), "keepdims": Attr("bool", True), "select_last_index": Attr("bool", False)}
 
     def axis(self, x: TensorType, a: dict) -> int:
-        axis = a["axis"]
-        if not -x.rank <= axis < x.rank:
-            raise IRCError(f"{self.name} axis {axis} out of range for rank {x.rank}")
-        axis %= x.rank
-        if axis == 0 and x.has_batch:
-            raise IRCError(f"{self.name} over the batch axis is not supported",
-                           hint="take the index over a feature axis; every sample is computed on its own")
-        return axis
+        return feature_axis(self.name, x, a["axis"],
+                            hint="take the index over a feature axis; every sample is computed on its own")
 
     def infer(self, ins, a):
         self.require_analog(ins)
         x = ins[0]
-        axis = self.axis(x, a)
-        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if a["keepdims"] else \
-            tuple(d for i, d in enumerate(x.shape) if i != axis)
-        return [TensorType(shape, "i64")]
+        return [TensorType(reduced_shape(x.shape, [self.axis(x, a)], a["keepdims"]), "i64")]
 
     def kernel_args(self, ins, outs, a):
         return {"axis": self.axis(ins[0], a), "keepdims": a["keepdims"], "last": a["select_last_index"]}
