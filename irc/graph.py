@@ -85,7 +85,7 @@ class Node:
         return f"<Node {self.name}: {self.op}>"
 
 
-_NAME_SUFFIX = re.compile(r"^(.*?)(?:_(\d+))?$")
+_NAME_SUFFIX = re.compile(r"^(.*?)(?:_(\d+))?$", re.DOTALL)  # names may hold newlines (tests/test_hostile_names.py)
 
 
 class Graph:

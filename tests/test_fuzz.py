@@ -405,14 +405,16 @@ def test_ini_template_outside_the_model_folder_is_refused(tmp_path, spec):
 
 
 def test_ini_nested_include_outside_is_refused(tmp_path, monkeypatch):
+    """A nested {% include %} obeys the same roots as the template line: the environment given to parse_ini
+    (not os.environ, which must neither allow nor refuse it)."""
     from irc.frontends.n2d2.syntax import parse_ini
 
     path = _ini_with_template(tmp_path, "t.ini.tpl")  # the template inside includes a file outside
-    monkeypatch.delenv("IRC_INI_INCLUDE_PATH", raising=False)
+    monkeypatch.setenv("IRC_INI_INCLUDE_PATH", str(tmp_path / "outside"))  # ignored: env= is what counts
     with pytest.raises(irc.IRCError, match="included template .* outside the model's folder"):
         parse_ini(path, env={})
-    monkeypatch.setenv("IRC_INI_INCLUDE_PATH", str(tmp_path / "outside"))
-    assert "inc" in parse_ini(path, env={}).sections
+    monkeypatch.delenv("IRC_INI_INCLUDE_PATH", raising=False)
+    assert "inc" in parse_ini(path, env={"IRC_INI_INCLUDE_PATH": str(tmp_path / "outside")}).sections
 
 
 # ------------------------------------------------------------------------------------------ .ircp

@@ -678,7 +678,8 @@ class _Loader:
         path = self._template_path(pending)
         params = self._template_parameters(pending.section, path)
         try:
-            lines = render_template(path, params)
+            roots = include_roots(os.path.dirname(str(self.doc.path)), self.doc.env)
+            lines = render_template(path, params, roots)
             _Loader(self.doc, self.depth + 1).load(lines, parent=pending.section, template=path)
         except IRCError as e:
             raise _in_template(e, pending) from None

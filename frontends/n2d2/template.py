@@ -142,8 +142,10 @@ def _tokenize(source: str, path: str) -> list[_Text | _Tag]:
 class _Parser:
     """Builds the node tree of one template file (includes are parsed in place)."""
 
-    def __init__(self, path: str, including: tuple[str, ...] = (), parsed: dict[str, list] | None = None):
+    def __init__(self, path: str, including: tuple[str, ...] = (), parsed: dict[str, list] | None = None,
+                 roots: list[str] | None = None):
         self.path = path
+        self.roots = roots      # folders includes may come from (syntax.include_roots); None: this file's
         self.including = including + (os.path.abspath(path),)
         self.parsed = {} if parsed is None else parsed      # include trees by file: a diamond is parsed once
         self.tokens = _tokenize(read_template(path), path)
@@ -224,7 +226,9 @@ class _Parser:
                          hint="a relative include is looked up in the including template's folder")
         from .syntax import check_include, include_roots
 
-        check_include(path, include_roots(os.path.dirname(self.including[0]), os.environ),
+        roots = self.roots if self.roots is not None else include_roots(os.path.dirname(self.including[0]),
+                                                                         os.environ)
+        check_include(path, roots,
                       f"included template {tag.words[1]!r}", file=tag.file, line=tag.line)
         full = os.path.abspath(path)
         if full in self.including:
@@ -232,14 +236,16 @@ class _Parser:
         if len(self.including) > _MAX_INCLUDE_DEPTH:
             raise _error(f"templates are included more than {_MAX_INCLUDE_DEPTH} deep", tag)
         if full not in self.parsed:
-            self.parsed[full] = _Parser(path, self.including, self.parsed).parse()
+            self.parsed[full] = _Parser(path, self.including, self.parsed, self.roots).parse()
         return self.parsed[full]
 
 
-def parse_template(path: str) -> list[_Node]:
-    """The node tree of a template file; syntax errors name the template file and line."""
+def parse_template(path: str, roots: list[str] | None = None) -> list[_Node]:
+    """The node tree of a template file; syntax errors name the template file and line.  ``roots``: the
+    folders its ``{% include %}`` files may come from (default: the template's own folder and the folders
+    in $IRC_INI_INCLUDE_PATH)."""
     try:
-        return _Parser(path).parse()
+        return _Parser(path, roots=roots).parse()
     except RecursionError:
         raise IRCError("the template nests its statements too deeply", file=path) from None
 
@@ -419,11 +425,12 @@ def _fragments_to_lines(fragments: list[tuple[str, str, int, bool]], path: str) 
     return lines
 
 
-def render_template(path: str, params: Mapping[str, str]) -> list[SourceLine]:
-    """Render a template file with ``params``; the INI lines it produces, with their origins."""
+def render_template(path: str, params: Mapping[str, str], roots: list[str] | None = None) -> list[SourceLine]:
+    """Render a template file with ``params``; the INI lines it produces, with their origins.  ``roots`` as
+    in :func:`parse_template` (the INI parser passes its own, built from the environment it was given)."""
     renderer = _Renderer()
     try:
-        renderer.render(parse_template(path), dict(params))
+        renderer.render(parse_template(path, roots), dict(params))
     except RecursionError:
         raise IRCError("the template nests its statements too deeply", file=path) from None
     return _fragments_to_lines(renderer.fragments, path)
