@@ -133,10 +133,17 @@ class _Lexer:
     def done(self) -> bool:
         return self.i >= len(self.tokens)
 
+    def string(self, tok: str) -> str:
+        """A quoted token's text (JSON escapes); a damaged one is an IRCError naming the line."""
+        try:
+            return json.loads(tok)
+        except ValueError as e:
+            raise IRCError(f"bad quoted string {tok[:40]!r}: {e}", line=self.lineno) from None
+
     def name(self) -> str:
         kind, tok = self.next()
         if kind == "string":
-            return json.loads(tok)
+            return self.string(tok)
         if kind in ("word", "number"):
             return tok
         raise IRCError(f"expected a name, found {tok!r}", line=self.lineno)
@@ -167,7 +174,7 @@ class _Lexer:
     def literal(self) -> Any:
         kind, tok = self.next()
         if kind == "string":
-            return json.loads(tok)
+            return self.string(tok)
         if kind == "number":
             if re.fullmatch(r"[-+]?\d+", tok):
                 return int(tok)
@@ -205,7 +212,7 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | Sequence[np.ndarra
             if graph is None:
                 lex.expect("graph")
                 kind, tok = lex.next()
-                graph = Graph(json.loads(tok) if kind == "string" else tok)
+                graph = Graph(lex.string(tok) if kind == "string" else tok)
                 lex.expect("{")
             elif line == "}":
                 break

@@ -597,3 +597,13 @@ def test_ircp_zip_with_unknown_version(tmp_path, artifacts):
     path.write_bytes(bytes(data))
     with pytest.raises(irc.IRCError, match="not an irc program artifact"):
         irc.load_program(str(path))
+
+
+def test_ir_text_with_a_damaged_quoted_string():
+    """A control character inside a quoted name or attribute (ircp:40333) is an IRCError naming the line."""
+    from irc.text import parse_graph
+
+    for text in ('graph "g\x01" {\n}\n', 'graph "g" {\n  input %"x\x02" : f32[N,4]\n}\n',
+                 'graph "g" {\n  meta m = "a\x03b"\n}\n'):
+        with pytest.raises(irc.IRCError, match="line [12].*bad quoted string"):
+            parse_graph(text)
