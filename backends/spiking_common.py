@@ -249,9 +249,9 @@ class SpikingProgram(Program):
         analog_macs = int(self.graph.meta.get("analog_macs", 0)) * n
         virtual = int(self.graph.meta.get("virtual_synapses", 0))
         sops = ac + mac
-        import json
+        from irc.meta import meta_json
 
-        fit = json.loads(self.graph.meta.get("thresholds", "{}") or "{}")
+        fit = meta_json(self.graph, "thresholds")
         return {
             "timesteps": timesteps,
             "thresholds": {"method": fit.get("method"), "fitted_for_timesteps": fit.get("fitted_for_timesteps")},

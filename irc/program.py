@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import IRCError
+from .meta import check_meta
 from .feeds import batch_size, bind_inputs, fixed_rows
 from .graph import Graph
 
@@ -299,6 +300,10 @@ def load_program(path: str) -> Program:
             raise IRCError(f"the artifact lacks {required}", file=path)
     graph = _read_graph(members, "graph.ir", "weights.npz", path)
     _check_ports(manifest, graph, path)
+    try:
+        check_meta(graph)
+    except IRCError as e:
+        raise e.with_file(path)
     companions = {k[:-3]: _read_graph(members, k, k[:-3] + ".npz", path)
                   for k in members if k.endswith(".ir") and k != "graph.ir" and k[:-3] + ".npz" in members}
     from .passes import PassContext

@@ -77,9 +77,9 @@ def run_spiking(prog, source, args: argparse.Namespace, client=None) -> int:
 
 def print_thresholds(prog, steps: list[int]) -> None:
     """The threshold method, the T it was fitted for (against the T being run) and each layer's range."""
-    import json
+    from .meta import meta_json
 
-    info = json.loads(prog.graph.meta.get("thresholds", "{}") or "{}")
+    info = meta_json(prog.graph, "thresholds")
     if not info:
         return
     fitted = info.get("fitted_for_timesteps")

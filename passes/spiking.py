@@ -25,7 +25,6 @@ Pipeline (after the foundation passes):
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from irc.analysis import nonnegative_values
 from irc.errors import IRCError, UnsupportedError
+from irc.meta import meta_json
 from irc.graph import Graph, Node, Value
 from irc.interp import run_graph
 from irc.ops import get_op
@@ -193,7 +193,7 @@ def calibrate(graph: Graph, ctx: PassContext) -> Graph:
     record_macs(graph)
     if mode == "model":
         ctx.conversion = Conversion("model", {}, 1.0, {v.name: 1.0 for v in graph.outputs},
-                                    json.loads(graph.meta["n2d2_spiking"]))
+                                    meta_json(graph, "n2d2_spiking"))
         return graph
     data = calibration_data(graph, ctx)
     q = float(ctx.option("percentile", 99.9))

@@ -56,6 +56,7 @@ import numpy as np
 
 from irc.graph import Graph, Node
 from irc.interp import Interpreter, run_graph
+from irc.meta import meta_json
 from irc.ops import get_op
 from irc.ops.spiking import IF
 
@@ -358,7 +359,7 @@ def _sites(graph: Graph, ctx: PassContext) -> list[str]:
 
 
 def _summary(graph: Graph, ctx: PassContext, **extra) -> None:
-    info = json.loads(graph.meta.get("thresholds", "{}"))
+    info = meta_json(graph, "thresholds")
     info.update(extra)
     info["layers"] = {name: [float(np.min(s)), float(np.max(s))] for name, s in ctx.conversion.scales.items()
                       if np.size(s)}
@@ -491,8 +492,7 @@ def correct_bias(graph: Graph, ctx: PassContext) -> Graph:
     With fitted thresholds ``fit_thresholds`` already interleaves it (threshold of a layer, then its bias, then
     the next layer); this pass does it for the percentile rule with ``bias_correction=True``.
     """
-    if not _active(graph, ctx) or not bias_enabled(ctx) or "bias_correction" in json.loads(
-            graph.meta.get("thresholds", "{}")):
+    if not _active(graph, ctx) or not bias_enabled(ctx) or "bias_correction" in meta_json(graph, "thresholds"):
         return graph
     names = _sites(graph, ctx)
     cal = _Calibration(graph, ctx, names)

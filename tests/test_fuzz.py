@@ -607,3 +607,32 @@ def test_ir_text_with_a_damaged_quoted_string():
                  'graph "g" {\n  meta m = "a\x03b"\n}\n'):
         with pytest.raises(irc.IRCError, match="line [12].*bad quoted string"):
             parse_graph(text)
+
+
+def _edit_meta(key: str, value: str):
+    """An artifact edit that replaces the graph's ``meta KEY = ...`` line (re-signed by _tamper)."""
+    def edit(m, members):
+        lines = members["graph.ir"].decode().splitlines()
+        lines = [f"  meta {key} = {value}" if line.startswith(f"  meta {key} ") else line for line in lines]
+        if not any(line.startswith(f"  meta {key} ") for line in lines):
+            lines.insert(1, f"  meta {key} = {value}")
+        members["graph.ir"] = ("\n".join(lines) + "\n").encode()
+    return edit
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("thresholds", '"{\\"method\\": "', "'thresholds' is not valid JSON"),     # fuzz ircp:45601
+    ("thresholds", '"[1, 2]"', "'thresholds' should be a JSON dict"),
+    ("thresholds", '"{\\"layers\\": {\\"a\\": \\"x\\"}}"', "layer range 'a'"),
+    ("thresholds", '"{\\"fitted_for_timesteps\\": \\"4\\"}"', "fitted_for_timesteps='4'"),
+    ("thresholds", '"{\\"bias_correction\\": {\\"shifts\\": [1]}}"', "shifts that is not a mapping"),
+    ("analog_macs", '"many"', "'analog_macs' should be a count"),
+    ("virtual_synapses", "-5", "'virtual_synapses' should be a count"),
+    ("output_batch_axes", "[7]", "'output_batch_axes'"),
+])
+def test_tampered_graph_metadata_is_refused_at_load(tmp_path, artifacts, key, value, match):
+    """Metadata the runtime and reports read back is checked once, when the artifact is loaded."""
+    path = _tamper(artifacts["spike-numpy"], str(tmp_path / "t.ircp"), _edit_meta(key, value))
+    with pytest.raises(irc.IRCError, match=match) as e:
+        irc.load_program(path)
+    assert str(tmp_path / "t.ircp") in str(e.value)

@@ -26,6 +26,7 @@ import numpy as np
 from irc.errors import IRCError, UnsupportedError
 from irc.graph import Graph, Value
 from irc.limits import MAX_TENSOR_ELEMENTS
+from irc.meta import meta_json
 from irc.types import BATCH, TensorType
 
 from . import weights as W
@@ -581,7 +582,7 @@ class _Lowering:
 
 def preprocess(graph: Graph, images: np.ndarray) -> np.ndarray:
     """Apply the INI's Rescale/PadCrop transformations to raw images (N, C, H, W)."""
-    steps = json.loads(graph.meta.get("input_transformations", "[]"))
+    steps = meta_json(graph, "input_transformations")
     x = np.asarray(images, np.float32)
     for step in steps:
         w, h = step["width"], step["height"]
