@@ -57,7 +57,10 @@ class _SpikeRun(Interpreter):
         if node.name in fanouts:
             x = self.args[0]
             nz = (x != 0).reshape(x.shape[0], x.shape[1], -1).astype(np.float64)
-            self.synops_t[node.name] = nz @ fanouts[node.name].reshape(-1).astype(np.float64)
+            ops = nz @ fanouts[node.name].reshape(-1).astype(np.float64)
+            if x.ndim > 0 and x.strides[0] == 0:  # a time-invariant input: computed once (_per_step), counted once
+                ops = np.concatenate([ops[:1], np.zeros_like(ops[1:])])
+            self.synops_t[node.name] = ops
         if node.name in self.prog.neuron_names:
             self.spikes_t[node.name] = np.abs(out).reshape(out.shape[0], out.shape[1], -1).sum(axis=2)
         if self.keep is not None and node.output.type.domain == Domain.SPIKE and out.dtype == np.float32:

@@ -477,6 +477,10 @@ class SpikingPlan:
             args = [st.env[id(value)], counts] if key is None else [st.env[id(value)], st.consts[key], counts]
             st.ex.launch(kernel, rows, args)
             host = st.ex.download(counts).reshape(-1, st.n)
+            if kind == "synops" and id(value) in self.invariant:
+                if st.first:  # computed once per sample (time_invariant), so counted once: on the first step
+                    per_step[(kind, node.name)][0] = host[0]
+                continue
             per_step[(kind, node.name)][st.t0:st.t0 + st.steps] = host  # broadcasts an invariant row over the chunk
 
     def counters(self, ex, per_step: dict, total: int, n: int) -> list[Counters]:

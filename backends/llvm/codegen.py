@@ -330,9 +330,10 @@ class Generator:
                 for node in self.g.nodes:
                     s = self.plan.slots.get(id(node.output))
                     if s is not None and s.invariant:
-                        if node.name in self.inv_sops:
+                        if node.name in self.inv_sops:  # computed once per sample, so counted once: at t = 0
                             ctr = self.counter_of["synops:" + node.name]
-                            self.add_counter(ctr, b.load(f.at(self.inv_sops[node.name], i64(0))))
+                            with f.when(b.icmp_signed("==", t, i64(0))):
+                                self.add_counter(ctr, b.load(f.at(self.inv_sops[node.name], i64(0))))
                         continue
                     self.emit_node(node)
                 self.emit_checkpoints(t)
