@@ -40,22 +40,32 @@ KERNELS = ("llvm", "numpy")
 
 
 SETTLE_S = 0.05
+WARM_S = 0.1
 
 
 def interleaved(fns: dict, repeats: int, budget_s: float) -> dict[str, list[float]]:
     """Each repeat runs every function once, in turn; stops after ``repeats`` or once past the time budget
-    (but never before 5 repeats).  A run shorter than SETTLE_S is preceded by a pause and an untimed run:
-    onnxruntime's threads keep spinning for a while after a run, and would otherwise take the cores of
-    whatever runs next (measured: irc's numpy-only ResNet-8 at batch 1, 1.5 ms alone, 10 ms right after
-    onnxruntime)."""
+    (but never before 5 repeats).  Every timed run is preceded by a pause (SETTLE_S) and then at least WARM_S
+    of untimed runs of the same function (at least one), for both contenders alike:
+
+    * onnxruntime's threads keep spinning for a while after a run and would otherwise take the cores of
+      whatever runs next (measured: irc's numpy-only ResNet-8 at batch 1, 1.5 ms alone, 10 ms right after
+      onnxruntime; ResNet-8 at batch 256 with JIT kernels, 46 ms alone, 79 ms right after it);
+    * after the pause, the first runs of a program whose threads sleep between runs (irc's) are slow on
+      this VM, while onnxruntime's spinning threads hide it (measured, LeNet-5 kernels=numpy at batch 256:
+      6.8 ms back to back, 11.2 ms one untimed run after a 50 ms pause, 6.6-7.0 ms after 50-200 ms of
+      untimed runs; onnxruntime 4.9-5.5 ms either way): steady-state times are compared.
+    """
     for f in fns.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     start = time.perf_counter()
     for i in range(repeats):
         for k, f in fns.items():
-            if not times[k] or min(times[k]) < SETTLE_S:
-                time.sleep(SETTLE_S)  # let the previous contender's threads stop spinning
+            time.sleep(SETTLE_S)  # let the previous contender's threads stop spinning
+            warm_until = time.perf_counter() + WARM_S
+            f()
+            while time.perf_counter() < warm_until:
                 f()
             t = time.perf_counter()
             f()
