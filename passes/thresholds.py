@@ -368,7 +368,8 @@ def _summary(graph: Graph, ctx: PassContext, **extra) -> None:
 
 @register_pass("fit_thresholds", needs=("conversion",))
 def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
-    """Per-channel thresholds fitted layer by layer for the compiled timesteps (threshold='fitted')."""
+    """Thresholds fitted layer by layer for the compiled timesteps (threshold='fitted'): per channel, or one per
+    layer with per_channel=False."""
     if not _active(graph, ctx):
         return graph
     method = threshold_method(ctx)
@@ -383,6 +384,7 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
     names = _sites(graph, ctx)
     cal = _Calibration(graph, ctx, names)
     bias = bias_enabled(ctx)
+    per_channel = bool(ctx.option("per_channel", True))
     shifts: dict[str, list[float]] = {}
     skipped: list[str] = []
     for name in names:
@@ -396,8 +398,17 @@ def fit_thresholds(graph: Graph, ctx: PassContext) -> Graph:
                                  cal.fit_idx[name], True)
             analog = cal.fit_analog[name]
             ceiling = np.float32(get_op(graph.values[name].producer.op).ceiling(graph.values[name].producer.attrs))
-            cands = np.minimum(candidates_for(analog, old), ceiling)
-            th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
+            if per_channel:
+                cands = np.minimum(candidates_for(analog, old), ceiling)
+                th, _ = fit_threshold(current, analog, node.attrs, cands, debias=False, ceiling=float(ceiling))
+            else:  # one threshold for the layer: every channel's positions scored together
+                def flat(a: np.ndarray) -> np.ndarray:
+                    return a.reshape(a.shape[:-2] + (-1, 1))
+
+                cands = np.minimum(candidates_for(flat(analog), np.atleast_1d(old)[:1]), ceiling)
+                one, _ = fit_threshold(flat(current), flat(analog), node.attrs, cands, debias=False,
+                                       ceiling=float(ceiling))
+                th = np.full(np.shape(old), one[0], np.float32)
             ctx.conversion.scales[name] = th
             if bias:
                 r = _correct_layer(graph, ctx, cal, name)

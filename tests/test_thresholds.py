@@ -223,3 +223,21 @@ def test_among_near_equal_errors_the_fit_takes_the_highest_threshold():
         within = cands[errs[:, c] <= least[c] * (1 + SPARSE_SLACK) + 1e-12, c]
         assert th[c] == within.max() and err[c] <= least[c] * (1 + SPARSE_SLACK) + 1e-9
     assert thresholds.SPARSE_SLACK > 0
+
+
+def test_per_layer_option_gives_one_fitted_threshold_per_layer():
+    """per_channel=False is honoured by the fitted rule too (it was silently per channel): each layer's
+    threshold is one number, fitted (not the per-layer percentile)."""
+    from irc.meta import meta_json
+
+    path, cal = digits_cal()
+    per_layer = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=2, per_channel=False)
+    info = meta_json(per_layer.graph, "thresholds")
+    assert info["method"] == "fitted" and info["layers"]
+    assert all(lo == hi for lo, hi in info["layers"].values()), info["layers"]
+    channel = meta_json(irc.compile(path, target="spike-numpy", calibration=cal, timesteps=2).graph, "thresholds")
+    assert any(lo != hi for lo, hi in channel["layers"].values())
+    pct = meta_json(irc.compile(path, target="spike-numpy", calibration=cal, timesteps=2, per_channel=False,
+                                threshold="percentile").graph, "thresholds")
+    assert all(lo == hi for lo, hi in pct["layers"].values())
+    assert info["layers"] != pct["layers"]
