@@ -160,6 +160,9 @@ def _read_graph(members: dict[str, bytes], ir: str, npz: str, path: str) -> Grap
     try:
         return parse_graph(text, arrays)
     except IRCError as e:
+        if e.line is not None and e.file is None:  # a line of the member, not of the zip file itself
+            e.message = f"{ir} line {e.line}: {e.message}"
+            e.line = None
         raise e.with_file(path)
 
 

@@ -26,7 +26,7 @@ Pipeline (after the foundation passes):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -636,3 +636,10 @@ def test_tampered_graph_metadata_is_refused_at_load(tmp_path, artifacts, key, va
     with pytest.raises(irc.IRCError, match=match) as e:
         irc.load_program(path)
     assert str(tmp_path / "t.ircp") in str(e.value)
+
+
+def test_damaged_ir_text_in_an_artifact_names_the_member_line(tmp_path, artifacts):
+    """A bad line of the artifact's graph.ir is named as such (not as a line of the .ircp zip)."""
+    path = _tamper(artifacts["numpy"], str(tmp_path / "t.ircp"), _edit_meta("source_format", '"a\x01b"'))
+    with pytest.raises(irc.IRCError, match=r"t\.ircp: graph\.ir line \d+: bad quoted string"):
+        irc.load_program(path)
