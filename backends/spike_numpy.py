@@ -56,10 +56,12 @@ class _SpikeRun(Interpreter):
         fanouts = self.prog.fanouts
         if node.name in fanouts:
             x = self.args[0]
-            nz = (x != 0).reshape(x.shape[0], x.shape[1], -1).astype(np.float64)
+            once = _time_invariant(x)  # computed once (_per_step), so counted once: at the first step
+            rows = x[:1] if once else x
+            nz = (rows != 0).reshape(rows.shape[0], rows.shape[1], -1).astype(np.float64)
             ops = nz @ fanouts[node.name].reshape(-1).astype(np.float64)
-            if x.ndim > 0 and x.strides[0] == 0:  # a time-invariant input: computed once (_per_step), counted once
-                ops = np.concatenate([ops[:1], np.zeros_like(ops[1:])])
+            if once:
+                ops = np.concatenate([ops, np.zeros((x.shape[0] - 1,) + ops.shape[1:])])
             self.synops_t[node.name] = ops
         if node.name in self.prog.neuron_names:
             self.spikes_t[node.name] = np.abs(out).reshape(out.shape[0], out.shape[1], -1).sum(axis=2)
@@ -100,6 +102,11 @@ def _readout(run: _SpikeRun, node: Node, args: list) -> list:
     return [None]
 
 
+def _time_invariant(x: np.ndarray) -> bool:
+    """A (T, N, ...) value that is the same at every step: a broadcast view, stride 0 over T."""
+    return x.ndim > 0 and x.strides[0] == 0
+
+
 @SIMULATE.register_trait("per-step op with a numpy kernel", lambda op: op.kernel is not None and not op.spiking)
 def _per_step(run: _SpikeRun, node: Node, args: list) -> list:
     """A stateless op: the T steps of every time-varying input are folded into the batch.
@@ -110,7 +117,7 @@ def _per_step(run: _SpikeRun, node: Node, args: list) -> list:
     """
     timed = [x for v, x in zip(node.inputs, args)
              if not (v is None or v.is_param or v.type.domain == Domain.ANALOG)]
-    constant = bool(timed) and all(x.ndim > 0 and x.strides[0] == 0 for x in timed)
+    constant = bool(timed) and all(_time_invariant(x) for x in timed)
     folded = []
     n = None
     for v, x in zip(node.inputs, args):

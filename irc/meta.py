@@ -24,6 +24,8 @@ THRESHOLD_FIELDS: dict[str, tuple[type, ...]] = {
     "positions_per_channel": (int,), "bias_correction": (dict,), "layers": (dict,)}
 """The fields of ``meta["thresholds"]`` the reports read, and their types."""
 
+DAMAGED = "the program file is damaged or was edited; compile the model again"
+
 
 def meta_json(graph: Any, key: str) -> Any:
     """``graph.meta[key]`` parsed (an empty document of the key's kind when absent)."""
@@ -34,28 +36,24 @@ def meta_json(graph: Any, key: str) -> Any:
     try:
         value = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError as e:
-        raise IRCError(f"graph metadata {key!r} is not valid JSON ({e})",
-                       hint="the program file is damaged or was edited; compile the model again") from None
+        raise IRCError(f"graph metadata {key!r} is not valid JSON ({e})", hint=DAMAGED) from None
     if not isinstance(value, kind):
         raise IRCError(f"graph metadata {key!r} should be a JSON {kind.__name__}, not {type(value).__name__}",
-                       hint="the program file is damaged or was edited; compile the model again")
+                       hint=DAMAGED)
     return value
 
 
 def check_meta(graph: Any) -> None:
     """Refuse metadata of the wrong shape before anything reads it (a loaded artifact)."""
     def bad(key: str, why: str) -> IRCError:
-        return IRCError(f"graph metadata {key!r} {why}",
-                        hint="the program file is damaged or was edited; compile the model again")
+        return IRCError(f"graph metadata {key!r} {why}", hint=DAMAGED)
 
-    for key in JSON_KEYS:
-        if key in graph.meta:
-            meta_json(graph, key)
+    docs = {key: meta_json(graph, key) for key in JSON_KEYS}  # each parsed once, its kind checked
     for key in COUNT_KEYS:
         value = graph.meta.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad(key, f"should be a count, not {value!r}")
-    info = meta_json(graph, "thresholds")
+    info = docs["thresholds"]
     for field, types in THRESHOLD_FIELDS.items():
         if field in info and (not isinstance(info[field], types) or isinstance(info[field], bool)):
             raise bad("thresholds", f"has {field}={info[field]!r} of the wrong type")

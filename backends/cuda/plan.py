@@ -472,14 +472,16 @@ class SpikingPlan:
         """Download the chunk's events and synaptic operations per (step, sample)."""
         for kind, node, kernel, key in self.stats:
             value = node.output if kind == "spikes" else node.inputs[0]
+            once = kind == "synops" and id(value) in self.invariant  # computed once per sample (time_invariant)
+            if once and not st.first:
+                continue  # so counted once: on the first step (per_step holds zeros after it)
             rows = st.n if id(value) in self.invariant else st.steps * st.n
             counts = st.ex.zeros((rows,), np.float64)
             args = [st.env[id(value)], counts] if key is None else [st.env[id(value)], st.consts[key], counts]
             st.ex.launch(kernel, rows, args)
             host = st.ex.download(counts).reshape(-1, st.n)
-            if kind == "synops" and id(value) in self.invariant:
-                if st.first:  # computed once per sample (time_invariant), so counted once: on the first step
-                    per_step[(kind, node.name)][0] = host[0]
+            if once:
+                per_step[(kind, node.name)][0] = host[0]
                 continue
             per_step[(kind, node.name)][st.t0:st.t0 + st.steps] = host  # broadcasts an invariant row over the chunk
 

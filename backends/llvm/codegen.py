@@ -224,8 +224,6 @@ class Generator:
         self.f = f
         self.b = f.b
         self.counters = f.region("scratch", self.plan.scratch.reserve(len(self.plan.counters), "i64"), "i64", "counters")
-        self.inv_sops = {n.name: f.region("scratch", self.plan.scratch.reserve(1, "i64"), "i64", "inv_sops")
-                         for n in self.synaptic if self.slot(n.output).invariant}
         self.node_state: dict[str, dict] = {}
         self.tap_tables: dict = {}
         for n in self.g.nodes:
@@ -299,11 +297,9 @@ class Generator:
 
     # -------------------------------------------------------------- reset
     def emit_reset(self) -> None:
-        f, b = self.f, self.b
+        f = self.f
         with f.loop(0, len(self.plan.counters), "r") as i:
             f.store(i64(0), self.counters, i)
-        for name, p in self.inv_sops.items():
-            f.store(i64(0), p, i64(0))
         for n in self.g.nodes:
             slot = self.plan.slots.get(id(n.output))
             if slot is not None and slot.recycled:
@@ -330,11 +326,7 @@ class Generator:
                 for node in self.g.nodes:
                     s = self.plan.slots.get(id(node.output))
                     if s is not None and s.invariant:
-                        if node.name in self.inv_sops:  # computed once per sample, so counted once: at t = 0
-                            ctr = self.counter_of["synops:" + node.name]
-                            with f.when(b.icmp_signed("==", t, i64(0))):
-                                self.add_counter(ctr, b.load(f.at(self.inv_sops[node.name], i64(0))))
-                        continue
+                        continue  # computed (and its synaptic ops counted) once per sample, before the loop
                     self.emit_node(node)
                 self.emit_checkpoints(t)
 
@@ -380,11 +372,7 @@ class Generator:
         """Add the fan-out of one input element to the node's synaptic-op counter."""
         f, b = self.f, self.b
         amount = b.sext(f.load(st["fanout"], index), I64)
-        if self.slot(n.output).invariant:
-            p = f.at(self.inv_sops[n.name], i64(0))
-        else:
-            p = f.at(self.counters, i64(self.counter_of["synops:" + n.name]))
-        b.store(b.add(b.load(p), amount), p)
+        self.add_counter(self.counter_of["synops:" + n.name], amount)
 
     def start_buffer(self, n: Node, st: dict) -> None:
         """Zero a synaptic op's output before its scatter (a recycled buffer already holds its start value)."""
