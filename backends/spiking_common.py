@@ -47,6 +47,9 @@ SPIKING_OPTIONS: dict[str, Option] = {
                         choices=("fitted", "percentile")),
     "bias_correction": Option("bool", None, "shift each layer's biases so its mean spiking rate meets the analog "
                               "mean on calibration data (default: on with threshold=fitted)"),
+    "output_check": Option("bool", True, "with threshold=fitted: compare the fitted network's outputs with the "
+                           "percentile rule's on the calibration data and keep the rule where it is closer to the "
+                           "analog outputs"),
     "fit_samples": Option("int", 256, "calibration inputs used to fit thresholds and biases, at most (a seeded "
                           "subsample; fewer at large timesteps, samples x timesteps <= 4096, at least 32)",
                           minimum=1),

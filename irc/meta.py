@@ -21,7 +21,7 @@ COUNT_KEYS = ("analog_macs", "virtual_synapses")
 
 THRESHOLD_FIELDS: dict[str, tuple[type, ...]] = {
     "method": (str,), "fitted_for_timesteps": (int, type(None)), "samples": (int,),
-    "positions_per_channel": (int,), "bias_correction": (dict,), "layers": (dict,)}
+    "positions_per_channel": (int,), "bias_correction": (dict,), "layers": (dict,), "output_check": (dict,)}
 """The fields of ``meta["thresholds"]`` the reports read, and their types."""
 
 DAMAGED = "the program file is damaged or was edited; compile the model again"
@@ -61,6 +61,10 @@ def check_meta(graph: Any) -> None:
         if (not isinstance(bounds, list) or len(bounds) != 2
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
             raise bad("thresholds", f"has a layer range {name!r}: {bounds!r}, not [low, high]")
+    check = info.get("output_check", {})
+    if not all(isinstance(check.get(k, 0.0), (int, float)) and not isinstance(check.get(k), bool)
+               for k in ("fitted", "percentile")):
+        raise bad("thresholds", f"has an output_check with errors that are not numbers: {check!r}")
     shifts = info.get("bias_correction", {}).get("shifts", {})
     if not isinstance(shifts, dict):
         raise bad("thresholds", "has bias_correction.shifts that is not a mapping")

@@ -95,6 +95,10 @@ def print_thresholds(prog, steps: list[int]) -> None:
     bias = info.get("bias_correction")
     if bias:
         line += f"; bias correction on {len(bias.get('shifts', {}))} layers"
+    check = info.get("output_check")
+    if isinstance(check, dict) and {"fitted", "percentile"} <= check.keys():
+        line += (f"; output error on calibration data (relative MSE): fitted {check['fitted']:.3g}, "
+                 f"percentile rule {check['percentile']:.3g}, kept the {check.get('kept', '?')}")
     print(line)
     print("  per layer (min..max): " + ", ".join(f"{k} {lo:.3g}..{hi:.3g}" for k, (lo, hi) in info.get("layers", {}).items()))
 

@@ -626,6 +626,8 @@ def _edit_meta(key: str, value: str):
     ("thresholds", '"{\\"layers\\": {\\"a\\": \\"x\\"}}"', "layer range 'a'"),
     ("thresholds", '"{\\"fitted_for_timesteps\\": \\"4\\"}"', "fitted_for_timesteps='4'"),
     ("thresholds", '"{\\"bias_correction\\": {\\"shifts\\": [1]}}"', "shifts that is not a mapping"),
+    ("thresholds", '"{\\"output_check\\": {\\"fitted\\": \\"low\\"}}"', "output_check with errors"),
+    ("thresholds", '"{\\"output_check\\": [1]}"', "output_check=\\[1\\] of the wrong type"),
     ("analog_macs", '"many"', "'analog_macs' should be a count"),
     ("virtual_synapses", "-5", "'virtual_synapses' should be a count"),
     ("output_batch_axes", "[7]", "'output_batch_axes'"),

@@ -241,3 +241,37 @@ def test_per_layer_option_gives_one_fitted_threshold_per_layer():
                                 threshold="percentile").graph, "thresholds")
     assert all(lo == hi for lo, hi in pct["layers"].values())
     assert info["layers"] != pct["layers"]
+
+
+def _output_error(prog, cal, analog_out):
+    out = prog.run(cal)
+    return float(((out - analog_out) ** 2).mean() / analog_out.var())
+
+
+@pytest.mark.parametrize("model,t,kept", [("breast", 16, "percentile"), ("digits", 2, "fitted")])
+def test_output_check_keeps_whichever_rule_reproduces_the_analog_outputs_better(model, t, kept):
+    """The default program's thresholds are those of whichever of the two programs (fitted without the check,
+    the percentile rule) is closer to the numpy target's outputs on the calibration data, measured here on the
+    compiled programs themselves.  The MLP at T=16: the fit (on its 256-sample subsample) clips an extreme
+    input the rule does not, so the rule wins; the digits CNN at T=2: the fit wins by far."""
+    from irc.meta import meta_json
+
+    if model == "breast":
+        path = os.path.join(SAMPLES, "tabular", "breast_mlp.onnx")
+        cal = np.load(os.path.join(SAMPLES, "tabular", "breast.npz"))["x_cal"]
+    else:
+        path, cal = digits_cal()
+    analog_out = irc.compile(path).run(cal)
+    fitted = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=t, output_check=False)
+    rule = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=t, threshold="percentile")
+    default = irc.compile(path, target="spike-numpy", calibration=cal, timesteps=t)
+    errors = {"fitted": _output_error(fitted, cal, analog_out), "percentile": _output_error(rule, cal, analog_out)}
+    best = min(errors, key=errors.get)
+    assert best == kept, errors  # the premise: which one is better here
+    chosen = {"fitted": fitted, "percentile": rule}[best]
+    for a, b in zip(default.graph.find("IF"), chosen.graph.find("IF")):
+        np.testing.assert_array_equal(default.graph.param(a.inputs[1]), chosen.graph.param(b.inputs[1]))
+    np.testing.assert_array_equal(default.run(cal), chosen.run(cal))
+    info = meta_json(default.graph, "thresholds")
+    assert info["output_check"]["kept"] == best and info["fitted_for_timesteps"] == t
+    assert info["output_check"]["percentile"] == pytest.approx(errors["percentile"], rel=1e-3)
