@@ -177,23 +177,30 @@ WINOGRAD_CHUNK = 1 << 17
 """Transformed input values (16 per 2x2 output tile and channel) per step of a Winograd convolution: its
 transforms and GEMMs work in cache."""
 
+WINOGRAD_ROWS = [0, 3, 1, 2]
+"""The order of B^T's rows in the transformed input (rows 0 and 3 come out of one subtraction)."""
+WINOGRAD_COLS = [0, 3, 1, 2]
+"""... and of its columns, for the GEMMs (u's second axis; column 2 negated: see conv_winograd)."""
+_WINOGRAD_AT_ROWS = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)[:, WINOGRAD_ROWS]
+
 
 def conv_winograd(x, u, b=None, *, pads, out_dims, activation="", activation_params=None):
     """3x3, stride 1, dilation 1 convolution as Winograd F(2x2, 3x3): per 2x2 block of outputs, the 4x4 input
     tile d around it transformed (B^T d B), 16 GEMMs (tiles, C) @ u (C, M) with the weight transformed at
-    compile time (u = G g G^T), and the products transformed back (A^T m A): 16 multiplies per 4 outputs and
-    channel pair instead of 36.
+    compile time (u = G g G^T: (4, 4, C, M), rows in WINOGRAD_ROWS and columns in WINOGRAD_COLS order), and
+    the products transformed back (A^T m A): 16 multiplies per 4 outputs and channel pair instead of 36.
 
-    Both transforms are separable and run over whole flat buffers, not tile by tile: numpy's ufuncs are ~3x
-    slower on strided rows than on contiguous arrays.  The row pass pairs padded input rows (rows 2i - 2i+2,
-    2i+1 - 2i+3, 2i+1 + 2i+2, 2i+2 - 2i+1: one plane each); the column pass runs once over all four planes at
-    once with flat shifts of one and two pixels (x - x+2 gives B^T's columns 0 and 3 of a tile as one run of 2C;
-    x+1 + x+2 and x+2 - x+1 are kept at even x only), so each tile's values lie every 2C, with one extra tile
-    per row whose values are never read back.  The GEMMs read them with that stride.  ``u`` is (4, 4, C, M):
-    B^T's row i (0..3), and column 0, 3, 1, and 2 negated, so that the output columns of a tile, in products
-    (n0, n1, -n2, n3), are flat shifts again: y0 = n0 + n1 + n2, y1 = n1 - n2 - n3 = window 0 + window 1 -
-    window 2.  Odd output sizes: the tile grid is padded by a row or column of zeros and the extra outputs are
-    not copied out.  A few samples per step (WINOGRAD_CHUNK), in cache; then bias and activation.
+    numpy's ufuncs are ~3x slower on strided rows than on contiguous arrays and pay per inner loop, so both
+    transforms run over whole flat buffers, not tile by tile.  Input, rows then columns: flat shifts of one
+    and two padded rows (x - x+2 gives B^T's rows 0 and 3 at even and odd x; x+1 + x+2 and x+2 - x+1 are kept
+    at even x), then, once over the four row planes, of one and two pixels (x - x+2 gives a tile's columns 0
+    and 3 as one run of 2C), so each tile's values lie every 2C, with one extra tile per row whose values are
+    never used; the GEMMs read them with that stride.  Output, rows then columns: one GEMM (2, 4) @ (4, tiles
+    * 4 * M) over the row planes; then, with a tile's 4 column products in the order n0, n1, -n2, n3 (u's
+    column 2 is negated), its outputs y0 = n0 + n1 + n2 and y1 = n1 - n2 - n3 are window 0 + window 1 -
+    window 2 of flat shifts by M, in one run of 2M, copied into the output's pixels.  Odd output sizes: the
+    tile grid is padded by a row or column of zeros and the extra outputs are not copied out.  A few samples
+    per step (WINOGRAD_CHUNK), in cache; then bias and activation.
     """
     n, _, _, c = x.shape
     oh, ow = out_dims
@@ -203,49 +210,53 @@ def conv_winograd(x, u, b=None, *, pads, out_dims, activation="", activation_par
     xp = _padded(x, pads, (2 * th + 2, 2 * tw + 2))
     per = th * (tw + 1)  # tiles per sample, with one unused per tile row
     step = max(1, WINOGRAD_CHUNK // (16 * per * c))
+    at = _WINOGRAD_AT_ROWS.astype(x.dtype)
     e = x.itemsize
+    q = ow // 2
     y = np.empty((n, oh, ow, m), x.dtype)
     for start in range(0, n, step):
         d = xp[start:start + step]
         k = len(d)
         tiles, size = k * per, k * per * 2 * c
-        rows = _scratch("wino_rows", (4, k, th, row), x.dtype)
-        pairs = d.reshape(k, th + 1, 2, row)
-        lo, hi = pairs[:, :th], pairs[:, 1:]
-        np.subtract(lo[:, :, 0], hi[:, :, 0], out=rows[0])
-        np.add(lo[:, :, 1], hi[:, :, 0], out=rows[1])
-        np.subtract(hi[:, :, 0], lo[:, :, 1], out=rows[2])
-        np.subtract(lo[:, :, 1], hi[:, :, 1], out=rows[3])
-        flat = rows.reshape(-1)
+        src = d.reshape(-1)
+        last = len(src) - 2 * row
+        shifted = _scratch("wino_shifted", (k, th + 1, 2, row), x.dtype)
+        even, odd = shifted[:, :th, 0], shifted[:, :th, 1]
+        flat = shifted.reshape(-1)[:last]
+        rows = _scratch("wino_rows", (4, k, th, row), x.dtype)  # B^T's rows 0, 3, 1, 2
+        np.subtract(src[:last], src[2 * row:], out=flat)
+        np.copyto(rows[0], even)
+        np.copyto(rows[1], odd)
+        np.add(src[row:last + row], src[2 * row:], out=flat)
+        np.copyto(rows[2], even)
+        np.subtract(src[2 * row:], src[row:last + row], out=flat)
+        np.copyto(rows[3], even)
+        src = rows.reshape(-1)
         cols = _scratch("wino_cols", (3, 4 * size), x.dtype, 0.0)  # the last 2C values stay 0
         last = 4 * size - 2 * c
-        np.subtract(flat[:last], flat[2 * c:], out=cols[0, :last])
-        np.add(flat[c:last + c], flat[2 * c:], out=cols[1, :last])
-        np.subtract(flat[2 * c:], flat[c:last + c], out=cols[2, :last])
-        prod = _scratch("wino_prod", (4, tiles, 4, m), x.dtype)
+        np.subtract(src[:last], src[2 * c:], out=cols[0, :last])
+        np.add(src[c:last + c], src[2 * c:], out=cols[1, :last])
+        np.subtract(src[2 * c:], src[c:last + c], out=cols[2, :last])
+        prod = _scratch("wino_prod", (4, tiles, 4, m), x.dtype)  # a tile's column products: n0, n1, -n2, n3
         np.matmul(cols[0].reshape(4, tiles, 2, c).transpose(0, 2, 1, 3), u[:, 0:2],
                   out=prod[:, :, 0::3].transpose(0, 2, 1, 3))
         np.matmul(cols[1].reshape(4, tiles, 2 * c)[:, :, :c], u[:, 2], out=prod[:, :, 1])
         np.matmul(cols[2].reshape(4, tiles, 2 * c)[:, :, :c], u[:, 3], out=prod[:, :, 2])
-        p = prod.reshape(4, -1)
-        t = _scratch("wino_t", (2, p.shape[1]), x.dtype)
-        np.add(p[0], p[1], out=t[0])  # A^T over rows: n0 + n1 + n2, n1 - n2 - n3
-        np.add(t[0], p[2], out=t[0])
-        np.subtract(p[1], p[2], out=t[1])
-        np.subtract(t[1], p[3], out=t[1])
-        z = _scratch("wino_z", (p.shape[1],), x.dtype, 0.0)
-        zk = z[:-2 * m]
+        t = _scratch("wino_t", (2, tiles * 4 * m), x.dtype)
+        np.matmul(at, prod.reshape(4, -1), out=t)
+        t = t.reshape(-1)
+        z = _scratch("wino_z", (2, k, th, tw + 1, 4 * m), x.dtype)
+        zk = z.reshape(-1)[:-2 * m]
+        np.add(t[:-2 * m], t[m:-m], out=zk)
+        np.subtract(zk, t[2 * m:], out=zk)
         out = y[start:start + k]
-        q = ow // 2
         for a in range(2):
-            np.add(t[a, :-2 * m], t[a, m:-m], out=zk)
-            np.subtract(zk, t[a, 2 * m:], out=zk)
             tile_rows = (oh - a + 1) // 2
-            src = z.reshape(k, th, tw + 1, 4 * m)[:, :tile_rows]
+            part = z[a, :, :tile_rows]
             dst = as_strided(out[:, a:], (k, tile_rows, q, 2 * m), (oh * ow * m * e, 2 * ow * m * e, 2 * m * e, e))
-            np.copyto(dst, src[:, :, :q, :2 * m])
+            np.copyto(dst, part[:, :, :q, :2 * m])
             if ow % 2:
-                np.copyto(out[:, a::2, ow - 1], src[:, :, q, :m])
+                np.copyto(out[:, a::2, ow - 1], part[:, :, q, :m])
         _finish(out, b, activation, activation_params)
     return y
 
