@@ -30,6 +30,19 @@ benchmark networks (interleaved medians, batch 1 and 256):
   contiguous values) and one GEMM;
 * grouped convolutions: a dense block-diagonal weight (G times the
   multiplies, but one kernel or BLAS call rather than one small GEMM per group).
+
+Not used, measured slower: Winograd F(2x2, 3x3) for 3x3 stride-1 convs with
+``kernels=numpy`` (2.25x fewer multiplies; kernel in git at cc963bd,
+kernels_nhwc.conv_winograd: flat transforms, 16 GEMMs, output transform as a GEMM;
+float32 error as im2col's, ~5e-7 of the output's scale).  Its transforms are
+~20 ufunc calls per step at ~8 G values/s, ~25 writes per output value against
+im2col's ~12.  ResNet-8's layers, batch 16, interleaved medians: one thread
+0.99x im2col at 16 channels 32x32, 0.89x at 32 (16x16), 0.79x at 64 (8x8);
+two threads (batch chunks over Python threads) 1.1-2.8x slower: ufunc calls
+under ~20 us each lose to the GIL handoff (a 13k-value subtract: 2.8 us on one
+thread, 26 us per pair on two), and larger steps leave the cache.  Whole
+network, batch 256: two threads 1.11x (64 channels only) to 1.17x (32 and 64)
+slower, one thread 1.01x to 1.10x.
 """
 from __future__ import annotations
 
