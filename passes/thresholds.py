@@ -78,18 +78,18 @@ FIT_BUDGET = 1_000_000
 SAMPLE_STEPS = 4096  # README and the fit_samples option say so
 """Calibration samples x timesteps that one prefix simulation runs, at most (fewer samples at large T)."""
 MIN_SAMPLES = 32
+"""Calibration samples a fit uses, at least (when there are that many)."""
 CHECK_SAMPLE_STEPS = 4 * SAMPLE_STEPS
 """Calibration samples x timesteps the output check runs, at most (all calibration samples where that allows:
 the fit's own subsample would hide the rare extreme inputs a too-low threshold clips)."""
-"""Calibration samples a fit uses, at least (when there are that many)."""
 GRID = np.geomspace(0.08, 1.0, 12).astype(np.float32)
 """Candidate thresholds as fractions of a channel's largest calibration activation (then refined)."""
 REFINE = 2
 """Bisections around each channel's best grid candidate (2: a grid four times as fine)."""
 ROUNDS = 1
+"""Threshold fit + bias correction rounds per layer (a second round refits to the corrected currents)."""
 SPARSE_SLACK = 0.02
 """A channel takes the highest candidate threshold whose calibration error is within this fraction of the least."""
-"""Threshold fit + bias correction rounds per layer (a second round refits to the corrected currents)."""
 BIAS_ITERATIONS = 4
 """Bias steps per layer at most (each one simulates the network up to that layer)."""
 BIAS_TOLERANCE = 2e-3
